@@ -1,0 +1,108 @@
+"""Pixels to faces: detect, landmarks, aligned chip, quality and 128-D descriptor.
+
+``FaceEngine`` glues the engine's parts together and is what the rest of openlfr uses::
+
+    engine = FaceEngine(detector="hog", upsample=1)
+    faces = engine.analyze(rgb)          # list[Face], descriptors computed in one batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .chips import face_chip
+from .descriptor import DescriptorModel
+from .detection import Detection, make_detector
+from .images import as_rgb
+from .quality import Quality, assess
+from .shape_predictor import load_shape_predictor
+
+DEFAULT_THRESHOLD = 0.6  # dlib's published same/different distance for one pair
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # left, top, right, bottom (dlib convention, inclusive)
+    score: float
+    landmarks: np.ndarray  # (5, 2) float
+    chip: np.ndarray  # (150, 150, 3) uint8 RGB
+    quality: Quality
+    descriptor: np.ndarray | None = field(default=None, repr=False)  # (128,) float32
+
+    def to_json(self, image: str | None = None) -> dict:
+        d = {
+            "box": [int(v) for v in self.box],
+            "score": round(float(self.score), 6),
+            "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in self.landmarks],
+            "quality": round(self.quality.score, 4),
+        }
+        if image is not None:
+            d = {"image": image, **d}
+        if self.descriptor is not None:
+            d["descriptor"] = [float(v) for v in self.descriptor]
+        return d
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance between descriptors (dlib's metric; same person below ~0.6)."""
+    return np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=-1)
+
+
+class FaceEngine:
+    """Detector + 5-point landmarks + chips + quality + descriptor runtime."""
+
+    def __init__(
+        self,
+        detector: str = "hog",
+        upsample: int = 1,
+        min_face: int | None = None,
+        flip: bool = False,
+        jitter: int = 0,
+        descriptor: DescriptorModel | None = None,
+        threads: int | None = None,
+    ):
+        self.detector_name = detector
+        self.detector = make_detector(detector, upsample=upsample, min_face=min_face)
+        self.flip = flip
+        self.jitter = jitter
+        self._descriptor = descriptor
+        self._threads = threads
+
+    @cached_property
+    def shape_predictor(self):
+        return load_shape_predictor()
+
+    @property
+    def descriptor(self) -> DescriptorModel:
+        if self._descriptor is None:
+            self._descriptor = DescriptorModel(threads=self._threads)
+        return self._descriptor
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detector.detect(as_rgb(image))
+
+    def align(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
+        """Landmarks, chip and quality for each detection (no descriptor yet)."""
+        rgb = as_rgb(image)
+        faces = []
+        for det in detections:
+            pts = self.shape_predictor.predict(rgb, det.box)
+            chip = face_chip(rgb, pts)
+            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pts, det.score)))
+        return faces
+
+    def embed(self, faces: list[Face]) -> list[Face]:
+        """Fill in descriptors for faces, in one batch."""
+        if faces:
+            d = self.descriptor.compute(np.stack([f.chip for f in faces]), flip=self.flip, jitter=self.jitter)
+            for f, v in zip(faces, d):
+                f.descriptor = v
+        return faces
+
+    def analyze(self, image: np.ndarray, descriptors: bool = True) -> list[Face]:
+        rgb = as_rgb(image)
+        faces = self.align(rgb, self.detect(rgb))
+        return self.embed(faces) if descriptors else faces
