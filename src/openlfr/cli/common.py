@@ -1,0 +1,17 @@
+"""Options and helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Detector(str, Enum):
+    hog = "hog"
+    cnn = "cnn"
+
+
+def engine_from_options(detector: "Detector | str", upsample: int, min_face: int | None, flip: bool = False):
+    from ..engine.pipeline import FaceEngine
+
+    name = detector.value if isinstance(detector, Detector) else detector
+    return FaceEngine(detector=name, upsample=upsample, min_face=min_face, flip=flip)
