@@ -1,0 +1,1 @@
+"""Measurements that the ``openlfr bench`` commands and ``bench/`` scripts share."""
