@@ -14,8 +14,6 @@ from rich.table import Table
 from . import app
 from .common import Detector, engine_from_options
 
-err = Console(stderr=True)
-
 
 @app.command()
 def faces(
@@ -35,12 +33,12 @@ def faces(
         try:
             rgb = load_image(path)
         except ImageError as e:
-            err.print(f"[red]error:[/] {e}", highlight=False)
+            typer.echo(f"error: {e}", err=True)
             failed += 1
             continue
         found = engine.analyze(rgb)
         if not found:
-            err.print(f"{path}: no face found", highlight=False)
+            typer.echo(f"{path}: no face found", err=True)
             continue
         if json_out:
             for f in found:
@@ -81,10 +79,10 @@ def compare(
         try:
             found = engine.analyze(load_image(path))
         except ImageError as e:
-            err.print(f"[red]error:[/] {e}", highlight=False)
+            typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         if not found:
-            err.print(f"[red]error:[/] {path}: no face found", highlight=False)
+            typer.echo(f"error: {path}: no face found", err=True)
             raise typer.Exit(2)
         largest = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
         descs.append(largest.descriptor)
