@@ -1,0 +1,120 @@
+"""One descriptor model shared by every camera, fed in batches.
+
+Camera workers ``submit`` the chips of their best shots and wait on the returned future; a
+single thread collects requests from all cameras for up to ``wait_ms`` (or until ``batch``
+chips are waiting) and runs them through the descriptor network in one call. onnxruntime
+releases the GIL while it runs, so decoding and detection of the other cameras go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SharedEmbedder:
+    def __init__(self, compute, batch: int = 32, wait_ms: float = 2.0):
+        """``compute(chips (N, 150, 150, 3) uint8) -> (N, 128) float32``, e.g. ``engine_compute(engine)``."""
+        self.compute = compute
+        self.batch = batch
+        self.wait_s = wait_ms / 1000.0
+        self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="embedder", daemon=True)
+        self.batches = 0
+        self.faces = 0
+        self.busy_s = 0.0
+        self.max_batch = 0
+
+    def start(self) -> "SharedEmbedder":
+        self._thread.start()
+        return self
+
+    def submit(self, chips: np.ndarray) -> Future:
+        fut: Future = Future()
+        chips = np.asarray(chips)
+        if len(chips) == 0:
+            fut.set_result(np.empty((0, 128), np.float32))
+            return fut
+        if self._stop.is_set():
+            fut.set_exception(RuntimeError("embedder stopped"))
+            return fut
+        self._q.put((chips, fut))
+        return fut
+
+    def embed(self, chips: np.ndarray, timeout: float | None = 60.0) -> np.ndarray:
+        return self.submit(chips).result(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is None:
+                return
+            reqs = [item]
+            n = len(item[0])
+            deadline = time.monotonic() + self.wait_s
+            while n < self.batch:
+                left = deadline - time.monotonic()
+                try:
+                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stop.set()
+                    break
+                reqs.append(nxt)
+                n += len(nxt[0])
+            self._run(reqs)
+
+    def _run(self, reqs) -> None:
+        try:
+            t0 = time.perf_counter()
+            chips = np.concatenate([c for c, _ in reqs]) if len(reqs) > 1 else reqs[0][0]
+            desc = np.asarray(self.compute(chips), np.float32)
+            self.busy_s += time.perf_counter() - t0
+            self.batches += 1
+            self.faces += len(chips)
+            self.max_batch = max(self.max_batch, len(chips))
+        except Exception as e:  # hand the error to every waiting camera
+            log.error("embedding failed: %s", type(e).__name__)
+            for _, fut in reqs:
+                fut.set_exception(e)
+            return
+        i = 0
+        for c, fut in reqs:
+            fut.set_result(desc[i : i + len(c)])
+            i += len(c)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._q.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        while True:  # fail whatever is left
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(RuntimeError("embedder stopped"))
+
+
+def engine_compute(engine):
+    """The FaceEngine's descriptor with its flip/jitter options, as a ``compute`` function."""
+
+    def compute(chips: np.ndarray) -> np.ndarray:
+        return engine.descriptor.compute(chips, flip=engine.flip, jitter=engine.jitter)
+
+    return compute

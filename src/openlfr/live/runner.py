@@ -1,0 +1,497 @@
+"""A live run: sources -> per-camera workers -> shared embedder -> watchlist search -> alerts.
+
+Threads (one process):
+
+- a **reader** per camera (``SourceReader``): decodes frames into a bounded ``FrameQueue``;
+  for live sources (and files read in real time) the newest frame wins and every dropped frame
+  is counted; a dead or stalled stream is reported and reconnected with back-off;
+- a **worker** per camera: detection on a schedule (``DetectionScheduler``), tracking,
+  best-shot selection, alignment of the shots worth embedding, the watchlist search of each
+  improved track template and the alert decision;
+- one **embedder** shared by all cameras, batching their chips;
+- the caller's thread: receives events (``on_event``), handles Ctrl-C / SIGTERM (clean stop:
+  readers stop, workers finish their frame, tracks end, the summary is given).
+
+Privacy invariant: frames, chips and templates stay in memory. A track that matched nobody is
+dropped with its shots when it ends; events carry no chip or template of such a face, and the
+log carries no descriptor or crop of anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .alerts import AlertEvent, AlertPolicy
+from .align import Aligner
+from .bestshot import BestShots, Shot, quality_bound
+from .config import RunConfig
+from .embedder import SharedEmbedder, engine_compute
+from .scheduler import DetectionScheduler, GreyHog
+from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
+from .tracker import Track, TrackedDetection, Tracker, colour_histogram
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad source, bad watchlist...)."""
+
+
+@dataclass
+class ThresholdInfo:
+    threshold: float
+    reason: str
+    target_fpir: float
+    expected_fpir: float | None
+    given: bool
+
+
+def decide_threshold(n_subjects: int, threshold: float | None, target_fpir: float) -> ThresholdInfo:
+    """The threshold to use and why (from the target FPIR and watchlist size unless given)."""
+    from ..watchlist.threshold import choose_threshold, fpir
+
+    if threshold is not None:
+        try:
+            exp = float(fpir(threshold, n_subjects))
+            why = (f"{threshold:.3f}: given by the operator; expected false alert rate per face "
+                   f"{exp * 100:.3g}% at {n_subjects} subjects")
+        except Exception as e:  # table missing: say so
+            exp, why = None, f"{threshold:.3f}: given by the operator (expected rate unknown: {e})"
+        return ThresholdInfo(float(threshold), why, target_fpir, exp, True)
+    c = choose_threshold(n_subjects, target_fpir)
+    return ThresholdInfo(float(c.threshold), c.reason, target_fpir, float(c.expected_fpir), False)
+
+
+@dataclass
+class CameraStats:
+    name: str
+    kind: str
+    frames: int = 0  # frames processed
+    read: int = 0  # frames read from the source
+    dropped: int = 0
+    total: int | None = None  # frame count of a file
+    fps_source: float = 25.0
+    state: str = "starting"
+    detections: int = 0
+    scans: int = 0
+    window_runs: int = 0
+    embedded: int = 0
+    aligned: int = 0
+    merged: int = 0
+    faces_seen: int = 0
+    alerts: int = 0
+    reconnects: int = 0
+    busy_s: float = 0.0  # worker time spent on frames (wall clock)
+    cpu_s: float = 0.0  # worker CPU time spent on frames (its thread only)
+    last_time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+class CameraWorker(threading.Thread):
+    def __init__(self, runner: "LiveRunner", source: FrameSource, queue: FrameQueue, stats: CameraStats, ids):
+        super().__init__(name=f"camera-{source.name}", daemon=True)
+        self.r = runner
+        self.cfg = runner.cfg
+        self.source = source
+        self.queue = queue
+        self.stats = stats
+        c = self.cfg.detection
+        detector = GreyHog(c.upsample) if c.detector == "hog" else runner.engine.detector
+        self.scheduler = DetectionScheduler(
+            detector, motion=c.motion, full_every=c.full_every, every=c.every, track_every=c.track_every, scale=c.scale,
+            scan_pixels=c.scan_pixels, min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px,
+            min_face=c.min_face, roi=c.roi, fps=source.fps,
+        )
+        t = self.cfg.tracking
+        self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
+        self.annotator = None
+        self.error: BaseException | None = None
+        self._pending: list = []
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame) -> None:
+        rgb = frame.image
+        t = frame.time
+        self._collect()  # embeddings of the previous frame's best shots
+        self.tracker.advance(t)
+        self._end_tracks(self.tracker.pop_ended())
+        predicted = [tr.predict(t) for tr in self.tracker.tracks]
+        step = self.scheduler.step(rgb, frame.index, predicted, frame.grey)
+        if step.kind != "none":
+            self.stats.detections += len(step.detections)
+            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d)
+                     for d in step.detections]
+            pairs, _new = self.tracker.update(tdets, t, frame.wall, frame.index, step.searched)
+            self._best_shots(rgb, frame, pairs)
+        self.stats.scans, self.stats.window_runs = self.scheduler.scans, self.scheduler.window_runs
+        self.stats.faces_seen = self.tracker.faces_seen
+        if self.annotator is not None:
+            self.annotator.write(rgb, self.tracker.tracks, t)
+
+    def _best_shots(self, rgb: np.ndarray, frame: Frame, pairs) -> None:
+        """Align the faces that may earn a place among their track's best shots; embed those
+        that do (asynchronously, on the shared embedder; results are taken at the next frame)."""
+        cands: list[tuple[Track, object]] = []
+        for tr, d in pairs:
+            shots = tr.state.setdefault("shots", BestShots(**self.r.shot_args))
+            det = d.payload
+            if not shots.wants(quality_bound(det.width, det.score), frame.index):
+                continue  # cannot beat the kept shots, or too soon after the last one: not even aligned
+            face = self.r.aligner.align(rgb, det)
+            self.stats.aligned += 1
+            if shots.wants(face.quality.score, frame.index):
+                cands.append((tr, face))
+        if not cands:
+            return
+        for tr, _ in cands:
+            tr.state["shots"].reserve(frame.index)
+        fut = self.r.embedder.submit(np.stack([f.chip for _, f in cands]))
+        self._pending.append((fut, cands, frame.index, frame.time))
+
+    def _collect(self, wait: bool = True) -> None:
+        pending, self._pending = self._pending, []
+        changed: list[Track] = []
+        last = None
+        for fut, cands, index, t in pending:
+            desc = fut.result(timeout=120)
+            last = (index, t)
+            for (tr, face), dvec in zip(cands, desc):
+                shots = tr.state.get("shots")
+                if shots is None:  # the track ended meanwhile
+                    continue
+                shot = Shot(float(face.quality.score), dvec, index, t, tuple(face.box), face.chip)
+                first = not shots.shots
+                self.stats.embedded += 1
+                if shots.add(shot):
+                    if first and self._reidentify(tr):
+                        continue
+                    if tr not in changed:
+                        changed.append(tr)
+        if changed:
+            self._search(changed, last)
+
+    def _reidentify(self, tr: Track) -> bool:
+        """A new track whose first template matches a track lost earlier continues that track."""
+        limit = self.cfg.tracking.reid_distance
+        if limit <= 0:
+            return False
+        tpl = tr.state["shots"].template
+        best, best_d = None, limit
+        for other in self.tracker.tracks:
+            if other is tr or other.last_time >= tr.first_time or "shots" not in other.state:
+                continue
+            ot = other.state["shots"].template
+            if ot is None:
+                continue
+            d = float(np.linalg.norm(ot - tpl))
+            if d < best_d:
+                best, best_d = other, d
+        if best is None:
+            return False
+        best.state["shots"].absorb(tr.state["shots"])
+        tr.state["shots"].clear()
+        self.tracker.merge(best, tr)
+        self.r.policy.merge_tracks(self.source.name, best.id, tr.id)
+        self.stats.merged += 1
+        self._search([best], None)
+        return True
+
+    def _search(self, tracks: list[Track], at: tuple[int, float] | None) -> None:
+        from ..watchlist.index import top_subjects
+
+        q = np.stack([tr.state["shots"].template for tr in tracks])
+        k = min(3, self.r.n_subjects)
+        dist, lab = top_subjects(self.r.index, q, k)
+        for tr, drow, lrow in zip(tracks, dist, lab):
+            matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
+            tr.state["nearest"] = matches[0][1] if matches else None
+            best = tr.state["shots"].best
+            events = self.r.policy.consider(
+                self.source.name, tr.id, matches,
+                at[0] if at is not None else tr.last_frame,
+                at[1] if at is not None else tr.last_time,
+                tr.first_wall, chip=best.chip if best else None, template=tr.state["shots"].template,
+            )
+            for ev in events:
+                tr.state.setdefault("alerts", {})[ev.alert.subject] = ev.alert
+                self.r.alert_event(ev)
+
+    def _end_tracks(self, ended: list[Track]) -> None:
+        for tr in ended:
+            shots = tr.state.get("shots")
+            if shots is not None:
+                shots.clear()
+            self.r.policy.track_ended(self.source.name, tr.id)
+            tr.state.clear()
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        st = self.stats
+        try:
+            while True:
+                try:
+                    frame = self.queue.get(timeout=0.2)
+                except EOFError:
+                    break
+                if frame is None:
+                    if self.r.stop_event.is_set() and not self.r.drain:
+                        break
+                    continue
+                if self.r.stop_event.is_set() and not self.r.drain:
+                    break
+                t0, c0 = time.perf_counter(), time.thread_time()
+                self.process(frame)
+                st.busy_s += time.perf_counter() - t0
+                st.cpu_s += time.thread_time() - c0
+                st.frames += 1
+                st.last_time = frame.time
+                self.r.frame_done(self, frame)
+                del frame
+        except BaseException as e:  # report, let the other cameras go on
+            self.error = e
+            log.exception("camera %s stopped on an error", self.source.name)
+            self.r.emit({"event": "source", "camera": self.source.name, "state": "error",
+                         "message": f"{type(e).__name__}: {e}"})
+        finally:
+            try:
+                self._collect()
+            except Exception:  # embedder stopped under us (shutdown): the shots are dropped anyway
+                self._pending = []
+            self._end_tracks(self.tracker.finish())
+            st.faces_seen = self.tracker.faces_seen
+            st.dropped = self.queue.dropped + self.queue.discard()
+            if self.annotator is not None:
+                self.annotator.close()
+
+
+class LiveRunner:
+    """Build with a RunConfig, ``prepare()`` (raises RunError on bad input), then ``run()``."""
+
+    def __init__(self, cfg: RunConfig, on_event: Callable[[dict], None] | None = None, engine=None,
+                 watchlist=None, enrol_engine=None):
+        self.cfg = cfg
+        self.on_event = on_event or (lambda e: None)
+        self.engine = engine
+        self.enrol_engine = enrol_engine
+        self.watchlist = watchlist
+        self.enrolment = None
+        self.stop_event = threading.Event()
+        self.drain = False
+        self.shot_args = dict(k=cfg.bestshot.shots, min_gain=cfg.bestshot.min_gain,
+                              min_gap_frames=cfg.bestshot.min_gap_frames)
+        self.sources: list[FrameSource] = []
+        self.stats: list[CameraStats] = []
+        self._lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        self.started = None
+        self.interrupted = False
+        self.summary: dict | None = None
+        self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
+
+    # ------------------------------------------------------------------ setup
+    def emit(self, event: dict) -> None:
+        with self._emit_lock:
+            self.on_event(event)
+
+    def prepare(self) -> None:
+        from ..engine.pipeline import FaceEngine
+        from ..watchlist.enrol import load_watchlist
+        from ..watchlist.index import make_index
+        from ..watchlist.model import WatchlistError
+
+        c = self.cfg
+        # Sources first: a typo in a path or URL is the commonest mistake, and cheap to find.
+        for spec in c.sources:
+            try:
+                src = open_source(spec, folder_fps=c.folder_fps, timeout_s=c.stall_timeout_s)
+                src.open()
+            except SourceError as e:
+                for s in self.sources:
+                    s.close()
+                raise RunError(f"source {e}") from None
+            self.sources.append(src)
+        names = [s.name for s in self.sources]
+        for i, s in enumerate(self.sources):  # two cameras with the same name: number them
+            if names.count(s.name) > 1:
+                s.name = f"{s.name}#{i + 1}"
+        if self.engine is None:
+            from ..engine.descriptor import DescriptorModel
+
+            # one onnxruntime thread: the embedder runs beside the camera workers, and a
+            # multi-threaded session would spin on the cores they need
+            self.engine = FaceEngine(detector=c.detection.detector, upsample=c.detection.upsample,
+                                     min_face=None, descriptor=DescriptorModel(threads=c.embed_threads))
+        self.aligner = Aligner(self.engine)
+        if self.watchlist is None:
+            enrol = self.enrol_engine or FaceEngine(detector="hog", upsample=1)
+            try:
+                self.watchlist, self.enrolment = load_watchlist(c.watchlist, enrol)
+            except WatchlistError as e:
+                self.close_sources()
+                raise RunError(f"watchlist: {e}") from None
+        if len(self.watchlist) == 0 or len(self.watchlist.templates) == 0:
+            self.close_sources()
+            raise RunError("watchlist: no subject with an accepted image")
+        self.n_subjects = len(self.watchlist)
+        self.index = make_index("exact")
+        self.index.add(self.watchlist.templates, self.watchlist.template_subject)
+        self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
+        self.policy = AlertPolicy(self.threshold.threshold, c.alerts.cooldown_s, c.alerts.min_improvement,
+                                  self.watchlist.subjects)
+
+    def close_sources(self) -> None:
+        for s in self.sources:
+            s.close()
+
+    # ------------------------------------------------------------------ events
+    def alert_event(self, ev: AlertEvent) -> None:
+        with self._lock:
+            for st in self.stats:
+                if st.name == ev.alert.camera and ev.kind == "alert":
+                    st.alerts += 1
+        d = ev.alert.to_json("alert" if ev.kind == "alert" else "alert_update")
+        d["track"] = ev.track
+        self.emit(d)
+
+    def _source_event(self, ev: SourceEvent) -> None:
+        for st in self.stats:
+            if st.name == ev.camera:
+                st.state = {"down": "down", "reconnecting": "down", "reconnected": "live", "ended": "ended",
+                            "error": "error"}.get(ev.state, st.state)
+                if ev.state == "reconnected":
+                    st.reconnects += 1
+        lvl = logging.WARNING if ev.state in ("down", "reconnecting", "error") else logging.INFO
+        log.log(lvl, "camera %s: %s %s", ev.camera, ev.state, ev.message)
+        self.emit({"event": "source", "camera": ev.camera, "state": ev.state, "message": ev.message})
+
+    def frame_done(self, worker: CameraWorker, frame: Frame) -> None:
+        if self.frame_hook is not None:
+            self.frame_hook(worker, frame)
+
+    # ------------------------------------------------------------------ run
+    def start_event(self) -> dict:
+        th = self.threshold
+        return {
+            "event": "start",
+            "sources": [{"camera": s.name, "kind": s.kind, "fps": round(s.fps, 3), "frames": s.frame_count}
+                        for s in self.sources],
+            "watchlist_subjects": self.n_subjects,
+            "watchlist_templates": int(len(self.watchlist.templates)),
+            "threshold": round(th.threshold, 4),
+            "threshold_reason": th.reason,
+            "target_fpir": th.target_fpir,
+            "detector": self.cfg.detection.detector,
+        }
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop the run (Ctrl-C, SIGTERM): readers stop, workers finish their frame, tracks end."""
+        self.drain = drain
+        self.interrupted = True
+        self.stop_event.set()
+
+    def run(self) -> dict:
+        """Run until every source has ended or ``stop()``; returns the summary (also emitted)."""
+        c = self.cfg
+        self.emit(self.start_event())
+        self.embedder = SharedEmbedder(engine_compute(self.engine), c.embed_batch, c.embed_wait_ms).start()
+        import itertools
+
+        ids = itertools.count(1)
+        readers, workers = [], []
+        for src in self.sources:
+            realtime = src.live if c.realtime is None else (c.realtime or src.live)
+            q = FrameQueue(c.queue_size, drop=realtime)
+            st = CameraStats(src.name, src.kind, total=src.frame_count, fps_source=src.fps, state="live")
+            self.stats.append(st)
+            readers.append(SourceReader(src, q, self.stop_event, self._source_event, realtime=realtime and not src.live,
+                                        reconnect_max_s=c.reconnect_max_s, max_frames=c.max_frames))
+            w = CameraWorker(self, src, q, st, ids)
+            if c.annotate is not None and not workers:
+                from .annotate import Annotator
+
+                w.annotator = Annotator(c.annotate, src.fps, self.policy)
+            workers.append(w)
+        prev = self._install_signals()
+        self.started = time.monotonic()
+        cpu0 = os.times()
+        try:
+            for t in readers + workers:
+                t.start()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=0.1)
+                for r, st in zip(readers, self.stats):
+                    st.read = r.frames_read
+                    st.dropped = r.queue.dropped
+        finally:
+            self.stop_event.set()
+            for r in readers:
+                r.join(timeout=5)
+            self.embedder.stop()
+            self._restore_signals(prev)
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        cpu1 = os.times()
+        for r, st in zip(readers, self.stats):
+            st.read = r.frames_read
+        self.summary = self._summary(elapsed, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
+        self.emit(self.summary)
+        return self.summary
+
+    def _summary(self, elapsed: float, cpu_s: float) -> dict:
+        frames = sum(s.frames for s in self.stats)
+        return {
+            "event": "summary",
+            "frames": frames,
+            "faces_seen": sum(s.faces_seen for s in self.stats),
+            "alerts": len(self.policy.alerts),
+            "dropped_frames": sum(s.dropped for s in self.stats),
+            "fps": round(frames / elapsed, 2),
+            "alert_updates": self.policy.updates,
+            "suppressed": self.policy.suppressed,
+            "alerts_per_subject": self.policy.per_subject(),
+            "threshold": round(self.threshold.threshold, 4),
+            "threshold_reason": self.threshold.reason,
+            "elapsed_s": round(elapsed, 3),
+            "cpu_s": round(cpu_s, 3),
+            "embedded": self.embedder.faces,
+            "embed_batches": self.embedder.batches,
+            "interrupted": self.interrupted,
+            "cameras": [s.to_json() for s in self.stats],
+        }
+
+    # ------------------------------------------------------------------ signals
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        prev = {}
+
+        def handler(signum, _frame):
+            log.warning("signal %s: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                prev[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+        return prev
+
+    @staticmethod
+    def _restore_signals(prev) -> None:
+        if not prev:
+            return
+        for sig, h in prev.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
