@@ -1,0 +1,238 @@
+"""Enrolment: reference images to a ``Watchlist``, with quality checks and a report.
+
+Three input layouts:
+
+- a folder of folders ``<subject_id>/<image>``: one subject per folder (name = folder name
+  with ``_`` read as a space), every file inside it (recursively) is a candidate image;
+- a flat folder of images: each file is one subject (id = file stem; files sharing a stem
+  are images of the same subject);
+- a CSV file with the header ``subject_id,name,image,category`` (``subject_id`` and ``image``
+  are required; ``name`` defaults to the id, ``category`` to "unspecified"; extra columns are
+  ignored; image paths are relative to the CSV's folder; a subject may take several rows).
+
+Hidden files (``.name``) are skipped. Each image is checked in turn and the first failure is
+its reason for rejection: readable image; at least one face; exactly one face, or one
+*dominant* face (its box area at least ``DOMINANCE`` = 2x that of the next largest, as in a
+portrait with a small face in the background); face size (box width ≥ ``min_face`` px and
+inter-ocular distance ≥ 0.3 x ``min_face``, which also stops strongly turned faces); sharpness
+(``Quality.sharpness`` ≥ ``min_sharpness``: the default 0.1 rejects e.g. a 270 px face blurred
+with a 5 px Gaussian, while LFW's soft 250x250 JPEGs score 0.12 to 0.8). A subject without any
+accepted image is left out and reported.
+
+References use flip averaging by default (the chip and its mirror), one template per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.images import ImageError, load_image
+from .model import DIM, Subject, Watchlist, WatchlistError
+
+DOMINANCE = 2.0  # the largest face's box area over the next one's, to accept a group photo
+IOD_PER_WIDTH = 0.3  # minimum inter-ocular distance / min_face (a frontal face has ~0.4)
+MIN_SHARPNESS = 0.1  # Quality.sharpness = v / (v + 100) of the chip: Laplacian variance v >= 11
+CSV_REQUIRED = ("subject_id", "image")
+
+
+@dataclass
+class AcceptedImage:
+    path: str
+    subject_id: str
+    quality: float
+    box: tuple[int, int, int, int]
+    note: str = ""  # e.g. "dominant face of 3"
+
+
+@dataclass
+class EnrolmentReport:
+    """What happened to every candidate image. No templates or face crops are kept here."""
+
+    source: str
+    accepted: list[AcceptedImage] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    excluded_subjects: list[str] = field(default_factory=list)  # ids left without any image
+
+    @property
+    def n_images(self) -> int:
+        return len(self.accepted) + len(self.rejected)
+
+    def reason_for(self, path: str | Path) -> str | None:
+        for p, r in self.rejected:
+            if p == str(path):
+                return r
+        return None
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source}: {len(self.accepted)} of {self.n_images} images accepted; "
+            f"{len(self.excluded_subjects)} subject(s) left without an image"
+        ]
+        lines += [f"  rejected {p}: {r}" for p, r in self.rejected]
+        lines += [f"  excluded subject {s}: no accepted image" for s in self.excluded_subjects]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "accepted": [
+                {"path": a.path, "subject_id": a.subject_id, "quality": round(a.quality, 4), "box": list(a.box), "note": a.note}
+                for a in self.accepted
+            ],
+            "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+            "excluded_subjects": list(self.excluded_subjects),
+        }
+
+
+def _visible(p: Path | str) -> bool:
+    return not Path(p).name.startswith(".")
+
+
+def _name_of(subject_id: str) -> str:
+    return subject_id.replace("_", " ")
+
+
+def read_folder(path: Path) -> list[Subject]:
+    """Subjects (with candidate image paths) from a folder of folders and/or a flat folder."""
+    subjects: dict[str, Subject] = {}
+    for entry in sorted(filter(_visible, path.iterdir())):
+        if entry.is_dir():
+            files = sorted(f for f in entry.rglob("*") if f.is_file() and all(_visible(x) for x in f.relative_to(entry).parts))
+            s = subjects.setdefault(entry.name, Subject(entry.name, _name_of(entry.name)))
+            s.images.extend(str(f) for f in files)
+        elif entry.is_file():
+            s = subjects.setdefault(entry.stem, Subject(entry.stem, _name_of(entry.stem)))
+            s.images.append(str(entry))
+    return list(subjects.values())
+
+
+def read_csv(path: Path) -> list[Subject]:
+    """Subjects from a CSV (``subject_id,name,image,category``); malformed rows raise with their line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise WatchlistError(f"{path}: not a UTF-8 text file ({e})") from None
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if not header or not any(h.strip() for h in header):
+        raise WatchlistError(f"{path}: empty CSV, expected the header subject_id,name,image,category")
+    cols = [h.strip().lower() for h in header]
+    missing = [c for c in CSV_REQUIRED if c not in cols]
+    if missing:
+        raise WatchlistError(f"{path}, line 1: header lacks column(s) {', '.join(missing)} (found: {', '.join(cols)})")
+    at = {c: cols.index(c) for c in ("subject_id", "name", "image", "category") if c in cols}
+    subjects: dict[str, Subject] = {}
+    for row in rows:
+        line = rows.line_num
+        if not row or not any(v.strip() for v in row):
+            continue
+        if len(row) != len(cols):
+            raise WatchlistError(f"{path}, line {line}: {len(row)} fields, the header has {len(cols)}")
+        get = {c: row[i].strip() for c, i in at.items()}
+        sid, image = get["subject_id"], get["image"]
+        if not sid or not image:
+            raise WatchlistError(f"{path}, line {line}: empty {'subject_id' if not sid else 'image'}")
+        name = get.get("name") or _name_of(sid)
+        category = get.get("category") or "unspecified"
+        s = subjects.get(sid)
+        if s is None:
+            s = subjects[sid] = Subject(sid, name, category)
+        elif (get.get("name") and name != s.name) or (get.get("category") and category != s.category):
+            raise WatchlistError(f"{path}, line {line}: subject {sid} has another name or category on an earlier line")
+        s.images.append(str(path.parent / image))  # an absolute image path stays as it is
+    return list(subjects.values())
+
+
+def check_image(path: str, engine, min_face: int, min_sharpness: float):
+    """(face, note) for an acceptable reference image, else (None, reason)."""
+    try:
+        rgb = load_image(path)
+    except ImageError as e:
+        return None, str(e).removeprefix(f"{path}: ")
+    faces = engine.align(rgb, engine.detect(rgb))
+    if not faces:
+        return None, "no face found"
+    note = ""
+    if len(faces) > 1:
+        area = [(f.box[2] - f.box[0] + 1) * (f.box[3] - f.box[1] + 1) for f in faces]
+        order = np.argsort(area)[::-1]
+        if area[order[0]] < DOMINANCE * area[order[1]]:
+            return None, f"{len(faces)} faces found, none dominant (largest < {DOMINANCE:g}x the next)"
+        faces = [faces[order[0]]]
+        note = f"dominant face of {len(area)}"
+    face = faces[0]
+    width = face.box[2] - face.box[0] + 1
+    iod = face.quality.interocular_px
+    if width < min_face or iod < IOD_PER_WIDTH * min_face:
+        return None, f"face too small ({width} px wide, inter-ocular {iod:.0f} px; need {min_face} and {IOD_PER_WIDTH * min_face:.0f})"
+    if face.quality.sharpness < min_sharpness:
+        return None, f"face too blurred (sharpness {face.quality.sharpness:.2f} < {min_sharpness:.2f})"
+    return face, note
+
+
+def enrol_subjects(
+    subjects: list[Subject],
+    engine,
+    min_face: int = 40,
+    min_sharpness: float = MIN_SHARPNESS,
+    flip: bool = True,
+    source: str = "",
+) -> tuple[Watchlist, EnrolmentReport]:
+    """Check every candidate image of ``subjects`` and build the watchlist from the accepted ones."""
+    report = EnrolmentReport(source)
+    kept: list[Subject] = []
+    chips, owner, quality, image = [], [], [], []
+    for s in subjects:
+        accepted = []
+        for path in s.images:
+            face, why = check_image(path, engine, min_face, min_sharpness)
+            if face is None:
+                report.rejected.append((path, why))
+                continue
+            accepted.append(path)
+            report.accepted.append(AcceptedImage(path, s.id, float(face.quality.score), tuple(int(v) for v in face.box), why))
+            chips.append(face.chip)
+            owner.append(len(kept))
+            quality.append(face.quality.score)
+            image.append(path)
+        if accepted:
+            kept.append(Subject(s.id, s.name, s.category, accepted))
+        else:
+            report.excluded_subjects.append(s.id)
+    if not kept:
+        raise WatchlistError(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}")
+    templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
+    wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image)
+    return wl, report
+
+
+def load_watchlist(
+    path: str | Path,
+    engine,
+    min_face: int = 40,
+    min_sharpness: float = MIN_SHARPNESS,
+    flip: bool = True,
+) -> tuple[Watchlist, EnrolmentReport]:
+    """Enrol a folder (``<subject>/<image>`` or flat images) or a CSV; see the module docstring.
+
+    ``engine`` is a ``FaceEngine``; its detector decides which faces are found. ``min_face`` is
+    the smallest face box width in pixels. Raises ``WatchlistError`` for a missing path, a
+    malformed CSV, no subjects, or no accepted image at all.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise WatchlistError(f"{p}: no such file or folder")
+    if p.is_dir():
+        subjects = read_folder(p)
+    elif p.suffix.lower() == ".csv":
+        subjects = read_csv(p)
+    else:
+        raise WatchlistError(f"{p}: not a folder or a .csv file")
+    if not subjects:
+        raise WatchlistError(f"{p}: no subjects found (empty {'folder' if p.is_dir() else 'CSV'})")
+    return enrol_subjects(subjects, engine, min_face, min_sharpness, flip, source=str(p))
