@@ -32,8 +32,8 @@ from rich.table import Table
 
 from . import app
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)]
 AsOpt = Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="Act as this user ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked.", show_default=False)]
