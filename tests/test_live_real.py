@@ -1,0 +1,166 @@
+"""Live recognition on the real videos of ../shared/data/video (skipped when absent).
+
+- hamilton_clip_640x360.mp4 against hamilton_refs/ (4 subjects): alerts for Lin-Manuel
+  Miranda and Alex Lacamoire, none for Joe Biden, alerts per person bounded by their tracks;
+- crowd_walk_1920x1080.mp4 against every identity of lfw-dev (2,829 subjects, first image
+  each): no alert at the default threshold; faces seen close to the number of people whose
+  face is visible, counted by eye; the privacy invariant (test_live_privacy.py uses the same
+  watchlist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openlfr.live.config import RunConfig
+from openlfr.live.runner import LiveRunner
+
+pytestmark = [pytest.mark.shared]
+
+# Counted once by eye on frames 0, 20, 40, 60, 80 and 104 (extracted to PNG): the people whose
+# face (frontal or profile) is visible at some point: the woman with the scarf, the red-haired
+# young man, the boy in the blue hoodie, the white-haired woman in the red-trimmed coat, the bald
+# man in the beige coat, the curly-haired woman in the red jacket, the older man with white hair,
+# the man with the camera (right, first frames), the woman with the yellow scarf, the man with
+# glasses in the black jacket, the bald man on the far right. (Two more walk away from the camera,
+# faces never visible; three or four faces near the far door are a few pixels across.)
+CROWD_PEOPLE_BY_EYE = 11
+
+
+def lfw_first_images(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        imgs = sorted(d.glob("*.jpg"))
+        if imgs:
+            out.append((d.name, imgs[0]))
+    return out
+
+
+def lfw_watchlist(shared_data: Path):
+    """The 2,829-subject LFW watchlist (first image each), cached under the openlfr cache folder.
+
+    Enrolled like ``watchlist.enrol`` does (largest face, flip-averaged template) but on dlib's
+    native HOG, landmarks and chips, in batches: ~30 s once instead of minutes; LFW faces are
+    ~110 px in 250x250 images, so HOG at upsample 0 finds nearly all (upsample 1 for the rest).
+    """
+    import cv2
+
+    from openlfr.engine.cache import cache_dir
+    from openlfr.engine.descriptor import DescriptorModel
+    from openlfr.engine.detection import Detection
+    from openlfr.engine.images import load_image
+    from openlfr.live.align import Aligner
+    from openlfr.live.scheduler import GreyHog
+    from openlfr.watchlist.model import Subject, Watchlist
+
+    items = lfw_first_images(shared_data / "lfw-dev" / "images")
+    key = hashlib.sha256("\n".join(f"{n}:{p.name}:{p.stat().st_size}" for n, p in items).encode()).hexdigest()[:16]
+    path = cache_dir() / f"test-live-lfw-watchlist-{key}.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        ids = [str(x) for x in z["ids"]]
+        subjects = [Subject(i, i.replace("_", " ")) for i in ids]
+        return Watchlist(subjects, z["templates"], np.arange(len(ids)), z["quality"])
+    hog0, hog1 = GreyHog(0), GreyHog(1)
+    aligner = Aligner(None)
+    model = DescriptorModel()
+    ids, chips, quality = [], [], []
+    for name, p in items:
+        rgb = load_image(p)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        dets = hog0.detect(grey) or hog1.detect(grey)
+        if not dets:
+            continue
+        d = max(dets, key=lambda d: d.width * d.height)
+        face = aligner.align(rgb, Detection(d.box, d.score))
+        ids.append(name)
+        chips.append(face.chip)
+        quality.append(face.quality.score)
+    templates = model.compute(np.stack(chips), flip=True).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.array(ids), templates=templates, quality=np.array(quality, np.float32))
+    os.replace(tmp, path)
+    subjects = [Subject(i, i.replace("_", " ")) for i in ids]
+    return Watchlist(subjects, templates, np.arange(len(ids)), np.array(quality, np.float32))
+
+
+@pytest.fixture(scope="session")
+def lfw_wl(shared_data):
+    return lfw_watchlist(shared_data)
+
+
+def run_live(cfg: RunConfig, watchlist=None, hook=None):
+    events = []
+    r = LiveRunner(cfg, on_event=events.append, watchlist=watchlist)
+    r.prepare()
+    r.frame_hook = hook
+    summary = r.run()
+    return r, summary, events
+
+
+@pytest.mark.slow
+def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
+    video = shared_data / "video"
+    tracks: dict[str, set[int]] = {}
+
+    def hook(worker, frame):
+        for tr in worker.tracker.tracks:
+            for a in (tr.state.get("alerts") or {}).values():
+                tracks.setdefault(a.subject, set()).add(tr.id)
+
+    # dlib's published threshold 0.6: Lacamoire's ~30-pixel face at the piano comes no closer
+    # than ~0.56 to his photo, above the 0.500 the default target (FPIR 0.1% at 4 subjects)
+    # gives; see docs/live.md.
+    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
+                    alerts={"threshold": 0.6})
+    r, summary, events = run_live(cfg, hook=hook)
+    alerts = [e for e in events if e["event"] == "alert"]
+    subjects = {a["subject"] for a in alerts}
+    assert "lin-manuel-miranda" in subjects
+    assert "alex-lacamoire" in subjects
+    assert "biden" not in subjects
+    lac = [a for a in alerts if a["subject"] == "alex-lacamoire"]
+    assert min(a["frame"] for a in lac) < 30  # he is at the piano in the first frames only
+    # alerts per person bounded by that person's tracks, not by frames
+    per = summary["alerts_per_subject"]
+    for subj, n in per.items():
+        assert n <= len(tracks.get(subj, ())) or n == 1
+    assert per["lin-manuel-miranda"] <= 3
+    assert summary["frames"] == 275 and summary["dropped_frames"] == 0
+    assert sum(per.values()) == summary["alerts"] < 10
+    assert summary["threshold"] == 0.6 and "given" in summary["threshold_reason"]
+
+
+@pytest.mark.slow
+def test_hamilton_default_threshold_says_why(shared_data):
+    video = shared_data / "video"
+    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
+                    max_frames=90)
+    r, summary, events = run_live(cfg)
+    start = events[0]
+    assert start["event"] == "start" and start["watchlist_subjects"] == 4
+    assert 0.4 < start["threshold"] < 0.6
+    assert "4-subject watchlist" in start["threshold_reason"] and "0.1%" in start["threshold_reason"]
+    assert "biden" not in summary["alerts_per_subject"]
+    assert summary["alerts_per_subject"].get("lin-manuel-miranda", 0) <= 2
+
+
+@pytest.mark.slow
+def test_crowd_against_lfw_no_alert_and_faces_seen(shared_data, lfw_wl):
+    assert len(lfw_wl) > 2700
+    cfg = RunConfig(sources=[str(shared_data / "video" / "crowd_walk_1920x1080.mp4")], watchlist=Path("lfw-dev"))
+    t0 = time.monotonic()
+    r, summary, events = run_live(cfg, watchlist=lfw_wl)
+    assert summary["alerts"] == 0, [e for e in events if e["event"] == "alert"]
+    assert summary["threshold"] < 0.4 and f"{len(lfw_wl)}-subject" in summary["threshold_reason"]
+    assert summary["frames"] == 105 and summary["dropped_frames"] == 0
+    # faces seen: tracks, each counted once, close to the people counted by eye
+    assert abs(summary["faces_seen"] - CROWD_PEOPLE_BY_EYE) <= 4, summary["faces_seen"]
+    assert time.monotonic() - t0 < 60
