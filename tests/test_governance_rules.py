@@ -18,7 +18,6 @@ from openlfr.store.models import (
     AlertRow,
     Engagement,
     ReferenceImage,
-    Snapshot,
     SnapshotTemplate,
     SubjectRow,
     Template,

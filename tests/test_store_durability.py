@@ -25,13 +25,14 @@ from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixture
 
 WRITER = r"""
 import sys
+import time
 import numpy as np
 from openlfr.governance import open_deployment_run
 
 url, dep, subject, camera, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 run = open_deployment_run(url, dep)
 if len(sys.argv) > 6:  # wait for the starting gun, so that the writers really overlap
-    import os, time
+    import os
     print("ready", flush=True)
     while not os.path.exists(sys.argv[6]):
         time.sleep(0.005)
@@ -44,6 +45,7 @@ while n < 0 or i < n:
     run.sink.count_faces_seen(dep, camera, 1)
     print(aid, flush=True)  # acknowledged: committed before this line
     i += 1
+    time.sleep(0.003)  # alerts arrive at a (high) real rate, not in a tight loop
 print("done", flush=True)
 """
 
