@@ -91,6 +91,9 @@ class CameraStats:
     reconnects: int = 0
     busy_s: float = 0.0  # worker time spent on frames (wall clock)
     cpu_s: float = 0.0  # worker CPU time spent on frames (its thread only)
+    scan_cpu_s: float = 0.0  # of which scanning for new faces
+    window_cpu_s: float = 0.0  # of which re-detecting around tracks
+    scanned_mpx: float = 0.0  # megapixels the scans looked at
     last_time: float = 0.0
 
     def to_json(self) -> dict:
@@ -106,7 +109,7 @@ class CameraWorker(threading.Thread):
         self.queue = queue
         self.stats = stats
         c = self.cfg.detection
-        detector = GreyHog(c.upsample) if c.detector == "hog" else runner.engine.detector
+        detector = GreyHog(c.upsample, c.threshold) if c.detector == "hog" else runner.engine.detector
         self.scheduler = DetectionScheduler(
             detector, motion=c.motion, full_every=c.full_every, every=c.every, track_every=c.track_every, scale=c.scale,
             scan_pixels=c.scan_pixels, min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px,
@@ -133,7 +136,10 @@ class CameraWorker(threading.Thread):
                      for d in step.detections]
             pairs, _new = self.tracker.update(tdets, t, frame.wall, frame.index, step.searched)
             self._best_shots(rgb, frame, pairs)
-        self.stats.scans, self.stats.window_runs = self.scheduler.scans, self.scheduler.window_runs
+        sch = self.scheduler
+        st = self.stats
+        st.scans, st.window_runs, st.scan_cpu_s, st.window_cpu_s = sch.scans, sch.window_runs, sch.scan_cpu_s, sch.window_cpu_s
+        st.scanned_mpx = sch.scanned_px / 1e6
         self.stats.faces_seen = self.tracker.faces_seen
         if self.annotator is not None:
             self.annotator.write(rgb, self.tracker.tracks, t)

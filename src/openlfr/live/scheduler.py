@@ -30,6 +30,7 @@ at full resolution. ``searched`` tells the tracker where the detector looked.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -46,14 +47,15 @@ class GreyHog:
 
     accepts_grey = True
 
-    def __init__(self, upsample: int = 0):
+    def __init__(self, upsample: int = 0, threshold: float = 0.0):
         import dlib
 
         self.upsample = upsample
+        self.threshold = threshold  # dlib's adjust_threshold: below 0 finds more (and weaker) faces
         self._det = dlib.get_frontal_face_detector()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        rects, scores, _ = self._det.run(np.ascontiguousarray(image), self.upsample, 0.0)
+        rects, scores, _ = self._det.run(np.ascontiguousarray(image), self.upsample, self.threshold)
         return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
 
 
@@ -112,6 +114,8 @@ class DetectionScheduler:
         self._ref: np.ndarray | None = None  # 1/8-size grey frame at the previous scan
         self.scanned_px = 0
         self.window_px = 0
+        self.scan_cpu_s = 0.0  # CPU time of this thread in scans and in track windows
+        self.window_cpu_s = 0.0
 
     def scan_scale(self, width: int, height: int) -> float:
         if self.scale > 0:
@@ -157,6 +161,7 @@ class DetectionScheduler:
         img = rgb
         if getattr(self.detector, "accepts_grey", False):
             img = grey if grey is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        c0 = time.thread_time()
         if self.due_scan(index):
             self._last_scan = index
             self.scans += 1
@@ -168,6 +173,7 @@ class DetectionScheduler:
                 dets += found
                 px += n
             self.scanned_px += px
+            self.scan_cpu_s += time.thread_time() - c0
             return DetectStep("scan", self._filter(dets), [tuple(map(float, r)) for r in regions], px)
         if predicted and index % self.track_every == 0:
             self.window_runs += 1
@@ -178,6 +184,7 @@ class DetectionScheduler:
                 px += n
                 searched.append(tuple(map(float, win)))
             self.window_px += px
+            self.window_cpu_s += time.thread_time() - c0
             return DetectStep("windows", self._filter(dets), searched, px)
         return DetectStep("none", [], [], 0)
 

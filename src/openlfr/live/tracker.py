@@ -101,9 +101,12 @@ class Track:
     last_frame: int = 0
     state: dict = field(default_factory=dict)  # per-track data of other stages (best shots, alerts)
 
-    def predict(self, t: float, horizon_s: float = 0.5) -> np.ndarray:
-        dt = min(max(t - self.last_time, 0.0), horizon_s)
-        return self.box + self.velocity * dt
+    def predict(self, t: float, tau_s: float = 0.3) -> np.ndarray:
+        """Constant velocity, damped: a face not seen for a while is not extrapolated far
+        (people stop, turn, and a velocity from two noisy boxes is rough); the displacement
+        tends to ``velocity x tau_s``."""
+        dt = max(t - self.last_time, 0.0)
+        return self.box + self.velocity * (tau_s * (1.0 - np.exp(-dt / tau_s)))
 
     @property
     def size(self) -> float:
