@@ -163,10 +163,11 @@ def parse_when(text: str, end_of_day: bool = False, now: datetime | None = None)
     return value.astimezone(timezone.utc)
 
 
-def _local(iso: str | None) -> str:
+def _local(iso: str | None, short: bool = False) -> str:
+    """A stored (UTC) time in local time; ``short`` for table cells."""
     if not iso:
         return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S %Z")
 
 
 def _print_json(obj) -> None:
@@ -213,7 +214,7 @@ def user_list(db: DbOpt = None, as_user: AsOpt = None, json_out: JsonOpt = False
     for c in ("id", "name", "roles", "active", "created"):
         t.add_column(c)
     for u in users:
-        t.add_row(str(u["id"]), u["name"], ", ".join(u["roles"]), "yes" if u["active"] else "no", _local(u["created_at"]))
+        t.add_row(str(u["id"]), u["name"], ", ".join(u["roles"]), "yes" if u["active"] else "no", _local(u["created_at"], True))
     out.print(t)
 
 
@@ -418,7 +419,7 @@ def watchlist_list(
     for c in ("id", "ref", "name", "category", "expires", "images", "templates", "added by"):
         t.add_column(c)
     for s in rows:
-        exp = _local(s["expires_at"]) + (" (expired)" if s["expired"] else "")
+        exp = _local(s["expires_at"], True) + (" (expired)" if s["expired"] else "")
         t.add_row(str(s["id"]), s["ref"], s["name"], s["category"], exp, str(len(s["images"])), str(s["templates"]), s["added_by"] or "-")
     out.print(t)
 
@@ -562,7 +563,7 @@ def deployment_show(
         for c in ("id", "name", "status", "start", "end", "cameras", "watchlist"):
             t.add_column(c)
         for d in rows:
-            t.add_row(str(d["id"]), d["name"], d["status"], _local(d["starts_at"]), _local(d["ends_at"]), ", ".join(d["cameras"]), d["watchlist"]["name"])
+            t.add_row(str(d["id"]), d["name"], d["status"], _local(d["starts_at"], True), _local(d["ends_at"], True), ", ".join(d["cameras"]), d["watchlist"]["name"])
         out.print(t)
         return
     d = gov.get_deployment(actor, deployment)
@@ -586,7 +587,8 @@ def deployment_show(
         ("started / ended", f"{_local(d['started_at'])} / {_local(d['ended_at'])}"),
         ("snapshot", "-" if snap is None else f"{snap['subjects']} subjects, {snap['templates']} templates; "
                                                 + (f"deleted {_local(snap['deleted_at'])}" if snap["deleted_at"] else "held")),
-        ("faces seen", f"{d['faces_seen']['total']} " + str(d["faces_seen"]["by_camera"])),
+        ("faces seen", f"{d['faces_seen']['total']}" + ("" if not d["faces_seen"]["by_camera"] else
+                       " (" + ", ".join(f"{c} {n}" for c, n in d["faces_seen"]["by_camera"].items()) + ")")),
         ("alerts", f"{fa['total']} (true {fa['true_alerts']}, false {fa['false_alerts']}, unadjudicated {fa['unadjudicated']})"),
         ("false alert rate", "-" if d["false_alert_rate"] is None else f"{d['false_alert_rate']:.4%} (false alerts / faces seen)"),
         ("alert precision", "-" if d["alert_precision"] is None else f"{d['alert_precision']:.1%} (true alerts / adjudicated alerts)"),
@@ -617,7 +619,7 @@ def alert_list(
         t.add_column(c)
     for a in rows:
         t.add_row(str(a["id"]), str(a["deployment_id"]), a["camera"], a["track"], f"{a['subject_name']} ({a['subject_id']})",
-                  f"{a['distance']:.3f}", _local(a["occurred_at"]), a["adjudication"] or "-",
+                  f"{a['distance']:.3f}", _local(a["occurred_at"], True), a["adjudication"] or "-",
                   "/".join(a["engagement"]) if a["engagement"] else "-")
     out.print(t)
 
