@@ -152,15 +152,23 @@ def test_hamilton_default_threshold_says_why(shared_data):
     assert summary["alerts_per_subject"].get("lin-manuel-miranda", 0) <= 2
 
 
+# The deployment's zone of recognition for this camera: the band where walkers' faces are
+# (the ceiling and the floor in front of the camera hold none). Scanning only there lets the
+# detector look at it enlarged 1.5x (faces from ~55 px) for the cost of the whole frame at 1x.
+CROWD_ZONE = (0.0, 0.45, 1.0, 0.9)
+
+
 @pytest.mark.slow
 def test_crowd_against_lfw_no_alert_and_faces_seen(shared_data, lfw_wl):
     assert len(lfw_wl) > 2700
-    cfg = RunConfig(sources=[str(shared_data / "video" / "crowd_walk_1920x1080.mp4")], watchlist=Path("lfw-dev"))
+    cfg = RunConfig(sources=[str(shared_data / "video" / "crowd_walk_1920x1080.mp4")], watchlist=Path("lfw-dev"),
+                    detection={"roi": CROWD_ZONE})
     t0 = time.monotonic()
     r, summary, events = run_live(cfg, watchlist=lfw_wl)
-    assert summary["alerts"] == 0, [e for e in events if e["event"] == "alert"]
+    assert summary["alerts"] == 0, [e for e in events if e["event"] == "alert"]  # at the default threshold
     assert summary["threshold"] < 0.4 and f"{len(lfw_wl)}-subject" in summary["threshold_reason"]
     assert summary["frames"] == 105 and summary["dropped_frames"] == 0
-    # faces seen: tracks, each counted once, close to the people counted by eye
-    assert abs(summary["faces_seen"] - CROWD_PEOPLE_BY_EYE) <= 4, summary["faces_seen"]
-    assert time.monotonic() - t0 < 60
+    # faces seen: tracks, each counted once, close to the people counted by eye (HOG, a frontal
+    # detector, misses the man in profile and the smallest faces; see docs/live.md)
+    assert abs(summary["faces_seen"] - CROWD_PEOPLE_BY_EYE) <= 3, summary["faces_seen"]
+    assert time.monotonic() - t0 < 90

@@ -20,7 +20,7 @@ from rich.text import Text
 from . import app
 from .common import Detector
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _parse_zone(zone: str | None):

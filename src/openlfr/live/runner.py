@@ -338,6 +338,7 @@ class LiveRunner:
             self.engine = FaceEngine(detector=c.detection.detector, upsample=c.detection.upsample,
                                      min_face=None, descriptor=DescriptorModel(threads=c.embed_threads))
         self.aligner = Aligner(self.engine)
+        self._warm_up()
         if self.watchlist is None:
             enrol = self.enrol_engine or FaceEngine(detector="hog", upsample=1)
             try:
@@ -354,6 +355,15 @@ class LiveRunner:
         self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
         self.policy = AlertPolicy(self.threshold.threshold, c.alerts.cooldown_s, c.alerts.min_improvement,
                                   self.watchlist.subjects)
+
+    def _warm_up(self) -> None:
+        """First calls are slow (onnxruntime plans its memory, dlib builds its detector): make
+        them now, on blank images, so the first faces of the run are not late."""
+        t0 = time.perf_counter()
+        self.engine.descriptor.compute(np.zeros((1, 150, 150, 3), np.uint8))
+        if self.cfg.detection.detector == "hog":
+            GreyHog(0).detect(np.zeros((100, 100), np.uint8))
+        log.info("warm-up %.2f s", time.perf_counter() - t0)
 
     def close_sources(self) -> None:
         for s in self.sources:

@@ -72,7 +72,7 @@ def _resize(img: np.ndarray, s: float) -> np.ndarray:
         return np.ascontiguousarray(img)
     h, w = img.shape[:2]
     size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
 
 
 class DetectionScheduler:

@@ -1,0 +1,163 @@
+"""The run loop end to end on the demo scenario (no downloads, no ../shared): exactly one alert,
+several cameras with a shared embedder, newest-frame-wins with counted drops, clean stop,
+the annotated video (alert sharp, everyone else unfindable)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from openlfr.live.config import RunConfig
+from openlfr.live.demo import SUBJECT_ID, build_demo
+from openlfr.live.runner import LiveRunner, RunError
+from openlfr.live.scheduler import GreyHog
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("demo"))
+
+
+def run(cfg, **kw):
+    events = []
+    r = LiveRunner(cfg, on_event=events.append, **kw)
+    r.prepare()
+    return r, r.run(), events
+
+
+def test_demo_scenario_exactly_one_alert(demo):
+    r, s, events = run(RunConfig(sources=[str(demo.video)], watchlist=demo.watchlist))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "summary"
+    assert events[0]["threshold"] == s["threshold"] and "1-subject watchlist" in events[0]["threshold_reason"]
+    alerts = [e for e in events if e["event"] == "alert"]
+    assert [a["subject"] for a in alerts] == [SUBJECT_ID]
+    a = alerts[0]
+    assert set(a) >= {"event", "camera", "track", "subject", "distance", "frame", "time"}
+    assert a["distance"] < s["threshold"] and a["camera"] == "walk_past.mp4"
+    assert s["frames"] == 100 and s["dropped_frames"] == 0 and s["alerts"] == 1
+    assert s["faces_seen"] == 2  # Collins and Hopper, each counted once
+    assert s["fps"] > 0 and not s["interrupted"]
+    # Hopper was searched and is far from Collins: no near miss
+    updates = [e for e in events if e["event"] == "alert_update"]
+    assert all(u["subject"] == SUBJECT_ID and u["alert"] == a["alert"] for u in updates)
+
+
+def test_two_cameras_share_one_embedder(demo, tmp_path):
+    second = tmp_path / "cam2.mp4"
+    shutil.copy(demo.video, second)
+    r, s, events = run(RunConfig(sources=[str(demo.video), str(second)], watchlist=demo.watchlist))
+    cams = {c["name"]: c for c in s["cameras"]}
+    assert set(cams) == {"walk_past.mp4", "cam2.mp4"}
+    assert all(c["frames"] == 100 and c["alerts"] == 1 and c["faces_seen"] == 2 for c in cams.values())
+    alerts = [e for e in events if e["event"] == "alert"]
+    assert sorted(a["camera"] for a in alerts) == ["cam2.mp4", "walk_past.mp4"]  # cool-down is per camera
+    assert len({a["track"] for a in alerts}) == 2  # track ids are unique across cameras
+    assert s["embedded"] == sum(c["embedded"] for c in cams.values())
+    assert s["embed_batches"] <= s["embedded"]
+
+
+def test_same_source_twice_is_refused(demo):
+    with pytest.raises(Exception, match="same source"):
+        RunConfig(sources=[str(demo.video), str(demo.video)], watchlist=demo.watchlist)
+
+
+def test_realtime_newest_frame_wins_and_drops_are_counted(demo, monkeypatch):
+    from openlfr.live import runner as live_runner
+
+    real = live_runner.CameraWorker.process
+
+    def slow(self, frame):
+        time.sleep(0.08)  # a worker 2x slower than the 25 frames/s camera
+        real(self, frame)
+
+    monkeypatch.setattr(live_runner.CameraWorker, "process", slow)
+    r, s, _ = run(RunConfig(sources=[str(demo.video)], watchlist=demo.watchlist, realtime=True, queue_size=2))
+    cam = s["cameras"][0]
+    assert cam["read"] == 100
+    assert s["dropped_frames"] > 20 and cam["frames"] + s["dropped_frames"] == 100
+
+
+def test_stop_is_clean(demo):
+    """Ctrl-C / SIGTERM call stop(): readers stop, workers finish their frame, tracks end, a summary comes."""
+    events = []
+    r = LiveRunner(RunConfig(sources=[str(demo.video)], watchlist=demo.watchlist, realtime=True),
+                   on_event=events.append)
+    r.prepare()
+    threading.Timer(1.0, r.stop).start()
+    t0 = time.monotonic()
+    s = r.run()
+    assert time.monotonic() - t0 < 3.5
+    assert s["interrupted"] and 5 < s["frames"] < 100
+    assert events[-1]["event"] == "summary"
+
+
+def test_sigterm_on_the_command_line(demo, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-c", "from openlfr.cli import main; main()", "run", "--source", str(demo.video), "--watchlist", str(demo.watchlist),
+         "--json", "--realtime"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = p.stdout.readline()  # the start event: the run is under way
+        assert json.loads(first)["event"] == "start"
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "summary" and last["interrupted"] is True and last["frames"] < 100
+
+
+def test_annotated_video_shows_only_the_alert(demo, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    r, s, events = run(RunConfig(sources=[str(demo.video)], watchlist=demo.watchlist, annotate=out))
+    assert s["alerts"] == 1
+    cap = cv2.VideoCapture(str(out))
+    orig = cv2.VideoCapture(str(demo.video))
+    hog = GreyHog(1)
+    frames = found_orig = found_ann = 0
+    red = 0
+    shape = None
+    while True:
+        ok, f = cap.read()
+        ok2, g = orig.read()
+        if not (ok and ok2):
+            break
+        shape = f.shape
+        if frames in (40, 50, 60):  # both people in view
+            found_orig += len(hog.detect(cv2.cvtColor(g, cv2.COLOR_BGR2GRAY)))
+            found_ann += len(hog.detect(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)))
+            red += int(((f[:, :, 2] > 200) & (f[:, :, 1] < 80) & (f[:, :, 0] < 80)).sum() > 50)  # the alert box
+        frames += 1
+    assert frames == 100 and shape == (540, 960, 3)
+    assert found_orig >= 5  # Collins and Hopper in the original
+    assert 1 <= found_ann <= 3 and found_orig - found_ann >= 2  # Hopper is not findable any more
+    assert red == 3
+
+
+def test_bad_inputs_raise_run_error(demo, tmp_path):
+    with pytest.raises(RunError, match="no such file"):
+        LiveRunner(RunConfig(sources=[str(tmp_path / "nope.mp4")], watchlist=demo.watchlist)).prepare()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunError, match="watchlist"):
+        LiveRunner(RunConfig(sources=[str(demo.video)], watchlist=empty)).prepare()
+    noface = tmp_path / "noface"
+    noface.mkdir()
+    cv2.imwrite(str(noface / "someone.png"), np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))
+    with pytest.raises(RunError, match="no subject has an accepted image"):
+        LiveRunner(RunConfig(sources=[str(demo.video)], watchlist=noface)).prepare()
