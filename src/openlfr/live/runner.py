@@ -129,7 +129,7 @@ class CameraWorker(threading.Thread):
         self.tracker.advance(t)
         self._end_tracks(self.tracker.pop_ended())
         predicted = [tr.predict(t) for tr in self.tracker.tracks]
-        step = self.scheduler.step(rgb, frame.index, predicted, frame.grey)
+        step = self.scheduler.step(rgb, None, predicted, frame.grey)
         if step.kind != "none":
             self.stats.detections += len(step.detections)
             tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d)
@@ -418,6 +418,7 @@ class LiveRunner:
     def run(self) -> dict:
         """Run until every source has ended or ``stop()``; returns the summary (also emitted)."""
         c = self.cfg
+        prev = self._install_signals()  # first: a SIGTERM from now on stops the run cleanly
         self.emit(self.start_event())
         self.embedder = SharedEmbedder(engine_compute(self.engine), c.embed_batch, c.embed_wait_ms).start()
         import itertools
@@ -437,7 +438,6 @@ class LiveRunner:
 
                 w.annotator = Annotator(c.annotate, src.fps, self.policy)
             workers.append(w)
-        prev = self._install_signals()
         self.started = time.monotonic()
         cpu0 = os.times()
         try:

@@ -110,6 +110,7 @@ class DetectionScheduler:
         self.scans = 0
         self.window_runs = 0
         self._last_scan: int | None = None
+        self._count = 0  # frames seen by step()
         self._last_full: int | None = None
         self._ref: np.ndarray | None = None  # 1/8-size grey frame at the previous scan
         self.scanned_px = 0
@@ -155,8 +156,17 @@ class DetectionScheduler:
     def due_scan(self, index: int) -> bool:
         return self._last_scan is None or index - self._last_scan >= self.every
 
-    def step(self, rgb: np.ndarray, index: int, predicted: list[np.ndarray], grey: np.ndarray | None = None) -> DetectStep:
-        """Detect on this frame according to the schedule; ``predicted``: live tracks' boxes now."""
+    def step(self, rgb: np.ndarray, index: int | None, predicted: list[np.ndarray], grey: np.ndarray | None = None) -> DetectStep:
+        """Detect on this frame according to the schedule; ``predicted``: live tracks' boxes now.
+
+        The schedule counts the frames given to ``step`` (``index=None``; pass an index only to
+        impose one). Frames a live source dropped under load are not counted: an overloaded
+        camera scans less often per second instead of spending its time scanning and dropping
+        ever more frames.
+        """
+        if index is None:
+            index = self._count
+        self._count = index + 1
         h, w = rgb.shape[:2]
         img = rgb
         if getattr(self.detector, "accepts_grey", False):
