@@ -10,6 +10,7 @@ Runs, on ../shared/data/video:
    faces found / faces visible on six frames whose visible faces were marked by eye (below);
    a face counts as found when a live track's box at that frame contains its centre. Also the
    per-person recall: people (of the 11 whose face is visible at some point) who got a track.
+   Once more with the camera's zone of recognition (``CROWD_ZONE`` of tests/test_live_real.py).
 2. The same crowd video read in real time (25 frames/s, as from a camera): dropped frames.
 3. ``hamilton_clip_640x360.mp4`` against hamilton_refs/ at threshold 0.6, read in real time:
    latency from a face's first frame (the frame on which its track was first detected, as read
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     if not SHARED.is_dir():
         print(f"{SHARED} is absent", file=sys.stderr)
         return 2
-    from test_live_real import lfw_watchlist
+    from test_live_real import CROWD_ZONE, lfw_watchlist
 
     t = time.monotonic()
     wl = lfw_watchlist(SHARED)
@@ -173,6 +174,7 @@ def main(argv=None) -> int:
         "watchlist": {"subjects": len(wl), "enrol_or_cache_s": round(enrol_s, 1)},
         "detection_options": det,
         "crowd_fast": crowd,
+        "crowd_zone": crowd_run(wl, detection={**det, "roi": list(CROWD_ZONE)}),
         "crowd_realtime": crowd_run(wl, realtime=True, detection=det),
         "hamilton_realtime": hamilton_latency(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
