@@ -161,3 +161,40 @@ def test_bad_inputs_raise_run_error(demo, tmp_path):
     cv2.imwrite(str(noface / "someone.png"), np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))
     with pytest.raises(RunError, match="no subject has an accepted image"):
         LiveRunner(RunConfig(sources=[str(demo.video)], watchlist=noface)).prepare()
+
+
+def test_a_dead_stream_does_not_stop_the_other_cameras(demo):
+    """Two cameras: a file, and an MJPEG stream that dies: the stream is reported and retried
+    with back-off while the file camera runs to its end."""
+    from test_live_sources import MjpegServer
+
+    srv = MjpegServer(frames_per_connection=10_000, fps=25).start()
+    events = []
+    r = LiveRunner(RunConfig(sources=[str(demo.video), srv.url], watchlist=demo.watchlist,
+                             stall_timeout_s=1.0, reconnect_max_s=1.0), on_event=events.append)
+    try:
+        r.prepare()
+        t = threading.Thread(target=r.run)
+        t.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(e["event"] == "source" for e in events):
+            time.sleep(0.05)
+        srv.stop()  # the stream camera dies
+        while time.monotonic() < deadline and not (
+            any(e.get("state") == "reconnecting" for e in events)
+            and any(e.get("state") == "ended" and e["camera"] == "walk_past.mp4" for e in events)
+        ):
+            time.sleep(0.05)
+        r.stop()
+        t.join(15)
+    finally:
+        srv.stop()
+    assert not t.is_alive()
+    s = events[-1]
+    assert s["event"] == "summary"
+    cams = {c["name"]: c for c in s["cameras"]}
+    assert cams["walk_past.mp4"]["frames"] == 100 and cams["walk_past.mp4"]["alerts"] == 1
+    stream = [c for name, c in cams.items() if name != "walk_past.mp4"][0]
+    assert stream["frames"] > 0 and stream["state"] == "down"
+    states = [e["state"] for e in events if e["event"] == "source" and e["camera"] != "walk_past.mp4"]
+    assert "down" in states and "reconnecting" in states
