@@ -1,0 +1,193 @@
+"""``openlfr evaluate lfw`` and ``openlfr evaluate identify``: accuracy figures on real data."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+
+evaluate_app = typer.Typer(
+    help="Measure recognition accuracy: LFW verification (View 2) and open-set 1:N identification.",
+    no_args_is_help=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+
+class Norm(str, Enum):
+    none = "none"
+    z = "z"
+    ratio = "ratio"
+
+
+FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each descriptor with the mirrored chip's.")]
+JitterOpt = Annotated[
+    int, typer.Option(min=0, max=100, help="Average N randomly jittered chips per image (dlib's num_jitters; overrides --flip).")
+]
+SubpixelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--subpixel/--no-subpixel",
+        help="Cut chips from the landmarks before dlib's rounding to whole pixels (not what FaceEngine does today).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the text report.")]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Write the ROC (lfw) or DET (identify) plot to this file.")]
+CacheOpt = Annotated[bool, typer.Option("--cache/--no-cache", help="Re-use descriptors cached from earlier runs.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _no_face_lines(no_face: dict) -> list[str]:
+    from ..evaluate.embedding import FALLBACKS
+
+    n = sum(no_face[k] for k in FALLBACKS)
+    if not n:
+        return ["HOG (upsample 1) found a face covering the image centre in every image."]
+    lines = [
+        f"HOG (upsample 1) found no face covering the image centre in {n} image(s); what was done:",
+        f"  found by HOG at upsample 2: {no_face['hog_upsample2']}",
+        f"  found by the CNN (MMOD) detector: {no_face['cnn']}",
+        f"  faces found, none covering the centre: the one nearest the centre used: {no_face['off_centre']}",
+        f"  no face found by any detector: fixed central box (70,70,180,180 on 250x250) used: {no_face['central_box']}",
+    ]
+    shown = no_face["images"][:20]
+    lines += [f"    {d['image']}: {d['method']}" for d in shown]
+    if len(no_face["images"]) > len(shown):
+        lines.append(f"    ... and {len(no_face['images']) - len(shown)} more (see --json)")
+    return lines
+
+
+@evaluate_app.command("lfw")
+def lfw(
+    images: Annotated[Path, typer.Option(help="LFW images folder: DIR/name/name_0001.jpg.", show_default=False)],
+    pairs: Annotated[Path, typer.Option(help="Pairs file in LFW's pairs.txt format.", show_default=False)],
+    json_out: JsonOpt = False,
+    plot: PlotOpt = None,
+    flip: FlipOpt = False,
+    jitter: JitterOpt = 0,
+    subpixel: SubpixelOpt = False,
+    cache: CacheOpt = True,
+    progress: ProgressOpt = True,
+) -> None:
+    """LFW View 2: k-fold accuracy (threshold from the other folds), accuracy at 0.6, TAR at FAR 0.1%, ROC."""
+    from ..evaluate.embedding import EmbedOptions
+    from ..evaluate.lfw import EvaluationError, evaluate_lfw
+    from ..evaluate.metrics import PairsError
+
+    try:
+        res = evaluate_lfw(images, pairs, EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel), progress=progress, use_cache=cache)
+    except (PairsError, EvaluationError) as e:
+        _fail(str(e))
+    s = res.summary
+    if plot is not None:
+        from ..evaluate.plots import roc_plot
+
+        marks = {
+            f"FAR {s['far_reached']:.4f}: TAR {s['tar_at_far_0.001']:.4f}": (s["far_reached"], s["tar_at_far_0.001"])
+        }
+        title = f"LFW ROC ({s['n_pairs']} pairs, {s['method']})\naccuracy {s['accuracy']:.4f} ± {s['accuracy_std']:.4f}"
+        s["plot"] = str(roc_plot(res.roc, plot, title, marks))
+    if json_out:
+        print(json.dumps(s, indent=2))
+        return
+    typer.echo(f"LFW View 2: {s['folds']} folds x {s['pairs_per_fold']} matched + {s['pairs_per_fold']} mismatched pairs "
+              f"({s['n_pairs']} pairs, {s['n_images']} images)")
+    typer.echo(f"method: {s['method']}")
+    typer.echo(
+        f"accuracy (threshold chosen on the other folds): {s['accuracy']:.4f} ± {s['accuracy_std']:.4f} (std over folds; "
+        f"standard error {s['accuracy_se']:.4f})"
+    )
+    typer.echo("  per fold: " + ", ".join(f"{a:.4f} @ {t:.4f}" for a, t in zip(s["fold_accuracies"], s["fold_thresholds"])))
+    typer.echo(f"accuracy at the fixed distance 0.6: {s['accuracy_at_0.6']:.4f}")
+    typer.echo(
+        f"TAR at FAR 0.1% (all pairs): {s['tar_at_far_0.001']:.4f} (threshold {s['tar_at_far_0.001_threshold']:.4f}, "
+        f"FAR reached {s['far_reached']:.4f})"
+    )
+    for line in _no_face_lines(s["no_face"]):
+        typer.echo(line)
+    if plot is not None:
+        typer.echo(f"ROC plot: {s['plot']}")
+    typer.echo(f"time: {s['seconds']} s ({s['cache']['cached_descriptors']} of {s['cache']['images']} descriptors from the cache)")
+
+
+@evaluate_app.command("identify")
+def identify(
+    images: Annotated[Path, typer.Option(help="Folder of identity folders: DIR/<identity>/<image>.", show_default=False)],
+    json_out: JsonOpt = False,
+    plot: PlotOpt = None,
+    flip: FlipOpt = False,
+    jitter: JitterOpt = 0,
+    subpixel: SubpixelOpt = False,
+    multi_ref: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Variant: the gallery holds the mean descriptor of up to K images per identity (one image is always "
+            "left as a probe), so there are fewer mated probes. 1 = the default protocol.",
+        ),
+    ] = 1,
+    norm: Annotated[
+        Norm,
+        typer.Option(
+            help="Variant: score normalisation, no probe label used. z = Z-norm of each gallery template by its 100 "
+            "nearest other templates (from the gallery alone); ratio = a probe's distance divided by its distance to "
+            "its second-nearest gallery identity."
+        ),
+    ] = Norm.none,
+    cache: CacheOpt = True,
+    progress: ProgressOpt = True,
+) -> None:
+    """Open-set 1:N: rank-1 rate and FNIR at FPIR 0.01, 0.003 and 0.001 with their thresholds; DET plot."""
+    from ..evaluate.embedding import EmbedOptions
+    from ..evaluate.identify import evaluate_identify
+    from ..evaluate.lfw import EvaluationError
+
+    try:
+        res = evaluate_identify(
+            images,
+            EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel),
+            multi_ref=multi_ref,
+            norm=norm.value,
+            progress=progress,
+            use_cache=cache,
+        )
+    except EvaluationError as e:
+        _fail(str(e))
+    s = res.summary
+    if plot is not None:
+        from ..evaluate.plots import det_plot
+
+        title = f"open-set 1:N DET ({s['gallery_identities']} identities; {s['method']})\nvariant: {s['variant']}"
+        s["plot"] = str(det_plot(res.det, plot, title if len(title) < 160 else title[:157] + "...", res.points))
+    if json_out:
+        print(json.dumps(s, indent=2))
+        return
+    typer.echo(
+        f"open-set 1:N: gallery {s['gallery_identities']} identities ({s['gallery_images']} images), "
+        f"{s['mated_probes']} mated probes, {s['nonmated_probes']} non-mated probes"
+    )
+    typer.echo(f"method: {s['method']}")
+    typer.echo(f"variant: {s['variant']}")
+    typer.echo(f"rank-1 identification rate (mated probes): {s['rank1']:.4f}")
+    for t, thr in s["thresholds"].items():
+        typer.echo(
+            f"FNIR at FPIR {t}: {s[f'fnir_at_fpir_{t}']:.4f} (threshold {thr:.4f} on the {s['score']}, "
+            f"FPIR reached {s['fpir_reached'][t]:.4f})"
+        )
+    for line in _no_face_lines(s["no_face"]):
+        typer.echo(line)
+    if s["unreadable"]:
+        typer.echo(f"{len(s['unreadable'])} unreadable image(s) left out: " + "; ".join(list(s["unreadable"].values())[:5]))
+    if plot is not None:
+        typer.echo(f"DET plot: {s['plot']}")
+    typer.echo(f"time: {s['seconds']} s ({s['cache']['cached_descriptors']} of {s['cache']['images']} descriptors from the cache)")

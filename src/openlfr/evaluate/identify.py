@@ -1,0 +1,214 @@
+"""Open-set 1:N identification on a folder of identity folders (``DIR/<identity>/<image>``).
+
+The protocol (default, ``multi_ref=1``):
+
+- gallery: the first image (sorted by file name) of each identity with two or more images;
+- mated probes: the other images of those identities;
+- non-mated probes: every image of the identities with exactly one image.
+
+Every probe is searched against the whole gallery; the rank-1 candidate and its score decide.
+Reported: rank-1 identification rate of the mated probes, and FNIR at FPIR 0.01, 0.003 and 0.001
+with the thresholds that give them (NIST definitions, see :mod:`openlfr.evaluate.metrics`).
+
+Variants (each labelled as such in the output, since they change what is measured or how):
+
+- ``multi_ref=K``: the gallery holds the first ``min(K, n - 1)`` images of an identity with ``n``
+  images (at least one image is always left as a probe), enrolled as one template, the mean of
+  their descriptors; the mated probes are the rest, so there are fewer of them than in the
+  default protocol, and the figures are not comparable one to one with it.
+- ``norm="z"``: Z-norm from the gallery alone. A gallery template's distances to its
+  ``ZNORM_COHORT`` nearest other gallery templates form its impostor cohort; a probe's distance
+  to the template becomes ``(d - mean) / std`` of that cohort. Computed at enrolment, before any
+  probe is seen.
+- ``norm="ratio"``: a probe's distance to each template divided by its distance to the
+  second-nearest template (a per-probe cohort: the rest of the gallery). The rank order is
+  unchanged; a probe that is about as close to two identities scores near 1, one close to a
+  single identity well below. It needs only the probe's own search, as at run time.
+
+No normalisation uses a probe's label. Cohort sizes were chosen on lfw-dev (see
+docs/evaluation.md), so figures measured on it with ``norm`` are optimistic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .embedding import EmbedOptions, Embedded, embed_images
+from .lfw import EvaluationError
+
+FPIR_TARGETS = (0.01, 0.003, 0.001)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+NORMS = ("none", "z", "ratio")
+ZNORM_COHORT = 100
+
+
+def scan_identities(root: Path) -> dict[str, list[Path]]:
+    """``{identity: [image paths sorted by name]}`` for each sub-folder holding images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvaluationError(f"{root}: not a folder")
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted((f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: f.name)
+        if files:
+            out[d.name] = files
+    if not out:
+        raise EvaluationError(f"{root}: no identity folders with images (expected {root}/<identity>/<image>)")
+    return out
+
+
+@dataclass
+class Protocol:
+    gallery: list[tuple[str, Path]]  # (identity, image); several per identity with multi_ref > 1
+    mated: list[tuple[str, Path]]
+    nonmated: list[tuple[str, Path]]
+    multi_ref: int = 1
+
+    def counts(self) -> dict:
+        return {
+            "gallery_identities": len({i for i, _ in self.gallery}),
+            "gallery_images": len(self.gallery),
+            "mated_probes": len(self.mated),
+            "nonmated_probes": len(self.nonmated),
+        }
+
+
+def build_protocol(identities: dict[str, list[Path]], multi_ref: int = 1) -> Protocol:
+    if multi_ref < 1:
+        raise ValueError("multi_ref must be at least 1")
+    p = Protocol([], [], [], multi_ref)
+    for name, files in identities.items():
+        if len(files) == 1:
+            p.nonmated.append((name, files[0]))
+            continue
+        k = min(multi_ref, len(files) - 1)
+        p.gallery += [(name, f) for f in files[:k]]
+        p.mated += [(name, f) for f in files[k:]]
+    if not p.gallery:
+        raise EvaluationError("no identity has two or more images: the gallery would be empty")
+    if not p.mated or not p.nonmated:
+        raise EvaluationError(
+            f"open-set identification needs mated and non-mated probes; got {len(p.mated)} mated "
+            f"and {len(p.nonmated)} non-mated (non-mated probes come from identities with exactly one image)"
+        )
+    return p
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0))
+
+
+def templates(descriptors: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One template per identity, the mean of its descriptors, in first-seen order."""
+    names = list(dict.fromkeys(ids))
+    at = {n: i for i, n in enumerate(names)}
+    idx = np.array([at[n] for n in ids])
+    sums = np.zeros((len(names), descriptors.shape[1]), np.float64)
+    np.add.at(sums, idx, descriptors)
+    return (sums / np.bincount(idx)[:, None]).astype(np.float32), np.array(names)
+
+
+def znorm_stats(gallery: np.ndarray, cohort: int = ZNORM_COHORT) -> tuple[np.ndarray, np.ndarray]:
+    """Per template: mean and std of its distances to its ``cohort`` nearest other templates."""
+    if len(gallery) < 3:
+        raise EvaluationError("Z-norm needs at least three gallery identities")
+    d = pairwise_distances(gallery, gallery)
+    np.fill_diagonal(d, np.inf)
+    near = np.sort(d, axis=1)[:, : min(cohort, len(gallery) - 1)]
+    return near.mean(1), np.maximum(near.std(1), 1e-6)
+
+
+def score_matrix(probes: np.ndarray, gallery: np.ndarray, norm: str = "none") -> np.ndarray:
+    """(probes, gallery templates) dissimilarities: distances, normalised as ``norm`` says."""
+    d = pairwise_distances(probes, gallery)
+    if norm == "none":
+        return d
+    if norm == "z":
+        mean, std = znorm_stats(gallery)
+        return (d - mean[None, :]) / std[None, :]
+    if norm == "ratio":
+        if d.shape[1] < 2:
+            raise EvaluationError("ratio normalisation needs at least two gallery identities")
+        second = np.partition(d, 1, axis=1)[:, 1:2]
+        return d / np.maximum(second, 1e-6)
+    raise ValueError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
+
+
+@dataclass
+class IdentifyResult:
+    summary: dict
+    det: metrics.Det
+    points: list[metrics.OperatingPoint] = field(default_factory=list)
+
+
+def evaluate_identify(
+    images: Path,
+    options: EmbedOptions = EmbedOptions(),
+    *,
+    multi_ref: int = 1,
+    norm: str = "none",
+    progress: bool = True,
+    use_cache: bool = True,
+) -> IdentifyResult:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
+    found = scan_identities(images)
+    emb = embed_images([f for files in found.values() for f in files], options, progress=progress, use_cache=use_cache)
+    readable = set(emb.paths)
+    identities = {n: [f for f in files if f in readable] for n, files in found.items()}
+    protocol = build_protocol({n: fs for n, fs in identities.items() if fs}, multi_ref)
+    return score_protocol(protocol, emb, options, norm=norm, root=Path(images))
+
+
+def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
+    at = emb.index()
+
+    def descs(items):
+        return emb.descriptors[[at[p] for _, p in items]]
+
+    gallery, gallery_ids = templates(descs(protocol.gallery), [n for n, _ in protocol.gallery])
+    mated = metrics.search(score_matrix(descs(protocol.mated), gallery, norm), gallery_ids)
+    nonmated = metrics.search(score_matrix(descs(protocol.nonmated), gallery, norm), gallery_ids)
+    mated_ids = np.array([n for n, _ in protocol.mated])
+    hit = mated.best_id == mated_ids
+    points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
+    det = metrics.det_curve(mated.best, hit, nonmated.best)
+
+    variant = []
+    if protocol.multi_ref > 1:
+        variant.append(
+            f"multi-ref {protocol.multi_ref}: each gallery template is the mean descriptor of up to "
+            f"{protocol.multi_ref} images (at least one image per identity left as a probe), so the mated "
+            "probe set is smaller than the default protocol's"
+        )
+    if norm == "z":
+        variant.append(
+            f"Z-norm: each template's distances normalised by its {ZNORM_COHORT} nearest other gallery templates"
+        )
+    if norm == "ratio":
+        variant.append("ratio: distance divided by the probe's distance to its second-nearest gallery identity")
+    summary = {
+        "protocol": "open-set 1:N; gallery = first image of each identity with >= 2 images; mated probes = "
+        "their other images; non-mated probes = identities with exactly one image",
+        "variant": "; ".join(variant) or "none (default protocol)",
+        "images": str(root),
+        "options": {**options.as_dict(), "multi_ref": protocol.multi_ref, "norm": norm},
+        "method": options.describe(),
+        "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio"}[norm],
+        **protocol.counts(),
+        "rank1": metrics.rank1_rate(mated, mated_ids),
+        **{f"fnir_at_fpir_{p.target_fpir:g}": p.fnir for p in points},
+        "thresholds": {f"{p.target_fpir:g}": round(p.threshold, 6) for p in points},
+        "fpir_reached": {f"{p.target_fpir:g}": p.fpir for p in points},
+        "no_face": emb.fallbacks(root=root),
+        "unreadable": {str(p): msg for p, msg in emb.errors.items()},
+        "seconds": emb.stats.get("seconds"),
+        "cache": {k: v for k, v in emb.stats.items() if k != "seconds"},
+    }
+    return IdentifyResult(summary, det, points)
