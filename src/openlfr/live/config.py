@@ -20,6 +20,10 @@ class DetectionConfig(BaseModel):
     detector: Literal["hog", "cnn"] = "hog"
     upsample: int = Field(0, ge=0, le=2, description="detector upsampling of the (scaled) image")
     threshold: float = Field(0.0, ge=-2, le=2, description="HOG detection threshold (dlib's adjust_threshold)")
+    window_threshold: float = Field(
+        -0.5, ge=-2, le=2,
+        description="HOG threshold in the windows around tracks (lower keeps turned faces tracked)",
+    )
     scale: float = Field(
         0.0, ge=0.0, le=4.0,
         description="resize factor of the frame for the full-frame scan; 0 = automatic (min_face_px, scan_pixels)",

@@ -111,7 +111,7 @@ class CameraWorker(threading.Thread):
         c = self.cfg.detection
         detector = GreyHog(c.upsample, c.threshold) if c.detector == "hog" else runner.engine.detector
         self.scheduler = DetectionScheduler(
-            detector, motion=c.motion, full_every=c.full_every, every=c.every, track_every=c.track_every, scale=c.scale,
+            detector, motion=c.motion, full_every=c.full_every, window_threshold=c.window_threshold, every=c.every, track_every=c.track_every, scale=c.scale,
             scan_pixels=c.scan_pixels, min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px,
             min_face=c.min_face, roi=c.roi, fps=source.fps,
         )

@@ -54,8 +54,9 @@ class GreyHog:
         self.threshold = threshold  # dlib's adjust_threshold: below 0 finds more (and weaker) faces
         self._det = dlib.get_frontal_face_detector()
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        rects, scores, _ = self._det.run(np.ascontiguousarray(image), self.upsample, self.threshold)
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
+        t = self.threshold if threshold is None else threshold
+        rects, scores, _ = self._det.run(np.ascontiguousarray(image), self.upsample, t)
         return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
 
 
@@ -92,11 +93,13 @@ class DetectionScheduler:
         window: int = HOG_WINDOW,
         motion: bool = True,
         full_every: int = 0,
+        window_threshold: float | None = None,
     ):
         """``detector``: an object with ``detect(rgb) -> list[Detection]`` (e.g. ``FaceEngine.detector``)."""
         self.detector = detector
         self.every = every if every > 0 else max(1, int(round(fps / 2)))
         self.motion = motion
+        self.window_threshold = window_threshold  # HOG threshold in track windows (None: the detector's)
         self.full_every = full_every if full_every > 0 else max(self.every, int(round(2 * fps)))
         self.track_every = track_every
         self.scale = scale
@@ -138,13 +141,15 @@ class DetectionScheduler:
         l, t, r, b = self.roi
         return int(l * w), int(t * h), int(round(r * w)), int(round(b * h))
 
-    def _run(self, img: np.ndarray, region: tuple[int, int, int, int], s: float) -> tuple[list[Detection], int]:
+    def _run(self, img: np.ndarray, region: tuple[int, int, int, int], s: float,
+             threshold: float | None = None) -> tuple[list[Detection], int]:
         l, t, r, b = region
         crop = _resize(img[t:b, l:r], s)
         if crop.shape[0] < 20 or crop.shape[1] < 20:
             return [], 0
         out = []
-        for d in self.detector.detect(crop):
+        found = self.detector.detect(crop) if threshold is None else self.detector.detect(crop, threshold)
+        for d in found:
             bl, bt, br, bb = d.box
             box = (
                 int(round(l + bl / s)), int(round(t + bt / s)),
@@ -188,8 +193,9 @@ class DetectionScheduler:
         if predicted and index % self.track_every == 0:
             self.window_runs += 1
             dets, searched, px = [], [], 0
+            thr = self.window_threshold if getattr(self.detector, "accepts_grey", False) else None
             for win, s in self._windows(predicted, w, h):
-                found, n = self._run(img, win, s)
+                found, n = self._run(img, win, s, thr)
                 dets += found
                 px += n
                 searched.append(tuple(map(float, win)))

@@ -274,3 +274,42 @@ class AuditHead(Base):
 
 
 GENESIS_HASH = "0" * 64
+
+
+# -- API and console (openlfr.api) --------------------------------------------------------------
+
+
+class ApiToken(Base):
+    """A console session, an API bearer token or a camera worker's token; only its SHA-256 is kept.
+
+    ``kind``: ``session`` (console cookie), ``api`` (a user's bearer token: acts with the user's
+    current roles), ``worker`` (bound to one deployment; may only post that deployment's alerts
+    and faces seen). Revoked tokens stay (revoked_at set) so the list shows what was revoked.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerDelivery(Base):
+    """Idempotency keys of what camera workers delivered (alerts, faces seen): a re-delivery is a no-op.
+
+    Holds no face data: the key, the worker token and the alert id the delivery produced.
+    """
+
+    __tablename__ = "worker_deliveries"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    alert_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: purge and erasure delete alerts freely
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

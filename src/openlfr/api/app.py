@@ -1,0 +1,206 @@
+"""The application: REST API under /api, the live stream, the console, the API reference.
+
+``create_app(db_url, clock=None)`` builds it on the same database every command uses
+(``--db`` / ``$OPENLFR_DB`` / the data directory). Every error is JSON
+``{"detail": "...", "error": "..."}`` with its status: 401 unauthenticated, 403 forbidden (or
+CSRF), 404 not found, 409 refused by a governance rule (or the deployment is not active),
+413 too large, 422 invalid request, 429 too many failed logins, 503 database unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
+from ..governance.service import Governance
+from ..store.db import StoreError
+from .deps import ApiError, Context, Notifier
+from .security import LoginLimiter, Tokens
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024 * 1024
+
+TAGS = [
+    {"name": "auth", "description": "Bearer tokens (from a user name and password), worker tokens, revocation, who am I"},
+    {"name": "users", "description": "Users and roles (administrator); retention and purge"},
+    {"name": "watchlists", "description": "Watchlists, subjects, quality-checked enrolment, expiry, erasure"},
+    {"name": "deployments", "description": "Plan, authorise, start, stop; the dashboard figures; the report"},
+    {"name": "alerts", "description": "Alerts, their images, adjudication and outcomes"},
+    {"name": "stream", "description": "Live events (Server-Sent Events)"},
+    {"name": "audit", "description": "The hash-chained audit log"},
+    {"name": "workers", "description": "Camera workers (openlfr run --server): worker token only"},
+]
+
+
+def _error(status: int, error: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    body = {"detail": detail, "error": error, **extra}
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), "Cache-Control": "no-store"})
+
+
+HTML_PREFIXES = ("/console", "/login", "/logout", "/docs")
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(HTML_PREFIXES):
+        return True
+    return not path.startswith("/api") and path != "/openapi.json" and "text/html" in request.headers.get("accept", "")
+
+
+def _loc(loc) -> str:
+    parts = [str(x) for x in loc if x not in ("body",)] or [str(x) for x in loc]
+    return ".".join(parts)
+
+
+def _install_errors(app: FastAPI) -> None:
+    from ..console.views import error_page
+
+    def respond(request: Request, status: int, error: str, detail: str, headers: dict | None = None, **extra):
+        if _wants_html(request):
+            return error_page(request, status, detail, headers)
+        return _error(status, error, detail, headers, **extra)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        return respond(request, e.status, e.error, e.detail, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, e: RequestValidationError):
+        errors = [{"loc": [str(x) for x in er.get("loc", ())], "msg": str(er.get("msg", "")), "type": str(er.get("type", ""))}
+                  for er in e.errors()]
+        detail = "; ".join(f"{_loc(er['loc'])}: {er['msg']}" for er in errors) or "invalid request"
+        if _wants_html(request):
+            return respond(request, 422, "validation", detail)
+        return _error(422, "validation", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        names = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        detail = e.detail if isinstance(e.detail, str) else "error"
+        if e.status_code == 404 and detail == "Not Found":
+            detail = f"no such page or endpoint: {request.url.path}"
+        return respond(request, e.status_code, names.get(e.status_code, "error"), detail, getattr(e, "headers", None))
+
+    @app.exception_handler(PermissionDenied)
+    async def denied(request: Request, e: PermissionDenied):
+        return respond(request, 403, "forbidden", str(e))
+
+    @app.exception_handler(AuthenticationError)
+    async def auth(request: Request, e: AuthenticationError):
+        return respond(request, 401, "unauthenticated", str(e))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, e: NotFound):
+        return respond(request, 404, "not_found", str(e))
+
+    @app.exception_handler(DeploymentNotActive)
+    async def not_active(request: Request, e: DeploymentNotActive):
+        return respond(request, 409, "not_active", str(e))
+
+    @app.exception_handler(GovernanceError)
+    async def refused(request: Request, e: GovernanceError):
+        return respond(request, 409, "refused", str(e))
+
+    @app.exception_handler(StoreError)
+    async def store(request: Request, e: StoreError):
+        return respond(request, 503, "unavailable", str(e))
+
+    from .enrol import EnrolmentRejected
+
+    @app.exception_handler(EnrolmentRejected)
+    async def rejected(request: Request, e: EnrolmentRejected):
+        return respond(request, 422, "quality", str(e), report=e.report)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):  # pragma: no cover - a bug: logged, never leaked
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal error (logged on the server)")
+
+
+def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | None = None, gov: Governance | None = None,
+               login_limiter: LoginLimiter | None = None, secure_cookies: bool | None = None,
+               stream_poll_s: float = 1.0) -> FastAPI:
+    """The API and console on ``db_url`` (resolved like every command: --db, $OPENLFR_DB, data dir).
+
+    ``clock``: governance's clock (a ``TestClock`` in tests). ``enroller``: turns uploaded reference
+    images into templates with a quality report (default: the face engine, loaded on first use).
+    """
+    gov = gov or Governance(db_url, clock)
+    context = Context(gov=gov, tokens=Tokens(gov), limiter=login_limiter or LoginLimiter(), notifier=Notifier(),
+                      enroller=enroller, secure_cookies=secure_cookies, stream_poll_s=stream_poll_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import asyncio
+
+        async def housekeeping():
+            while True:
+                await asyncio.sleep(60)
+                try:
+                    await asyncio.to_thread(gov.housekeeping)
+                    context.notifier.poke()
+                except Exception:  # noqa: BLE001 - keep serving; the next command purges
+                    log.exception("housekeeping failed")
+
+        await asyncio.to_thread(gov.housekeeping)
+        task = asyncio.create_task(housekeeping())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="openlfr",
+        version=_version(),
+        description="Accountable live facial recognition: the operator console's API. Authenticate with "
+                    "`POST /api/auth/token` and send `Authorization: Bearer TOKEN`; camera workers use worker tokens. "
+                    "Every action is checked against the caller's roles and written to the audit log.",
+        openapi_tags=TAGS,
+        docs_url=None, redoc_url=None,  # /docs is served by the console (no assets from elsewhere)
+        lifespan=lifespan,
+    )
+    app.state.ctx = context
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return _error(400, "bad_request", "Content-Length is not a number")
+            if int(length) > MAX_BODY:
+                return _error(413, "too_large", f"the request body is larger than {MAX_BODY // (1024 * 1024)} MiB")
+        response = await call_next(request)
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "same-origin")
+        h.setdefault("X-Frame-Options", "DENY")
+        if request.url.path.startswith("/api"):
+            h.setdefault("Cache-Control", "no-store")
+        return response
+
+    from .routes import alerts, audit, auth, deployments, stream, users, watchlists, worker
+
+    for r in (auth, users, watchlists, deployments, alerts, stream, audit, worker):
+        app.include_router(r.router)
+    _install_errors(app)
+
+    from ..console.views import mount_console
+
+    mount_console(app)
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("openlfr")
+    except Exception:  # noqa: BLE001
+        return "0"

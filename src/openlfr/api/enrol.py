@@ -1,0 +1,103 @@
+"""Enrolment of uploaded reference images: the same quality checks as ``openlfr watchlist add``.
+
+``FaceEnroller`` loads the face engine on first use (once per process) and runs
+``openlfr.watchlist.enrol.enrol_subjects`` on the uploads, written for the duration of the check
+to a private temporary folder (mode 0700) that is removed straight after.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..governance.service import NewImage
+
+
+class EnrolmentRejected(Exception):
+    """No upload passed the quality checks (the report says why each failed)."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+    media_type: str = ""
+
+
+@dataclass
+class EnrolResult:
+    images: list[NewImage]
+    report: dict = field(default_factory=dict)
+
+
+def _safe_name(i: int, name: str) -> str:
+    suffix = Path(name or "").suffix.lower()
+    if not suffix.isascii() or len(suffix) > 6 or not suffix[1:].isalnum():
+        suffix = ".img"
+    return f"{i:03d}{suffix}"
+
+
+class FaceEnroller:
+    """Quality-checked templates for uploaded images, with the engine's report."""
+
+    def __init__(self, min_face: int = 40, engine=None):
+        self.min_face = min_face
+        self._engine = engine
+        self._lock = threading.Lock()
+
+    def engine(self):
+        if self._engine is None:
+            from ..engine.pipeline import FaceEngine
+
+            self._engine = FaceEngine()
+        return self._engine
+
+    def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None) -> EnrolResult:
+        from ..watchlist.enrol import enrol_subjects
+        from ..watchlist.model import Subject, WatchlistError
+
+        with self._lock, tempfile.TemporaryDirectory(prefix="openlfr-enrol-") as tmp:
+            os.chmod(tmp, 0o700)
+            paths, names = [], {}
+            for i, up in enumerate(uploads):
+                p = Path(tmp) / _safe_name(i, up.filename)
+                p.write_bytes(up.data)
+                paths.append(str(p))
+                names[str(p)] = up.filename or p.name
+            try:
+                wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref)
+            except WatchlistError:
+                from ..watchlist.enrol import EnrolmentReport, check_image
+
+                rep = EnrolmentReport(ref)
+                for p in paths:
+                    _, why = check_image(p, self.engine(), self.min_face, 0.1)
+                    rep.rejected.append((p, why or "rejected"))
+                raise EnrolmentRejected("no image passed the quality checks", _report(rep, names)) from None
+            images = []
+            for j in range(wl.n_templates):
+                p = wl.template_image[j]
+                up = uploads[paths.index(p)]
+                images.append(NewImage(
+                    data=up.data, template=wl.templates[j], quality=float(wl.template_quality[j]),
+                    source=source or up.filename or "upload", taken_at=taken_at,
+                    media_type=up.media_type or mimetypes.guess_type(up.filename or "")[0] or "application/octet-stream"))
+            return EnrolResult(images, _report(report, names))
+
+
+def _report(report, names: dict[str, str]) -> dict:
+    j = report.to_json()
+    for a in j["accepted"]:
+        a["path"] = names.get(a["path"], a["path"])
+    for r in j["rejected"]:
+        r["path"] = names.get(r["path"], r["path"])
+    j["source"] = "upload"
+    return j

@@ -1,0 +1,61 @@
+"""Alerts: list, detail, probe crop and reference image, adjudication, engagement outcome."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from .. import queries
+from ..deps import ctx, permit
+from ..schemas import MAX_ID, AdjudicationBody, ErrorOut, OutcomeBody
+from ..security import Principal
+
+router = APIRouter(prefix="/api", tags=["alerts"])
+ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+AlertId = Path(ge=1, le=MAX_ID)
+JPEG = {200: {"content": {"image/jpeg": {}}}}
+
+
+@router.get("/alerts", responses=ERR, summary="Alerts, newest first, without crops (alert.read)")
+def list_alerts(request: Request, deployment_id: Optional[int] = Query(None, ge=1, le=MAX_ID),
+                limit: int = Query(200, ge=1, le=1000), p: Principal = Depends(permit("alert.read"))) -> list[dict]:
+    return ctx(request).gov.list_alerts(p.actor, deployment_id, limit=limit)
+
+
+@router.get("/alerts/{alert_id}", responses=ERR, summary="One alert: subject, distance, camera, time, quality, decisions (alert.read)")
+def get_alert(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> dict:
+    return queries.alert_detail(ctx(request).gov, p.actor, alert_id)
+
+
+@router.get("/alerts/{alert_id}/probe.jpg", response_class=Response, responses={**ERR, **JPEG},
+            summary="The probe crop of an alert (alert.read)")
+def probe(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
+    crop, _ = ctx(request).gov.alert_media(p.actor, alert_id)
+    return Response(crop, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/alerts/{alert_id}/reference", response_class=Response, responses={**ERR, **JPEG},
+            summary="The reference image of the alert's subject (alert.read)")
+def reference(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
+    data, mt = queries.alert_reference(ctx(request).gov, p.actor, alert_id)
+    return Response(data, media_type=mt, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/alerts/{alert_id}/adjudication", responses=ERR, summary="True or false alert (alert.adjudicate)")
+def adjudicate(body: AdjudicationBody, request: Request, alert_id: int = AlertId,
+               p: Principal = Depends(permit("alert.adjudicate"))) -> dict:
+    c = ctx(request)
+    c.gov.adjudicate(p.actor, alert_id, body.decision, body.note)
+    c.notifier.poke()
+    return queries.alert_detail(c.gov, p.actor, alert_id)
+
+
+@router.post("/alerts/{alert_id}/outcome", responses=ERR,
+             summary="Engagement result (confirmed/unconfirmed) and outcome of a true alert (alert.outcome)")
+def outcome(body: OutcomeBody, request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.outcome"))) -> dict:
+    c = ctx(request)
+    c.gov.record_outcome(p.actor, alert_id, body.result, body.outcome, body.note)
+    c.notifier.poke()
+    return queries.alert_detail(c.gov, p.actor, alert_id)

@@ -1,0 +1,103 @@
+"""Camera workers (``openlfr run --server URL --deployment ID``): the run, alerts, faces seen, status.
+
+Only a worker token (bound to one deployment) is accepted here. An alert carries an
+idempotency key: delivering it again (after a lost reply, or from the worker's disk buffer)
+changes nothing and answers with the same alert id.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from ...governance.errors import GovernanceError
+from ...store.models import WorkerDelivery
+from ..deps import ApiError, ctx, worker
+from ..schemas import ErrorOut, FacesSeenBody, WorkerAlert, WorkerAlertOut, WorkerStatus, decode_b64
+from ..security import Principal
+
+router = APIRouter(prefix="/api/worker", tags=["workers"])
+ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+DELIVERY_KEEP_DAYS = 7
+
+
+def _delivered(gov, key: str, token_id: int) -> tuple[bool, int | None]:
+    with gov.db.transaction() as s:
+        row = s.get(WorkerDelivery, key)
+        if row is None:
+            return False, None
+        if row.token_id != token_id:
+            raise ApiError(409, "refused", "this idempotency key was used by another worker")
+        return True, row.alert_id
+
+
+def _remember(gov, key: str, token_id: int, alert_id: int | None) -> None:
+    from datetime import timedelta
+
+    try:
+        with gov.db.transaction() as s:
+            s.add(WorkerDelivery(key=key, token_id=token_id, alert_id=alert_id, received_at=gov.now()))
+            s.execute(delete(WorkerDelivery).where(WorkerDelivery.received_at < gov.now() - timedelta(days=DELIVERY_KEEP_DAYS)))
+    except IntegrityError:  # a concurrent re-delivery of the same key won the race: same alert
+        pass
+
+
+@router.get("/run", responses=ERR, summary="The deployment's frozen watchlist snapshot, threshold and cameras")
+def run(request: Request, p: Principal = Depends(worker)) -> dict:
+    gov = ctx(request).gov
+    r = gov.open_run(p.actor, p.deployment_id)
+    return {
+        "deployment_id": r.deployment_id, "name": r.name, "threshold": r.threshold, "cameras": r.cameras,
+        "starts_at": r.starts_at.isoformat(), "ends_at": r.ends_at.isoformat(),
+        "subjects": [{"id": s.id, "name": s.name, "category": s.category} for s in r.subjects],
+        "template_subject_ids": [int(i) for i in r.template_subject_ids],
+        "templates": base64.b64encode(r.watchlist_templates.astype("<f4").tobytes()).decode("ascii"),
+    }
+
+
+@router.post("/alerts", response_model=WorkerAlertOut, responses=ERR, summary="Record (or update) one alert")
+def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worker)) -> WorkerAlertOut:
+    c = ctx(request)
+    seen, alert_id = _delivered(c.gov, body.idempotency_key, p.token_id)
+    if seen:
+        return WorkerAlertOut(alert_id=alert_id or 0, duplicate=True)
+    try:
+        crop = decode_b64(body.crop, "crop")
+        template = decode_b64(body.template, "template") if isinstance(body.template, str) else body.template
+    except ValueError as e:
+        raise ApiError(422, "validation", str(e)) from None
+    alert = {"camera": body.camera, "track": body.track, "subject_id": body.subject_id, "distance": body.distance,
+             "distances": body.distances or [body.distance], "frame": body.frame, "crop": crop, "template": template,
+             "time": body.occurred_at or body.media_time, "media_time": body.media_time}
+    try:
+        alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert)
+    except GovernanceError:
+        raise
+    _remember(c.gov, body.idempotency_key, p.token_id, alert_id)
+    c.notifier.poke()
+    return WorkerAlertOut(alert_id=alert_id, duplicate=False)
+
+
+@router.post("/faces-seen", responses=ERR, summary="Add faces seen (finished tracks) on a camera")
+def faces_seen(body: FacesSeenBody, request: Request, p: Principal = Depends(worker)) -> dict:
+    c = ctx(request)
+    seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
+    if not seen:
+        c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count)
+        _remember(c.gov, body.idempotency_key, p.token_id, None)
+        c.notifier.poke()
+    return {"ok": True, "duplicate": seen}
+
+
+@router.get("/status", response_model=WorkerStatus, responses=ERR, summary="Is the deployment still running?")
+def status(request: Request, p: Principal = Depends(worker)) -> WorkerStatus:
+    gov = ctx(request).gov
+    gov.enforce_schedule()
+    d = gov.get_deployment(p.actor, p.deployment_id)
+    return WorkerStatus(deployment_id=d["id"], active=gov.is_running(d["id"]), status=d["status"], ends_at=d["ends_at"])
+
+
+__all__ = ["router", "select"]

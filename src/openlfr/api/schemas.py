@@ -1,0 +1,264 @@
+"""Request and response bodies (Pydantic): validated before anything reaches governance.
+
+Strings refuse NUL characters and unpaired surrogates (neither database stores them), numbers
+refuse NaN and infinities, ids fit a 32-bit integer, times are between 1970 and 9000 and are
+read as UTC when they carry no zone. Unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from ..governance.roles import ROLES
+
+MAX_ID = 2**31 - 1
+
+
+def _clean(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("text may not contain NUL characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (unpaired surrogate)") from None
+    return v
+
+
+def _when(v: datetime) -> datetime:
+    try:
+        v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValueError("time out of range") from None
+    if not (1970 <= v.year <= 9000):
+        raise ValueError("time out of range (years 1970 to 9000)")
+    return v
+
+
+def clean_text(max_length: int, min_length: int = 0, pattern: str | None = None):
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern), AfterValidator(_clean)]
+
+
+Text = clean_text(10_000)
+Name = clean_text(200, 1)
+Note = clean_text(2_000)
+Password = clean_text(1_000, 1)
+UserName = clean_text(100, 1, r"^[A-Za-z0-9._@-]+$")
+Camera = clean_text(200, 1)
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+When = Annotated[datetime, AfterValidator(_when)]
+IdempotencyKey = clean_text(80, 8, r"^[A-Za-z0-9._:-]+$")
+
+
+def _track(v):
+    if isinstance(v, bool):
+        raise ValueError("a track is a number or a short text")
+    if isinstance(v, int):
+        return str(v)
+    return v
+
+
+Track = Annotated[Union[str], BeforeValidator(_track), StringConstraints(min_length=1, max_length=100), AfterValidator(_clean)]
+
+Role = Enum("Role", {r: r for r in ROLES}, type=str)
+
+
+class Category(str, Enum):
+    wanted_by_courts = "wanted_by_courts"
+    wanted_on_suspicion = "wanted_on_suspicion"
+    missing_or_vulnerable = "missing_or_vulnerable"
+    risk_of_harm = "risk_of_harm"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong, in words")
+    error: str = Field(description="unauthenticated, forbidden, not_found, refused, not_active, validation, "
+                                   "rate_limited, csrf, too_large, unavailable, ...")
+
+
+# -- auth and tokens ----------------------------------------------------------------------------
+
+
+class TokenRequest(Strict):
+    username: Name
+    password: Password
+    name: clean_text(200) = Field("", description="A label for the token (e.g. the script using it)")
+    expires_in_days: int = Field(30, ge=1, le=365)
+
+
+class WorkerTokenRequest(Strict):
+    deployment_id: Id
+    name: clean_text(200) = Field("", description="A label (e.g. the camera host)")
+
+
+class TokenOut(BaseModel):
+    id: int
+    kind: str
+    name: str
+    token: str = Field(description="The secret: shown once, stored only as a hash")
+    expires_at: Optional[str]
+    deployment_id: Optional[int] = None
+
+
+class TokenInfo(BaseModel):
+    id: int
+    kind: str
+    name: str
+    user: Optional[str]
+    deployment_id: Optional[int]
+    created_at: Optional[str]
+    expires_at: Optional[str]
+    revoked_at: Optional[str]
+    last_used_at: Optional[str]
+    current: bool
+
+
+class Me(BaseModel):
+    name: str
+    roles: list[str]
+    permissions: list[str]
+    kind: str
+    csrf_token: Optional[str] = None
+
+
+# -- users --------------------------------------------------------------------------------------
+
+
+class UserCreate(Strict):
+    name: UserName
+    roles: list[Role] = Field(min_length=1, max_length=len(ROLES))
+    password: Password
+
+
+class UserChange(Strict):
+    roles: Optional[list[Role]] = Field(None, min_length=1, max_length=len(ROLES))
+    active: Optional[bool] = None
+
+
+class PasswordChange(Strict):
+    password: Password
+
+
+class RetentionBody(Strict):
+    days: int = Field(ge=1, le=3650)
+
+
+# -- watchlists -----------------------------------------------------------------------------
+
+
+class WatchlistCreate(Strict):
+    name: Name
+    description: clean_text(5_000) = ""
+
+
+class ExpireBody(Strict):
+    at: Optional[When] = Field(None, description="The new expiry (default: now); an expiry is only ever brought forward")
+
+
+# -- deployments ----------------------------------------------------------------------------
+
+
+class DeploymentPlan(Strict):
+    name: Name
+    use_case: Name
+    location: Name
+    zone: Name = Field(description="Zone of recognition")
+    starts_at: When
+    ends_at: When
+    cameras: list[Camera] = Field(min_length=1, max_length=64)
+    threshold: float = Field(gt=0, lt=2, description="Descriptor distance below which a face alerts")
+    watchlist: Name = Field(description="Watchlist name or id")
+    signage_confirmed: bool = False
+    notices_confirmed: bool = False
+    dpia_ref: clean_text(200) = ""
+    authorising_officer: Optional[UserName] = None
+
+
+class NoteBody(Strict):
+    note: Note = ""
+
+
+class StopBody(Strict):
+    reason: clean_text(500, 1) = "stopped"
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+class AdjudicationBody(Strict):
+    decision: Literal["true_alert", "false_alert"]
+    note: Note = ""
+
+
+class OutcomeBody(Strict):
+    result: Literal["confirmed", "unconfirmed"]
+    outcome: Literal["arrest", "other_action", "no_further_action", "no_engagement"]
+    note: Note = ""
+
+
+# -- camera workers ---------------------------------------------------------------------------
+
+MAX_CROP_B64 = 4 * 1024 * 1024
+
+
+def decode_b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
+class WorkerAlert(Strict):
+    """One alert from a camera worker. ``idempotency_key`` makes re-delivery a no-op."""
+
+    idempotency_key: IdempotencyKey
+    camera: Camera
+    track: Track
+    subject_id: Id
+    distance: float = Field(ge=0, le=4)
+    distances: list[Annotated[float, Field(ge=0, le=4)]] = Field(default_factory=list, max_length=64)
+    frame: Optional[int] = Field(None, ge=0, le=2**62)
+    media_time: Optional[float] = Field(None, ge=0, le=1e9)
+    occurred_at: Optional[When] = None
+    crop: str = Field(min_length=4, max_length=MAX_CROP_B64, description="The probe crop: a JPEG, base64")
+    template: Union[Annotated[list[float], Field(min_length=128, max_length=128)], Annotated[str, Field(min_length=684, max_length=684)]] = Field(
+        description="The probe template: 128 floats, or their 512 little-endian float32 bytes in base64")
+
+
+class WorkerAlertOut(BaseModel):
+    alert_id: int
+    duplicate: bool = Field(description="True when this idempotency key was delivered before (nothing changed)")
+
+
+class FacesSeenBody(Strict):
+    idempotency_key: IdempotencyKey
+    camera: Camera
+    count: int = Field(ge=0, le=10_000_000)
+
+
+class WorkerStatus(BaseModel):
+    deployment_id: int
+    active: bool
+    status: str
+    ends_at: str
+
+
+class Done(BaseModel):
+    ok: bool = True
+    detail: str = ""
