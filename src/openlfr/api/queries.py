@@ -26,6 +26,7 @@ from ..store.models import (
     Template,
 )
 from ..store.types import utc
+from .security import authorize
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -51,7 +52,7 @@ def probe_sharpness(jpeg: bytes) -> float | None:
 
 def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
     """One alert with its subject, deployment, reference images, decisions and outcomes (no crop)."""
-    gov.authorize(actor, "alert.read")
+    authorize(gov, actor, "alert.read")
     with gov.db.transaction() as s:
         a = s.get(AlertRow, int(alert_id))
         if a is None:
@@ -89,7 +90,7 @@ def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
 
 def alert_reference(gov, actor: Actor, alert_id: int) -> tuple[bytes, str]:
     """The first reference image of the alert's subject (bytes, media type), for the operator."""
-    gov.authorize(actor, "alert.read")
+    authorize(gov, actor, "alert.read")
     with gov.db.transaction() as s:
         a = s.get(AlertRow, int(alert_id))
         if a is None:
@@ -102,7 +103,7 @@ def alert_reference(gov, actor: Actor, alert_id: int) -> tuple[bytes, str]:
 
 
 def reference_image(gov, actor: Actor, image_id: int) -> tuple[bytes, str]:
-    gov.authorize(actor, "watchlist.read")
+    authorize(gov, actor, "watchlist.read")
     with gov.db.transaction() as s:
         im = s.get(ReferenceImage, int(image_id))
         if im is None:
@@ -113,7 +114,7 @@ def reference_image(gov, actor: Actor, image_id: int) -> tuple[bytes, str]:
 def audit_page(gov, actor: Actor, before: int | None = None, limit: int = 100, action: str | None = None,
                actor_name: str | None = None) -> dict:
     """Audit entries, newest first: ``before`` a seq (exclusive), optionally one action (prefix) or actor."""
-    gov.authorize(actor, "audit.read")
+    authorize(gov, actor, "audit.read")
     with gov.db.transaction() as s:
         q = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(int(limit))
         if before is not None:

@@ -44,6 +44,13 @@ KINDS = ("session", "api", "worker")
 LAST_USED_EVERY_S = 60.0
 
 
+def authorize(gov, actor: Actor, permission: str) -> None:
+    """Governance's own permission check (``roles.PERMISSIONS``; a refusal is audited as
+    ``permission.denied``), made before acting: before expensive work, or before a read that
+    uses its own query. Raises ``PermissionDenied``."""
+    gov._require(actor, permission)
+
+
 def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 

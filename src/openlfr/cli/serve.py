@@ -48,12 +48,12 @@ def token_create(
     as_user: AsOpt = None,
 ) -> None:
     """Create a bearer token acting as you (or a worker token bound to a deployment); printed once."""
-    from ..api.security import Tokens
+    from ..api.security import Tokens, authorize
 
     gov, actor = _setup(db, as_user)
     tokens = Tokens(gov)
     if worker is not None:
-        gov.authorize(actor, "deployment.run")
+        authorize(gov, actor, "deployment.run")
         secret, row = tokens.create(actor, "worker", name, deployment_id=worker)
     else:
         secret, row = tokens.create(actor, "api", name, gov.now() + timedelta(days=days))
@@ -71,11 +71,11 @@ def token_list(
     """Your tokens and console sessions (or everyone's)."""
     import json
 
-    from ..api.security import Principal, Tokens
+    from ..api.security import Principal, Tokens, authorize
 
     gov, actor = _setup(db, as_user)
     if all_users:
-        gov.authorize(actor, "user.list")
+        authorize(gov, actor, "user.list")
     p = Principal(actor=actor, kind="cli", token_id=0, user_id=actor.user_id)
     out.print(json.dumps(Tokens(gov).list(p, everyone=all_users), indent=2))
 

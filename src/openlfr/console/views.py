@@ -21,8 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from ..governance.errors import AuthenticationError, GovernanceError, NotFound, PermissionDenied
-from ..governance.roles import PERMISSIONS, ROLES
+from ..governance.errors import GovernanceError, NotFound, PermissionDenied
+from ..governance.roles import ROLES
 from ..governance.service import CATEGORIES, OUTCOMES, RESULTS
 
 HERE = Path(__file__).parent
@@ -192,7 +192,9 @@ async def page(request: Request, permission: str | None = None) -> Page:
         raise NeedLogin()
     pg = Page(request, p)
     if permission:
-        await run_in_threadpool(pg.gov.authorize, p.actor, permission)  # PermissionDenied -> 403 page
+        from ..api.security import authorize
+
+        await run_in_threadpool(authorize, pg.gov, p.actor, permission)  # PermissionDenied -> 403 page
     return pg
 
 

@@ -112,11 +112,6 @@ class Governance:
                 audit.append(s, self.now(), actor.name, "permission.denied", permission, {})
             raise
 
-    def authorize(self, actor: Actor, permission: str) -> None:
-        """Check ``permission`` now (a refusal is audited) without acting: for callers (the API)
-        that check before expensive work or before reading with their own query."""
-        self._require(actor, permission)
-
     @contextmanager
     def _tx(self, actor: Actor, permission: str) -> Iterator[Session]:
         self._require(actor, permission)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from ...governance.errors import PermissionDenied
 from ..deps import ApiError, ctx, permit, user
 from ..schemas import Done, ErrorOut, PasswordChange, RetentionBody, UserChange, UserCreate, UserName
-from ..security import Principal
+from ..security import Principal, authorize
 
 router = APIRouter(prefix="/api", tags=["users"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}}
@@ -39,7 +39,7 @@ def set_password(body: PasswordChange, request: Request, name: UserName = Path()
     gov = ctx(request).gov
     if name != p.actor.name:
         try:
-            gov.authorize(p.actor, "user.change")
+            authorize(gov, p.actor, "user.change")
         except PermissionDenied as e:
             raise ApiError(403, "forbidden", str(e)) from None
     gov.set_password(p.actor, name, body.password)
