@@ -1,0 +1,214 @@
+"""Camera workers: alerts posted with a worker token, idempotent re-delivery, the disk buffer while
+the server is away (delivered without duplicates when it is back), faces seen, the run's snapshot,
+and the live stream (SSE) that carries the alerts to the console."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from openlfr.api import create_app
+from openlfr.api.security import Tokens
+from openlfr.api.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
+from openlfr.api.worker_client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
+from openlfr.governance.errors import DeploymentNotActive
+from openlfr.governance.testing import make_world, template
+from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+
+
+@pytest.fixture
+def setup(tmp_path, fast_passwords):  # noqa: F811
+    with backend_url("sqlite", tmp_path) as url:
+        w = make_world(url)
+        d = w.active_deployment()
+        app = create_app(url, w.clock, enroller=fake_enroller, stream_poll_s=0.05)
+        token = Tokens(w.gov).create(w["operator"], "worker", "cam host", deployment_id=d)[0]
+        yield w, d, app, token
+
+
+def alert(subject: int, track: int = 1, camera: str = "cam-a", distance: float = 0.4) -> dict:
+    return {"camera": camera, "track": track, "subject_id": subject, "distance": distance, "distances": [distance, 0.5],
+            "frame": 10 * track, "time": 1.5 * track, "crop": jpeg(track), "template": template(100 + track)}
+
+
+def test_worker_posts_alerts_idempotently(setup):
+    w, d, app, token = setup
+    c = TestClient(app)
+    h = {"Authorization": f"Bearer {token}"}
+    from test_api_roles import worker_alert
+
+    body = worker_alert(w.subjects[0], key="k-0000001")
+    r1 = c.post("/api/worker/alerts", json=body, headers=h)
+    assert r1.status_code == 200 and r1.json()["duplicate"] is False
+    r2 = c.post("/api/worker/alerts", json=body, headers=h)
+    assert r2.json() == {"alert_id": r1.json()["alert_id"], "duplicate": True}
+    alerts = w.gov.list_alerts(w["auditor"], d)
+    assert len(alerts) == 1 and alerts[0]["updates"] == 0  # the re-delivery changed nothing
+    # a better shot of the same track under a new key updates the same alert
+    better = worker_alert(w.subjects[0], key="k-0000002", distance=0.3)
+    assert c.post("/api/worker/alerts", json=better, headers=h).json()["alert_id"] == r1.json()["alert_id"]
+    assert w.gov.list_alerts(w["auditor"], d)[0]["distance"] == pytest.approx(0.3)
+    # faces seen, once per key
+    for _ in range(2):
+        assert c.post("/api/worker/faces-seen", json={"idempotency_key": "faces-0001", "camera": "cam-a", "count": 5}, headers=h).status_code == 200
+    assert w.gov.faces_seen(w["auditor"], d) == {"cam-a": 5}
+    # a camera the deployment does not have, a malformed crop
+    r = c.post("/api/worker/alerts", json={**body, "idempotency_key": "k-0000003", "camera": "cam-z"}, headers=h)
+    assert r.status_code == 409 and "cam-z" in r.json()["detail"]
+    r = c.post("/api/worker/alerts", json={**body, "idempotency_key": "k-0000004", "crop": "!!!"}, headers=h)
+    assert r.status_code == 422
+    # the run: snapshot templates and subjects
+    run = c.get("/api/worker/run", headers=h).json()
+    assert run["deployment_id"] == d and len(run["subjects"]) == 2 and run["cameras"] == ["cam-a", "cam-b"]
+    # after a stop, alerts are refused (and the worker token cannot be reused for another deployment)
+    w.gov.stop_deployment(w["operator"], d)
+    r = c.post("/api/worker/alerts", json={**body, "idempotency_key": "k-0000005"}, headers=h)
+    assert r.status_code == 409 and r.json()["error"] == "not_active"
+    assert c.get("/api/worker/status", headers=h).json()["active"] is False
+
+
+def test_buffered_while_server_away_then_delivered_once(setup, tmp_path):
+    """The server goes away: alerts go to the disk buffer; it comes back: delivered in order, no duplicates."""
+    w, d, app, token = setup
+    port = free_port()
+    buf = tmp_path / "buffer"
+    with live_server(app, port) as url:
+        run = open_remote_run(url, token, d, buffer_dir=buf, timeout=2)
+        assert run.threshold == pytest.approx(0.6) and run.watchlist_templates.shape == (2, 128)
+        assert [s.id for s in run.subjects] == w.subjects
+        sink: RemoteAlertSink = run.sink
+        sink.retry_s = 0.1
+        first = sink.record(d, alert(w.subjects[0], track=1))
+        assert isinstance(first, int)
+        sink.count_faces_seen(d, "cam-a", 2)
+        assert run.maintain() is True
+    # the server is down
+    assert sink.record(d, alert(w.subjects[1], track=2)) is None
+    assert sink.record(d, alert(w.subjects[0], track=3, camera="cam-b")) is None
+    sink.count_faces_seen(d, "cam-b", 4)
+    path = buf / f"deployment-{d}.jsonl"
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and path.stat().st_mode & 0o777 == 0o600
+    assert all(set(json.loads(x)) >= {"idempotency_key", "crop", "template", "camera"} for x in lines)
+    assert run.is_active() is True  # offline: runs on until its end time
+    # a restarted worker finds the buffer on disk
+    again = AlertBuffer(path)
+    assert [i["idempotency_key"] for i in again.items] == [json.loads(x)["idempotency_key"] for x in lines]
+    # simulate a reply lost on the way: the first buffered alert already reached the server once
+    c = TestClient(app)
+    r = c.post("/api/worker/alerts", json=again.items[0], headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["duplicate"] is False
+    with live_server(app, port):
+        assert sink.close(flush_timeout_s=10) == 0
+    assert not path.exists()
+    alerts = w.gov.list_alerts(w["auditor"], d)
+    assert len(alerts) == 3 and sorted(a["track"] for a in alerts) == ["1", "2", "3"]
+    assert all(a["updates"] == 0 for a in alerts)
+    assert w.gov.faces_seen(w["auditor"], d) == {"cam-a": 2, "cam-b": 4}
+    assert sink.delivered == 2 and sink.refused == 0
+
+
+def test_buffered_alerts_after_the_end_are_refused_not_retried(setup, tmp_path):
+    w, d, app, token = setup
+    port = free_port()
+    sink = RemoteAlertSink(WorkerClient(f"http://127.0.0.1:{port}", token, timeout=1), d, tmp_path / "b", retry_s=0.05)
+    assert sink.record(d, alert(w.subjects[0])) is None  # nothing listens yet
+    w.gov.stop_deployment(w["operator"], d)
+    with live_server(app, port):
+        assert sink.close(flush_timeout_s=5) == 0
+    assert sink.refused == 1 and sink.ended
+    with pytest.raises(DeploymentNotActive):
+        sink.record(d, alert(w.subjects[0], track=2))
+    assert w.gov.list_alerts(w["auditor"], d) == []
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.split("\n\n"):
+        name = re.search(r"^event: (.+)$", block, re.M)
+        data = re.search(r"^data: (.+)$", block, re.M)
+        if name and data:
+            out.append((name.group(1), json.loads(data.group(1))))
+    return out
+
+
+def test_stream_carries_alerts_to_alert_readers_only(setup):
+    w, d, app, token = setup
+    c = TestClient(app)
+    tokens = role_tokens(w)
+    a1 = w.alert(d, w.subjects[0], track=1)
+    w.gov.adjudicate(w["operator"], a1, "false_alert")
+    seq = 0
+    r = c.get(f"/api/stream?after={seq}&max_s=0.3", headers={"Authorization": f"Bearer {tokens['operator']}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    ev = _events(r.text)
+    kinds = [k for k, _ in ev]
+    assert "alert" in kinds and "alert_update" in kinds and "deployment" in kinds
+    first = next(data for k, data in ev if k == "alert")
+    assert first["id"] == a1 and first["subject_name"] == "Person S1" and "probe_crop" not in first
+    # Last-Event-ID resumes after what was seen
+    last = int(re.findall(r"^id: (\d+)$", r.text, re.M)[-1])
+    r = c.get("/api/stream?max_s=0.2", headers={"Authorization": f"Bearer {tokens['operator']}", "Last-Event-ID": str(last)})
+    assert _events(r.text) == []
+    # an authorising officer sees deployment changes, never alerts
+    r = c.get("/api/stream?after=0&max_s=0.2", headers={"Authorization": f"Bearer {tokens['authorising_officer']}"})
+    assert {k for k, _ in _events(r.text)} == {"deployment"}
+    # a revoked token ends the stream (and cannot open one)
+    Tokens(w.gov).revoke(Tokens(w.gov).resolve(tokens["auditor"], ("api",)), Tokens(w.gov).resolve(tokens["auditor"], ("api",)).token_id)
+    assert c.get("/api/stream?max_s=0.2", headers={"Authorization": f"Bearer {tokens['auditor']}"}).status_code == 401
+
+
+def test_stream_is_live_over_http(setup):
+    """A real server: an alert posted by a worker arrives on an open stream within a second."""
+    import threading
+    import time
+
+    import httpx
+
+    w, d, app, token = setup
+    tokens = role_tokens(w)
+    got: list = []
+    with live_server(app) as url:
+        def listen():
+            with httpx.stream("GET", f"{url}/api/stream?max_s=5", headers={"Authorization": f"Bearer {tokens['operator']}"}, timeout=10) as r:
+                buf = ""
+                for chunk in r.iter_text():
+                    buf += chunk
+                    if "event: alert" in buf:
+                        got.append(time.monotonic())
+                        return
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        sent = time.monotonic()
+        run = open_remote_run(url, token, d, buffer_dir=None, timeout=2)
+        assert isinstance(run.sink.record(d, alert(w.subjects[0], track=7)), int)
+        t.join(timeout=6)
+    assert got and got[0] - sent < 2.0
+
+
+def test_worker_client_rejects_bad_server_url():
+    with pytest.raises(ValueError):
+        WorkerClient("ftp://x", "t")
+
+
+def test_remote_run_needs_a_token(monkeypatch):
+    from openlfr.governance.errors import GovernanceError
+
+    monkeypatch.delenv("OPENLFR_WORKER_TOKEN", raising=False)
+    with pytest.raises(GovernanceError, match="worker token"):
+        open_remote_run("http://127.0.0.1:9", None, 1)
+
+
+def test_templates_round_trip(setup):
+    w, d, app, token = setup
+    with live_server(app) as url:
+        run = open_remote_run(url, token, d)
+    local = w.gov.open_run(w["operator"], d)
+    assert np.array_equal(run.watchlist_templates, local.watchlist_templates)
+    assert list(run.template_subject_ids) == list(local.template_subject_ids)
