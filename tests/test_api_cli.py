@@ -1,0 +1,43 @@
+"""``openlfr token create|list|revoke`` and ``openlfr serve`` (its options; the server itself is
+exercised by the API, worker and browser tests)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from openlfr.api import create_app
+from openlfr.cli import app
+from openlfr.governance.testing import PASSWORD, make_world
+from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+
+
+def test_token_commands(tmp_path, fast_passwords):  # noqa: F811
+    with backend_url("sqlite", tmp_path) as url:
+        w = make_world(url)
+        d = w.active_deployment()
+        runner = CliRunner()
+
+        def run(*args, who="operator", code=0):
+            r = runner.invoke(app, [str(a) for a in args] + ["--db", url],
+                              env={"OPENLFR_USER": who, "OPENLFR_ACTOR_PASSWORD": PASSWORD, "OPENLFR_PASSWORD": PASSWORD})
+            assert r.exit_code == code, r.output
+            return r
+
+        api = run("token", "create", "--name", "script").stdout.strip().splitlines()[-1]
+        assert api.startswith("olfr_")
+        client = TestClient(create_app(url))  # the CLI's clock is the system's: so is this app's
+        assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {api}"}).json()["name"] == "operator"
+        run("token", "create", "--worker", d, who="auditor", code=4)  # not an operator
+        assert '"kind": "api"' in run("token", "list").stdout
+        run("token", "list", "--all", who="operator", code=4)
+        assert '"user": "operator"' in run("token", "list", "--all", who="auditor").stdout
+        tid = client.get("/api/tokens", headers={"Authorization": f"Bearer {api}"}).json()[0]["id"]
+        run("token", "revoke", tid, who="auditor", code=4)
+        run("token", "revoke", tid)
+        assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {api}"}).status_code == 401
+
+
+def test_serve_help():
+    r = CliRunner().invoke(app, ["serve", "--help"])
+    assert r.exit_code == 0 and "--port" in r.output and "--host" in r.output
