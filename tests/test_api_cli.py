@@ -41,3 +41,31 @@ def test_token_commands(tmp_path, fast_passwords):  # noqa: F811
 def test_serve_help():
     r = CliRunner().invoke(app, ["serve", "--help"])
     assert r.exit_code == 0 and "--port" in r.output and "--host" in r.output
+
+
+def test_enrolment_through_the_api_with_the_real_engine(tmp_path, fast_passwords, astronaut):  # noqa: F811
+    """The default enroller: the face engine's quality checks and report on uploaded images."""
+    import cv2
+    import numpy as np
+
+    from openlfr.api.testing import role_tokens
+
+    with backend_url("sqlite", tmp_path) as url:
+        w = make_world(url)
+        client = TestClient(create_app(url, w.clock))
+        face = np.ascontiguousarray(astronaut[0:300, 100:360])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+        h = {"Authorization": f"Bearer {role_tokens(w)['watchlist_manager']}"}
+        form = {"ref": "EC-1", "name": "Eileen Collins", "category": "missing_or_vulnerable", "reason": "missing",
+                "expires_at": "2030-03-01T00:00:00Z"}
+        r = client.post("/api/watchlists/wanted/subjects", headers=h, data=form,
+                        files=[("images", ("eileen.jpg", buf.tobytes(), "image/jpeg")), ("images", ("notes.txt", b"hello", "text/plain"))])
+        assert r.status_code == 201, r.text
+        rep = r.json()["report"]
+        assert [a["path"] for a in rep["accepted"]] == ["eileen.jpg"] and rep["accepted"][0]["quality"] > 0.5
+        assert rep["rejected"][0]["path"] == "notes.txt" and "not an image" in rep["rejected"][0]["reason"]
+        # the whole astronaut photo has a second face, none dominant: rejected, with the reason
+        ok, whole = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+        r = client.post("/api/watchlists/wanted/subjects", headers=h, data={**form, "ref": "EC-2"},
+                        files=[("images", ("whole.jpg", whole.tobytes(), "image/jpeg"))])
+        assert r.status_code == 422 and r.json()["error"] == "quality" and "faces found" in r.json()["report"]["rejected"][0]["reason"]
