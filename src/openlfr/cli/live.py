@@ -85,7 +85,9 @@ class _Display:
 @app.command()
 def run(
     source: Annotated[list[str], typer.Option("--source", "-s", help="Video file, rtsp:// or http:// URL, webcam index, or image folder. Repeat for several cameras.", show_default=False)],
-    watchlist: Annotated[Path, typer.Option(help="Watchlist: folder (<subject>/<image> or flat images) or CSV.", show_default=False)],
+    watchlist: Annotated[Optional[Path], typer.Option(help="Watchlist: folder (<subject>/<image> or flat images) or CSV. Not with --deployment (it runs against its snapshot).", show_default=False)] = None,
+    deployment: Annotated[Optional[int], typer.Option(help="Run for this authorised, active deployment: its snapshot, threshold and cameras; alerts and faces seen are stored. Without it (ad hoc) nothing is stored.", show_default=False)] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Database URL for --deployment (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Alert when distance < threshold. Default: from --target-fpir and the watchlist's size.")] = None,
     target_fpir: Annotated[float, typer.Option(help="Target false alert rate per face seen, for the default threshold.")] = 0.001,
     detector: Annotated[Detector, typer.Option(help="hog (fast) or cnn (MMOD: finds more faces, far slower).")] = Detector.hog,
@@ -107,6 +109,9 @@ def run(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (watchlist is None) == (deployment is None):
+        err.print("[red]error:[/] give either --watchlist (ad hoc, nothing stored) or --deployment ID")
+        raise typer.Exit(2)
     try:
         cfg = RunConfig(
             sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames,
@@ -119,13 +124,38 @@ def run(
         err.print(f"[red]error:[/] {msgs}")
         raise typer.Exit(2)
 
-    summary = _execute(cfg, json_out)
+    runner_args = _deployment_args(deployment, db, cfg) if deployment is not None else {}
+    summary = _execute(cfg, json_out, **runner_args)
     failed = [c for c in summary["cameras"] if c["state"] == "error"]
     if failed and len(failed) == len(summary["cameras"]):
         raise typer.Exit(1)
 
 
-def _execute(cfg, json_out: bool) -> dict:
+def _deployment_args(deployment_id: int, db: str | None, cfg) -> dict:
+    """Open the deployment's run (refused unless authorised, active and in its window) and name
+    the sources after its cameras: ``--source NAME=SPEC``, or the only camera for one source."""
+    from ..governance.errors import GovernanceError
+    from ..governance.live import open_deployment_run
+    from ..live.sink import DeploymentSink, split_source_name
+
+    try:
+        run = open_deployment_run(db, deployment_id)
+    except GovernanceError as e:
+        err.print(f"[red]error:[/] deployment {deployment_id}: {e}")
+        raise typer.Exit(2)
+    named = [split_source_name(s) for s in cfg.sources]
+    if len(named) == 1 and named[0][0] is None and len(run.cameras) == 1:
+        named = [(run.cameras[0], named[0][1])]
+    unknown = [n or spec for n, spec in named if n not in run.cameras]
+    if unknown:
+        err.print(f"[red]error:[/] source(s) {', '.join(unknown)} are not cameras of deployment {deployment_id} "
+                  f"({', '.join(run.cameras)}); name each source: --source CAMERA=SPEC")
+        raise typer.Exit(2)
+    cfg.sources = [f"{n}={spec}" for n, spec in named]
+    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run)}
+
+
+def _execute(cfg, json_out: bool, **runner_args) -> dict:
     """Prepare and run a LiveRunner with the JSON-lines or the Rich display; exits 2 on bad input."""
     from ..live.runner import LiveRunner, RunError
 
@@ -137,7 +167,7 @@ def _execute(cfg, json_out: bool) -> dict:
 
     console = Console()
     display = None if json_out else _Display(console)
-    runner = LiveRunner(cfg, on_event=json_event if json_out else display)
+    runner = LiveRunner(cfg, on_event=json_event if json_out else display, **runner_args)
     if display is not None:
         display.runner = runner
     try:

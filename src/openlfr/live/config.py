@@ -89,7 +89,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sources: list[str] = Field(min_length=1)
-    watchlist: Path
+    watchlist: Optional[Path] = None  # from the deployment's snapshot when run for a deployment
     detection: DetectionConfig = DetectionConfig()
     tracking: TrackingConfig = TrackingConfig()
     bestshot: BestShotConfig = BestShotConfig()
@@ -108,6 +108,7 @@ class RunConfig(BaseModel):
     embed_wait_ms: float = Field(2.0, ge=0, description="the shared embedder waits this long to fill a batch")
     annotate: Optional[Path] = None
     max_frames: Optional[int] = Field(None, ge=1, description="stop each source after this many frames")
+    maintain_every_s: float = Field(30.0, gt=0, description="deployment runs: purge and schedule check interval")
 
     @model_validator(mode="after")
     def _unique_sources(self):

@@ -35,6 +35,7 @@ from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
 from .scheduler import DetectionScheduler, GreyHog
+from .sink import split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
 
@@ -284,8 +285,10 @@ class LiveRunner:
     """Build with a RunConfig, ``prepare()`` (raises RunError on bad input), then ``run()``."""
 
     def __init__(self, cfg: RunConfig, on_event: Callable[[dict], None] | None = None, engine=None,
-                 watchlist=None, enrol_engine=None):
+                 watchlist=None, enrol_engine=None, sink=None, threshold: float | None = None):
         self.cfg = cfg
+        self.sink = sink  # AlertSink (live/sink.py): alerts persisted before anyone is notified
+        self.fixed_threshold = threshold  # a deployment's own threshold
         self.on_event = on_event or (lambda e: None)
         self.engine = engine
         self.enrol_engine = enrol_engine
@@ -302,6 +305,7 @@ class LiveRunner:
         self.started = None
         self.interrupted = False
         self.summary: dict | None = None
+        self._faces_stored: dict[str, int] = {}
         self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
 
     # ------------------------------------------------------------------ setup
@@ -319,7 +323,8 @@ class LiveRunner:
         # Sources first: a typo in a path or URL is the commonest mistake, and cheap to find.
         for spec in c.sources:
             try:
-                src = open_source(spec, folder_fps=c.folder_fps, timeout_s=c.stall_timeout_s)
+                name, spec = split_source_name(spec)
+                src = open_source(spec, name, folder_fps=c.folder_fps, timeout_s=c.stall_timeout_s)
                 src.open()
             except SourceError as e:
                 for s in self.sources:
@@ -339,6 +344,9 @@ class LiveRunner:
                                      min_face=None, descriptor=DescriptorModel(threads=c.embed_threads))
         self.aligner = Aligner(self.engine)
         self._warm_up()
+        if self.watchlist is None and c.watchlist is None:
+            self.close_sources()
+            raise RunError("no watchlist given")
         if self.watchlist is None:
             enrol = self.enrol_engine or FaceEngine(detector="hog", upsample=1)
             try:
@@ -352,7 +360,11 @@ class LiveRunner:
         self.n_subjects = len(self.watchlist)
         self.index = make_index("exact")
         self.index.add(self.watchlist.templates, self.watchlist.template_subject)
-        self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
+        if self.fixed_threshold is not None:
+            self.threshold = ThresholdInfo(float(self.fixed_threshold), f"{self.fixed_threshold:.3f}: the deployment's authorised threshold",
+                                           c.alerts.target_fpir, None, True)
+        else:
+            self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
         self.policy = AlertPolicy(self.threshold.threshold, c.alerts.cooldown_s, c.alerts.min_improvement,
                                   self.watchlist.subjects)
 
@@ -371,12 +383,24 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ events
     def alert_event(self, ev: AlertEvent) -> None:
+        stored = True
+        if self.sink is not None:  # persisted first: nobody hears of an alert the store lost
+            try:
+                self.sink.record(ev.alert)
+            except Exception as e:  # noqa: BLE001 - reported, and the run goes on or stops
+                stored = False
+                log.error("alert %s not stored: %s", ev.alert.id, e)
+                self.emit({"event": "error", "camera": ev.alert.camera, "message": f"alert not stored: {e}"})
+                if type(e).__name__ == "DeploymentNotActive":
+                    self.stop()
         with self._lock:
             for st in self.stats:
                 if st.name == ev.alert.camera and ev.kind == "alert":
                     st.alerts += 1
         d = ev.alert.to_json("alert" if ev.kind == "alert" else "alert_update")
         d["track"] = ev.track
+        if self.sink is not None:
+            d["stored"] = stored
         self.emit(d)
 
     def _source_event(self, ev: SourceEvent) -> None:
@@ -443,17 +467,28 @@ class LiveRunner:
         try:
             for t in readers + workers:
                 t.start()
+            last_maintain = time.monotonic()
             while any(w.is_alive() for w in workers):
                 for w in workers:
                     w.join(timeout=0.1)
                 for r, st in zip(readers, self.stats):
                     st.read = r.frames_read
                     st.dropped = r.queue.dropped
+                if self.sink is not None:
+                    self._flush_faces_seen()
+                    if time.monotonic() - last_maintain >= c.maintain_every_s:
+                        last_maintain = time.monotonic()
+                        if not self.sink.maintain():
+                            log.warning("the deployment has ended: stopping")
+                            self.emit({"event": "deployment_ended"})
+                            self.stop()
         finally:
             self.stop_event.set()
             for r in readers:
                 r.join(timeout=5)
             self.embedder.stop()
+            if self.sink is not None:
+                self._flush_faces_seen()
             self._restore_signals(prev)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         cpu1 = os.times()
@@ -462,6 +497,17 @@ class LiveRunner:
         self.summary = self._summary(elapsed, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
         self.emit(self.summary)
         return self.summary
+
+    def _flush_faces_seen(self) -> None:
+        """Add each camera's new tracks to the deployment's faces-seen count."""
+        for st in self.stats:
+            n = st.faces_seen - self._faces_stored.get(st.name, 0)
+            if n > 0:
+                try:
+                    self.sink.count_faces_seen(st.name, n)
+                    self._faces_stored[st.name] = st.faces_seen
+                except Exception as e:  # noqa: BLE001 - retried at the next flush
+                    log.error("faces seen on %s not stored: %s", st.name, e)
 
     def _summary(self, elapsed: float, cpu_s: float) -> dict:
         frames = sum(s.frames for s in self.stats)
