@@ -2,7 +2,7 @@
 malformed, may produce a server error (5xx).
 
 Each operation gets a bounded number of generated requests (``OPENLFR_FUZZ_EXAMPLES``, default
-12), valid and invalid, as a user holding every role (so requests get past the role checks and
+8), valid and invalid, as a user holding every role (so requests get past the role checks and
 reach validation and governance), or with a worker token on the worker endpoints. The live
 stream is left out (it is a long-lived response; its parameters are tested in test_api_worker).
 """
@@ -22,7 +22,7 @@ from openlfr.api.testing import fake_enroller  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
 
-EXAMPLES = int(os.environ.get("OPENLFR_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("OPENLFR_FUZZ_EXAMPLES", "8"))
 SKIP = {"/api/stream"}
 
 
