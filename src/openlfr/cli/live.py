@@ -88,6 +88,8 @@ def run(
     watchlist: Annotated[Optional[Path], typer.Option(help="Watchlist: folder (<subject>/<image> or flat images) or CSV. Not with --deployment (it runs against its snapshot).", show_default=False)] = None,
     deployment: Annotated[Optional[int], typer.Option(help="Run for this authorised, active deployment: its snapshot, threshold and cameras; alerts and faces seen are stored. Without it (ad hoc) nothing is stored.", show_default=False)] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL for --deployment (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)] = None,
+    server: Annotated[Optional[str], typer.Option("--server", help="With --deployment: post alerts to this openlfr serve URL (a camera worker) instead of the database; alerts wait in a disk buffer while it is away.", show_default=False)] = None,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="OPENLFR_WORKER_TOKEN", help="The deployment's worker token for --server ($OPENLFR_WORKER_TOKEN).", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Alert when distance < threshold. Default: from --target-fpir and the watchlist's size.")] = None,
     target_fpir: Annotated[float, typer.Option(help="Target false alert rate per face seen, for the default threshold.")] = 0.001,
     detector: Annotated[Detector, typer.Option(help="hog (fast) or cnn (MMOD: finds more faces, far slower).")] = Detector.hog,
@@ -124,14 +126,23 @@ def run(
         err.print(f"[red]error:[/] {msgs}")
         raise typer.Exit(2)
 
-    runner_args = _deployment_args(deployment, db, cfg) if deployment is not None else {}
-    summary = _execute(cfg, json_out, **runner_args)
+    if server and deployment is None:
+        err.print("[red]error:[/] --server needs --deployment ID")
+        raise typer.Exit(2)
+    runner_args = _deployment_args(deployment, db, cfg, server, token) if deployment is not None else {}
+    try:
+        summary = _execute(cfg, json_out, **runner_args)
+    finally:
+        if server:  # deliver what the disk buffer still holds (it stays on disk for the next run otherwise)
+            left = runner_args["sink"].run.sink.close()
+            if left:
+                err.print(f"[yellow]{left} alert(s) wait in the disk buffer for {server}: they go with the next run[/]")
     failed = [c for c in summary["cameras"] if c["state"] == "error"]
     if failed and len(failed) == len(summary["cameras"]):
         raise typer.Exit(1)
 
 
-def _deployment_args(deployment_id: int, db: str | None, cfg) -> dict:
+def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None = None, token: str | None = None) -> dict:
     """Open the deployment's run (refused unless authorised, active and in its window) and name
     the sources after its cameras: ``--source NAME=SPEC``, or the only camera for one source."""
     from ..governance.errors import GovernanceError
@@ -139,8 +150,13 @@ def _deployment_args(deployment_id: int, db: str | None, cfg) -> dict:
     from ..live.sink import DeploymentSink, split_source_name
 
     try:
-        run = open_deployment_run(db, deployment_id)
-    except GovernanceError as e:
+        if server:
+            from ..api.worker_client import open_remote_run
+
+            run = open_remote_run(server, token, deployment_id)
+        else:
+            run = open_deployment_run(db, deployment_id)
+    except (GovernanceError, ValueError) as e:
         err.print(f"[red]error:[/] deployment {deployment_id}: {e}")
         raise typer.Exit(2)
     named = [split_source_name(s) for s in cfg.sources]
