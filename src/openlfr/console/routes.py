@@ -387,8 +387,8 @@ async def create_user(request: Request):
 
 @router.post("/console/users/{name}/{action}")
 async def user_action(request: Request, name: str, action: str):
-    if action not in ("roles", "disable", "enable"):
-        raise NotFound(f"no action {action}")
+    if action not in ("roles", "disable", "enable") or len(name) > 100 or not name.isprintable():
+        raise NotFound(f"no action {action} for that user")
     pg = await page(request, "user.change")
     form = await form_of(pg)
     if action == "roles":

@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from ...governance.errors import GovernanceError
 from ...store.models import WorkerDelivery
 from ..deps import ApiError, ctx, worker
 from ..schemas import ErrorOut, FacesSeenBody, WorkerAlert, WorkerAlertOut, WorkerStatus, decode_b64
@@ -72,10 +71,7 @@ def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worke
     alert = {"camera": body.camera, "track": body.track, "subject_id": body.subject_id, "distance": body.distance,
              "distances": body.distances or [body.distance], "frame": body.frame, "crop": crop, "template": template,
              "time": body.occurred_at or body.media_time, "media_time": body.media_time}
-    try:
-        alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert)
-    except GovernanceError:
-        raise
+    alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert)  # refusals: governance's errors, as JSON
     _remember(c.gov, body.idempotency_key, p.token_id, alert_id)
     c.notifier.poke()
     return WorkerAlertOut(alert_id=alert_id, duplicate=False)
@@ -100,4 +96,3 @@ def status(request: Request, p: Principal = Depends(worker)) -> WorkerStatus:
     return WorkerStatus(deployment_id=d["id"], active=gov.is_running(d["id"]), status=d["status"], ends_at=d["ends_at"])
 
 
-__all__ = ["router", "select"]
