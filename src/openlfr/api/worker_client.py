@@ -183,6 +183,7 @@ class RemoteAlertSink:
         self.ended = False
         self._faces: list[dict] = []
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()  # one delivery pass at a time, in order
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -218,32 +219,43 @@ class RemoteAlertSink:
             return len(self.buffer) + len(self._faces)
 
     def flush(self) -> int:
-        """Deliver what waits, in order, until the server fails again; returns how many alerts went."""
+        """Deliver what waits, in order, until the server fails again; returns how many alerts went.
+
+        The HTTP calls run without holding the lock ``record`` takes, so a camera never waits
+        on a slow or unreachable server while the buffer drains (new alerts queue behind it)."""
         sent = 0
-        with self._lock:
-            while len(self.buffer):
-                body = self.buffer.items[0]
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    if not len(self.buffer):
+                        break
+                    body = self.buffer.items[0]
                 try:
                     self.client.call("POST", "/api/worker/alerts", body)
                     sent += 1
                     self.delivered += 1
                 except ServerUnavailable:
-                    break
+                    return sent
                 except Refused as e:
                     self.refused += 1
                     log.warning("buffered alert refused by the server, dropped: %s", e.detail)
                     if e.error == "not_active":
                         self.ended = True
-                self.buffer.drop_first()
-            while self._faces:
-                batch = self._faces[0]
+                with self._lock:
+                    self.buffer.drop_first()
+            while True:
+                with self._lock:
+                    if not self._faces:
+                        break
+                    batch = self._faces[0]
                 try:
                     self.client.call("POST", "/api/worker/faces-seen", batch)
                 except ServerUnavailable:
                     break
                 except Refused as e:
                     log.warning("faces seen refused by the server, dropped: %s", e.detail)
-                self._faces.pop(0)
+                with self._lock:
+                    self._faces.pop(0)
         return sent
 
     # -- faces seen ---------------------------------------------------------------------------
