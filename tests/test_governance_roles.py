@@ -46,6 +46,10 @@ EXPECTED: dict[str, set[str]] = {
     "purge": {"administrator", SYSTEM},
     "verify_audit": {"auditor", "administrator"},
     "export_audit": {"auditor", "administrator"},
+    # transparency (openlfr.transparency): calibrated thresholds, volunteers, a deployment's history
+    "store_threshold_evidence": {"operator"},
+    "record_volunteer_passes": {"operator"},
+    "deployment_history": {"auditor", "administrator"},
 }
 
 
@@ -87,6 +91,10 @@ def _actions(w, ctx):
         "purge": lambda a: g.purge(a),
         "verify_audit": lambda a: g.verify_audit(a),
         "export_audit": lambda a: g.export_audit(a, io.StringIO()),
+        "store_threshold_evidence": lambda a: g.store_threshold_evidence(a, ctx["evidence_plan"], {
+            "threshold": 0.45, "watchlist_size": 2, "target_fpir": 0.001}),
+        "record_volunteer_passes": lambda a: g.record_volunteer_passes(a, ctx["active"], ctx["volunteer"], 3),
+        "deployment_history": lambda a: g.deployment_history(a, ctx["active"]),
     }
 
 
@@ -104,6 +112,7 @@ def test_role_action_matrix(db_url, fast_passwords):  # noqa: F811
     every = list(ROLES) + [SYSTEM]
     actors = {r: w[r] for r in ROLES} | {SYSTEM: Actor.system("test")}
     g.create_user(w["administrator"], "target", ["auditor"], "long enough password")
+    volunteer = w.enrol("V1", seed=59, volunteer=True)
     active = w.active_deployment(length=timedelta(days=2))
     alert = w.alert(active, w.subjects[0])
     g.adjudicate(w["operator"], alert, "true")
@@ -115,6 +124,8 @@ def test_role_action_matrix(db_url, fast_passwords):  # noqa: F811
         "plans": [w.plan(start_in=timedelta(minutes=1)) for _ in every],
         "stoppable": [w.plan(start_in=timedelta(minutes=1)) for _ in every],
         "authorised": [],
+        "volunteer": volunteer,
+        "evidence_plan": w.plan(start_in=timedelta(minutes=1)),
     }
     for _ in every:
         d = w.plan(start_in=timedelta(0), length=timedelta(hours=6))

@@ -14,7 +14,7 @@ app = typer.Typer(
 
 from . import faces as _faces  # noqa: E402,F401  (registers commands)
 
-for _mod in ("evaluate", "bench", "live", "governance", "serve"):
+for _mod in ("evaluate", "bench", "live", "governance", "serve", "transparency"):
     try:
         __import__(f"{__name__}.{_mod}")
     except ModuleNotFoundError as _e:  # a command group not present in this build

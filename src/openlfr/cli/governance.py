@@ -298,9 +298,10 @@ def watchlist_add(
     images: Annotated[list[Path], typer.Argument(help="Reference images of the subject.", exists=True, dir_okay=False)],
     ref: Annotated[str, typer.Option(help="Your reference for the subject (unique in the watchlist).")],
     name: Annotated[str, typer.Option(help="The subject's name.")],
-    category: Annotated[Category, typer.Option(help="Reason-for-inclusion category.")],
     reason: Annotated[str, typer.Option(help="Why the subject is on the watchlist.")],
     expires: Annotated[str, typer.Option(help="Expiry: ISO date/time or +N with d or w (e.g. +30d).")],
+    category: Annotated[Optional[Category], typer.Option(help="Reason-for-inclusion category (not for --volunteer).", show_default=False)] = None,
+    volunteer: Annotated[bool, typer.Option("--volunteer", help="A volunteer of a test deployment (a 'blue' watchlist entry): their alerts measure TPIR in the field and stay out of operational figures and outcomes.")] = False,
     source: Annotated[str, typer.Option(help="Where the images came from (e.g. custody record).")] = "",
     taken: Annotated[Optional[str], typer.Option(help="When the images were taken (ISO date).")] = None,
     min_face: Annotated[int, typer.Option(help="Smallest face width accepted (px).")] = 40,
@@ -308,20 +309,28 @@ def watchlist_add(
     as_user: AsOpt = None,
 ) -> None:
     """Enrol a subject (or add images to one): quality-checked images, their templates, expiry."""
+    if volunteer and category is not None:
+        err.print("error: a volunteer has the category 'volunteer'; leave out --category")
+        raise typer.Exit(2)
+    if not volunteer and category is None:
+        err.print("error: give --category (or --volunteer for a volunteer of a test deployment)")
+        raise typer.Exit(2)
+    cat = "volunteer" if volunteer else category.value
     gov, actor = _setup(db, as_user)
     expires_at = parse_when(expires, end_of_day=True)
     taken_at = parse_when(taken) if taken else None
     from ..watchlist.model import WatchlistError
 
     try:
-        wl, report = _enrol_images(ref, name, category.value, images, min_face)
+        wl, report = _enrol_images(ref, name, cat, images, min_face)
     except WatchlistError as e:
         err.print(f"error: {e}")
         raise typer.Exit(2)
     for p, why in report.rejected:
         err.print(f"rejected {p}: {why}")
-    subj = gov.enrol_subject(actor, watchlist, ref, name, category.value, reason, expires_at, _new_images(wl, 0, source, taken_at))
-    out.print(f"subject {subj.id} ({ref}): {len(report.accepted)} image(s) enrolled, {len(report.rejected)} rejected; "
+    subj = gov.enrol_subject(actor, watchlist, ref, name, cat, reason, expires_at, _new_images(wl, 0, source, taken_at),
+                             volunteer=volunteer)
+    out.print(f"{'volunteer' if volunteer else 'subject'} {subj.id} ({ref}): {len(report.accepted)} image(s) enrolled, {len(report.rejected)} rejected; "
               f"expires {_local(subj.expires_at.isoformat())}")
 
 
@@ -593,6 +602,14 @@ def deployment_show(
         ("false alert rate", "-" if d["false_alert_rate"] is None else f"{d['false_alert_rate']:.4%} (false alerts / faces seen)"),
         ("alert precision", "-" if d["alert_precision"] is None else f"{d['alert_precision']:.1%} (true alerts / adjudicated alerts)"),
     ]
+    ev = d.get("threshold_evidence")
+    if ev:  # openlfr calibrate --store-for
+        rows.insert(6, ("threshold evidence", f"calibrated for {ev.get('watchlist_size')} subjects at FPIR {ev.get('target_fpir')}; "
+                                              f"expected TPIR {ev.get('tpir')}"))
+    vol = d.get("volunteers")
+    if vol and (vol["alerts"] or vol["passes"]):  # test deployments: kept apart from the operational figures
+        rows.append(("volunteers (test)", f"{vol['alerts']} alerts (true {vol['true_alerts']}, false {vol['false_alerts']}); "
+                     f"{vol['passes']} passes; field TPIR " + ("-" if vol["field_tpir"] is None else f"{vol['field_tpir']:.1%}")))
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)

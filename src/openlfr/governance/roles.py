@@ -48,6 +48,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "alert.read": frozenset({OPERATOR, ENGAGEMENT_OFFICER, AUDITOR}),
     "alert.adjudicate": frozenset({OPERATOR}),
     "alert.outcome": frozenset({ENGAGEMENT_OFFICER}),
+    "volunteer.record": frozenset({OPERATOR}),  # passes of test-deployment volunteers (field TPIR)
     # retention
     "retention.configure": frozenset({ADMINISTRATOR}),
     "purge.run": frozenset({ADMINISTRATOR, SYSTEM}),

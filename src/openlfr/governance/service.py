@@ -30,6 +30,7 @@ from ..store.models import (
     Deployment,
     Engagement,
     FacesSeen,
+    AuditEvent,
     ReferenceImage,
     Setting,
     Snapshot,
@@ -38,6 +39,7 @@ from ..store.models import (
     Template,
     User,
     UserRole,
+    VolunteerPass,
     WatchlistRow,
 )
 from ..store.types import utc
@@ -49,6 +51,8 @@ from .roles import ADMINISTRATOR, Actor, check_roles, require
 
 # Reasons for inclusion on a watchlist (the categories police forces publish).
 CATEGORIES = ("wanted_by_courts", "wanted_on_suspicion", "missing_or_vulnerable", "risk_of_harm")
+# A volunteer of a test deployment (a "blue" watchlist entry) has this category and no other.
+VOLUNTEER = "volunteer"
 DECISIONS = ("true_alert", "false_alert")
 RESULTS = ("confirmed", "unconfirmed")
 OUTCOMES = ("arrest", "other_action", "no_further_action", "no_engagement")
@@ -283,10 +287,20 @@ class Governance:
         reason: str,
         expires_at: datetime,
         images: Sequence[NewImage],
+        volunteer: bool = False,
     ) -> SubjectRow:
-        """Add a subject with reference images and templates (or add images to an existing one)."""
-        if category not in CATEGORIES:
-            raise GovernanceError(f"category {category!r} is not one of {', '.join(CATEGORIES)}")
+        """Add a subject with reference images and templates (or add images to an existing one).
+
+        ``volunteer``: a volunteer of a test deployment (category ``volunteer``): their alerts
+        measure TPIR in the field and stay out of operational figures.
+        """
+        if volunteer:
+            category = category or VOLUNTEER
+            if category != VOLUNTEER:
+                raise GovernanceError(f"a volunteer's category is {VOLUNTEER!r}, not {category!r}")
+        elif category not in CATEGORIES:
+            raise GovernanceError(f"category {category!r} is not one of {', '.join(CATEGORIES)}"
+                                  + (" (volunteers: enrol with volunteer=True)" if category == VOLUNTEER else ""))
         if not (reason or "").strip():
             raise GovernanceError("a reason for inclusion is required")
         if not ref or not name:
@@ -308,7 +322,8 @@ class Governance:
             created = subj is None
             if created:
                 subj = SubjectRow(watchlist_id=w.id, ref=ref, name=name, category=category, reason=reason,
-                                  expires_at=utc(expires_at), added_at=now, added_by_id=actor.user_id)
+                                  expires_at=utc(expires_at), added_at=now, added_by_id=actor.user_id,
+                                  volunteer=bool(volunteer))
                 s.add(subj)
                 s.flush()
             elif subj.name != name or subj.category != category:
@@ -326,6 +341,8 @@ class Governance:
             details = {"watchlist_id": w.id, "images_added": len(images)}
             if created:
                 details |= {"category": category, "expires_at": _iso(subj.expires_at)}
+                if volunteer:
+                    details["volunteer"] = True
             self._audit(s, actor, "subject.create" if created else "subject.change", f"subject:{subj.id}", details)
             return subj
 
@@ -350,6 +367,7 @@ class Governance:
             for subj in s.execute(select(SubjectRow).where(SubjectRow.watchlist_id == w.id).order_by(SubjectRow.id)).scalars():
                 out.append({
                     "id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category, "reason": subj.reason,
+                    "volunteer": bool(subj.volunteer),
                     "expires_at": _iso(subj.expires_at), "expired": subj.expires_at <= now,
                     "added_at": _iso(subj.added_at), "added_by": repo.user_name(s, subj.added_by_id),
                     "images": [
@@ -513,19 +531,25 @@ class Governance:
         if s.execute(select(Snapshot).where(Snapshot.deployment_id == d.id)).first() is not None:
             raise GovernanceError(f"deployment {d.id} already had a snapshot")
         rows = s.execute(
-            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector)
+            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer)
             .join(Template, Template.subject_id == SubjectRow.id)
             .where(SubjectRow.watchlist_id == d.watchlist_id, SubjectRow.expires_at > now)
             .order_by(SubjectRow.id, Template.id)
         ).all()
         if not rows:
             raise GovernanceError(f"watchlist {d.watchlist_id} has no unexpired subject with a template")
+        # What it held, kept after the templates are deleted (for the deployment report): subjects
+        # per category and the volunteers' ids; no names.
+        cats: dict[str, int] = {}
+        for sid, cat in {(r[0], r[2]) for r in rows}:
+            cats[cat] = cats.get(cat, 0) + 1
+        composition = {"categories": dict(sorted(cats.items())), "volunteers": sorted({r[0] for r in rows if r[4]})}
         snap = Snapshot(deployment_id=d.id, watchlist_id=d.watchlist_id, created_at=now, delete_by=d.ends_at,
-                        n_subjects=len({r[0] for r in rows}), n_templates=len(rows))
+                        n_subjects=len({r[0] for r in rows}), n_templates=len(rows), composition=json.dumps(composition))
         s.add(snap)
         s.flush()
         s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec)
-                  for sid, nm, cat, vec in rows)
+                  for sid, nm, cat, vec, _ in rows)
         s.flush()
         return snap
 
@@ -598,7 +622,12 @@ class Governance:
         if not full:
             return v
         seen = {cam: n for cam, n in s.execute(select(FacesSeen.camera, FacesSeen.count).where(FacesSeen.deployment_id == d.id))}
-        alerts = s.execute(select(AlertRow.id).where(AlertRow.deployment_id == d.id)).scalars().all()
+        # Alerts against volunteers of a test deployment measure TPIR in the field: they stay out of
+        # the operational figures (true alerts, precision, outcomes). A false alert against a
+        # volunteer still wrongly flagged a passer-by: it counts in the false alert rate.
+        vol_of = dict(s.execute(select(AlertRow.id, SubjectRow.volunteer).join(SubjectRow, SubjectRow.id == AlertRow.subject_id)
+                                .where(AlertRow.deployment_id == d.id)).all())
+        alerts = [a for a, vol in vol_of.items() if not vol]
         decided: dict[int, str] = {}
         for aid, dec in s.execute(select(Adjudication.alert_id, Adjudication.decision)
                                   .join(AlertRow, AlertRow.id == Adjudication.alert_id)
@@ -606,12 +635,18 @@ class Governance:
             decided[aid] = dec  # the latest adjudication counts
         outcomes: dict[str, int] = {}
         results: dict[str, int] = {}
-        for res, out in s.execute(select(Engagement.result, Engagement.outcome).join(AlertRow, AlertRow.id == Engagement.alert_id)
-                                  .where(AlertRow.deployment_id == d.id)):
+        for aid, res, out in s.execute(select(Engagement.alert_id, Engagement.result, Engagement.outcome)
+                                       .join(AlertRow, AlertRow.id == Engagement.alert_id).where(AlertRow.deployment_id == d.id)):
+            if vol_of.get(aid):
+                continue
             results[res] = results.get(res, 0) + 1
             outcomes[out] = outcomes.get(out, 0) + 1
-        true_alerts = sum(1 for v_ in decided.values() if v_ == "true_alert")
-        false_alerts = sum(1 for v_ in decided.values() if v_ == "false_alert")
+        true_alerts = sum(1 for a, v_ in decided.items() if v_ == "true_alert" and not vol_of.get(a))
+        false_alerts = sum(1 for a, v_ in decided.items() if v_ == "false_alert" and not vol_of.get(a))
+        vol_alerts = [a for a, vol in vol_of.items() if vol]
+        vol_true = sum(1 for a in vol_alerts if decided.get(a) == "true_alert")
+        vol_false = sum(1 for a in vol_alerts if decided.get(a) == "false_alert")
+        passes = sum(s.execute(select(VolunteerPass.passes).where(VolunteerPass.deployment_id == d.id)).scalars().all())
         faces = sum(seen.values())
         snap = s.execute(select(Snapshot).where(Snapshot.deployment_id == d.id)).scalar_one_or_none()
         v |= {
@@ -625,12 +660,17 @@ class Governance:
             "snapshot": None if snap is None else {
                 "id": snap.id, "created_at": _iso(snap.created_at), "delete_by": _iso(snap.delete_by), "deleted_at": _iso(snap.deleted_at),
                 "subjects": snap.n_subjects, "templates": snap.n_templates,
+                "composition": json.loads(snap.composition) if snap.composition else None,
             },
+            "threshold_evidence": json.loads(d.threshold_evidence) if d.threshold_evidence else None,
             "faces_seen": {"total": faces, "by_camera": seen},
             "alerts": {"total": len(alerts), "true_alerts": true_alerts, "false_alerts": false_alerts,
-                       "unadjudicated": len(alerts) - len(decided), "engagements": results, "outcomes": outcomes},
+                       "unadjudicated": sum(1 for a in alerts if a not in decided), "engagements": results, "outcomes": outcomes},
+            "volunteers": {"alerts": len(vol_alerts), "true_alerts": vol_true, "false_alerts": vol_false,
+                           "unadjudicated": sum(1 for a in vol_alerts if a not in decided), "passes": passes,
+                           "field_tpir": (min(vol_true, passes) / passes) if passes else None},
             # The Met's figure and the independent review's figure; both, since they differ.
-            "false_alert_rate": (false_alerts / faces) if faces else None,
+            "false_alert_rate": ((false_alerts + vol_false) / faces) if faces else None,
             "alert_precision": (true_alerts / (true_alerts + false_alerts)) if (true_alerts + false_alerts) else None,
         }
         return v
@@ -808,11 +848,101 @@ class Governance:
             last = s.execute(select(Adjudication.decision).where(Adjudication.alert_id == a.id).order_by(Adjudication.id.desc()).limit(1)).scalar_one_or_none()
             if last != "true_alert":
                 raise GovernanceError(f"alert {a.id} has not been adjudicated a true alert")
+            subj = s.get(SubjectRow, a.subject_id)
+            if subj is not None and subj.volunteer and outcome == "arrest":
+                raise GovernanceError(f"alert {a.id} is for a volunteer of a test deployment: no arrest can be recorded")
             e = Engagement(alert_id=a.id, user_id=actor.user_id, result=result, outcome=outcome, recorded_at=self.now(), note=note or "")
             s.add(e)
             s.flush()
             self._audit(s, actor, "alert.outcome", f"alert:{a.id}", {"result": result, "outcome": outcome, "note": note or ""})
             return e
+
+    # -- transparency: calibrated thresholds, volunteers, a deployment's history -------------
+
+    def store_threshold_evidence(self, actor: Actor, deployment_id: int, evidence: dict) -> Deployment:
+        """Set a planned deployment's threshold from a calibration and keep the evidence with it.
+
+        Only before authorisation, so that the authorising officer sees the threshold and how it
+        was chosen. ``evidence`` is the calibration's summary (``openlfr calibrate --json``): it
+        must hold ``threshold``, ``watchlist_size`` and ``target_fpir``.
+        """
+        try:
+            threshold = float(evidence["threshold"])
+            size, target = int(evidence["watchlist_size"]), float(evidence["target_fpir"])
+        except (KeyError, TypeError, ValueError):
+            raise GovernanceError("threshold evidence must hold threshold, watchlist_size and target_fpir") from None
+        if not (0.0 < threshold < 2.0):
+            raise GovernanceError("the threshold is a descriptor distance in (0, 2)")
+        text = json.dumps(evidence, sort_keys=True, default=str)
+        with self._tx(actor, "deployment.plan") as s:
+            d = self._deployment(s, deployment_id, lock=True)
+            if d.status != "planned":
+                raise GovernanceError(f"deployment {d.id} is {d.status}; the threshold can change only while it is planned")
+            was = d.threshold
+            d.threshold, d.threshold_evidence = threshold, text
+            self._audit(s, actor, "deployment.threshold", f"deployment:{d.id}", {
+                "threshold": threshold, "was": was, "watchlist_size": size, "target_fpir": target,
+                "tpir": evidence.get("tpir"), "tpir_ci95": evidence.get("tpir_ci95"),
+                "evidence_sha256": hashlib.sha256(text.encode()).hexdigest()})
+            return d
+
+    def record_volunteer_passes(self, actor: Actor, deployment_id: int, subject_id: int, passes: int) -> None:
+        """How many times a volunteer walked past the cameras (sets the count; for field TPIR)."""
+        if int(passes) < 0:
+            raise GovernanceError("passes cannot be negative")
+        with self._tx(actor, "volunteer.record") as s:
+            d = self._deployment(s, deployment_id)
+            if d.status not in ("active", "ended"):
+                raise GovernanceError(f"deployment {d.id} is {d.status}: passes are recorded once it has run")
+            subj = s.get(SubjectRow, int(subject_id))
+            if subj is None or subj.watchlist_id != d.watchlist_id or not subj.volunteer:
+                raise GovernanceError(f"subject {subject_id} is not a volunteer on deployment {d.id}'s watchlist")
+            row = s.get(VolunteerPass, (d.id, subj.id))
+            if row is None:
+                s.add(VolunteerPass(deployment_id=d.id, subject_id=subj.id, passes=int(passes), recorded_at=self.now(),
+                                    recorded_by_id=actor.user_id))
+            else:
+                row.passes, row.recorded_at, row.recorded_by_id = int(passes), self.now(), actor.user_id
+            self._audit(s, actor, "volunteer.passes", f"deployment:{d.id}", {"subject_id": subj.id, "passes": int(passes)})
+
+    def deployment_history(self, actor: Actor, deployment_id: int) -> dict:
+        """The audit entries about one deployment, for its report, and whether the chain is intact.
+
+        ``events``: entries whose target is the deployment, that name it (``deployment_id``: alerts,
+        snapshots), adjudications and outcomes of its alerts, erasures of subjects it alerted on,
+        and every purge (retention is global). ``subjects``: the volunteer flag of each subject
+        still on record that it alerted on. Reading is not audited.
+        """
+        with self._tx(actor, "audit.read") as s:
+            self._deployment(s, deployment_id)
+            ok = audit.verify(s)
+            key = f'"deployment_id":{int(deployment_id)}'
+            q = select(AuditEvent).where(
+                (AuditEvent.target == f"deployment:{int(deployment_id)}")
+                | AuditEvent.details.like(f"%{key},%") | AuditEvent.details.like(f"%{key}}}%")
+                | AuditEvent.action.in_(("alert.adjudicate", "alert.outcome", "purge", "subject.erase"))
+            ).order_by(AuditEvent.seq)
+            events, alert_ids, subject_ids = [], set(), set()
+            for ev in s.execute(q).scalars():
+                r = audit.record_of(ev)
+                det = r["details"]
+                if r["action"] in ("alert.create", "alert.update") and det.get("deployment_id") == int(deployment_id):
+                    alert_ids.add(r["target"])
+                    subject_ids.add(det.get("subject_id"))
+                elif r["action"] in ("alert.adjudicate", "alert.outcome"):
+                    if r["target"] not in alert_ids:
+                        continue
+                elif r["action"] == "subject.erase":
+                    if int(r["target"].split(":")[1]) not in subject_ids:
+                        continue
+                elif r["action"] != "purge" and det.get("deployment_id", int(deployment_id)) != int(deployment_id) \
+                        and r["target"] != f"deployment:{int(deployment_id)}":
+                    continue
+                events.append({k: r[k] for k in ("seq", "time", "actor", "action", "target", "details")})
+            flags = dict(s.execute(select(SubjectRow.id, SubjectRow.volunteer).where(SubjectRow.id.in_(
+                [i for i in subject_ids if i is not None]))).all()) if subject_ids else {}
+            return {"audit": {"ok": ok.ok, "entries": ok.entries, "first_broken": ok.first_broken, "reason": ok.reason},
+                    "events": events, "subjects": {int(k): {"volunteer": bool(v)} for k, v in flags.items()}}
 
     # -- retention --------------------------------------------------------------------------
 

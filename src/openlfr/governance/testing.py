@@ -39,10 +39,12 @@ class World:
     def __getitem__(self, role: str) -> Actor:
         return self.actors[role]
 
-    def enrol(self, ref: str, seed: int, days: float = 30, n_images: int = 1, name: str | None = None, category: str = "wanted_by_courts") -> int:
+    def enrol(self, ref: str, seed: int, days: float = 30, n_images: int = 1, name: str | None = None, category: str = "wanted_by_courts",
+              volunteer: bool = False) -> int:
         s = self.gov.enrol_subject(
-            self["watchlist_manager"], self.watchlist, ref, name or f"Person {ref}", category, "warrant issued",
-            self.clock.now() + timedelta(days=days), [image(seed * 100 + k) for k in range(n_images)],
+            self["watchlist_manager"], self.watchlist, ref, name or f"Person {ref}", "volunteer" if volunteer else category,
+            "test deployment volunteer (consent recorded)" if volunteer else "warrant issued",
+            self.clock.now() + timedelta(days=days), [image(seed * 100 + k) for k in range(n_images)], volunteer=volunteer,
         )
         if s.id not in self.subjects:
             self.subjects.append(s.id)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,6 +91,9 @@ class SubjectRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)
     added_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # A volunteer of a test deployment (a "blue" watchlist entry): their alerts measure TPIR in the
+    # field and are kept out of operational figures (outcomes, arrests). Migration 0003.
+    volunteer: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ReferenceImage(Base):
@@ -143,6 +147,8 @@ class Deployment(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(Text)
+    # How the threshold was chosen: a calibration's evidence (JSON), when one was stored. Migration 0003.
+    threshold_evidence: Mapped[str | None] = mapped_column(Text)
 
 
 class Authorisation(Base):
@@ -167,6 +173,9 @@ class Snapshot(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     n_subjects: Mapped[int] = mapped_column(Integer, default=0)
     n_templates: Mapped[int] = mapped_column(Integer, default=0)
+    # What the snapshot held, kept after its templates are deleted (JSON: subjects per category,
+    # volunteer subject ids; no names). Migration 0003.
+    composition: Mapped[str | None] = mapped_column(Text)
 
 
 class SnapshotTemplate(Base):
@@ -180,6 +189,18 @@ class SnapshotTemplate(Base):
     subject_name: Mapped[str] = mapped_column(String(200))
     subject_category: Mapped[str] = mapped_column(String(60))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VolunteerPass(Base):
+    """How many times a volunteer of a test deployment walked past its cameras (for field TPIR)."""
+
+    __tablename__ = "volunteer_passes"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
+    passes: Mapped[int] = mapped_column(Integer, default=0)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
 class FacesSeen(Base):
