@@ -38,14 +38,9 @@ class DemoScenario:
 
 def sample_faces() -> tuple[np.ndarray, np.ndarray]:
     """(Eileen Collins, Grace Hopper) as RGB uint8, from scikit-image and matplotlib."""
-    import matplotlib.cbook as cbook
-    from PIL import Image
-    from skimage import data
+    from ..engine.samples import astronaut, grace_hopper
 
-    collins = np.ascontiguousarray(data.astronaut())
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
-        hopper = np.ascontiguousarray(np.asarray(im.convert("RGB")))
-    return collins, hopper
+    return astronaut(), grace_hopper()
 
 
 # head-and-shoulders boxes (l, t, r, b) in the sample images, around the faces dlib finds at
