@@ -24,7 +24,7 @@ except ModuleNotFoundError as _e:  # a build without the evaluation commands: ma
     evaluate_app = typer.Typer(help="Measure recognition accuracy.", no_args_is_help=True)
     app.add_typer(evaluate_app, name="evaluate")
 
-from .governance import DbOpt, AsOpt, _handled, _setup, deployment_app  # noqa: E402
+from .governance import AsOpt, DbOpt, _handled, _print_json as _dump, _setup, deployment_app  # noqa: E402
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -32,10 +32,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"error: {message}")
     raise typer.Exit(code)
-
-
-def _dump(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 # -- report -------------------------------------------------------------------------------------
