@@ -340,3 +340,5 @@ def test_cli_evaluate_identify_small(shared_data, tmp_path, eval_cache):
     assert s2["cache"]["cached_descriptors"] == 35
     assert (s2["gallery_images"], s2["mated_probes"]) == (20, 10)
     assert "multi-ref 2" in s2["variant"] and "ratio" in s2["variant"]
+    # ... and give the single-image figures on the same probes, the fair comparison
+    assert set(s2["same_probes_single_ref"]) >= {"rank1", "fnir_at_fpir_0.001", "thresholds"}

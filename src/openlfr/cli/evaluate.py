@@ -95,7 +95,7 @@ def lfw(
         marks = {
             f"FAR {s['far_reached']:.4f}: TAR {s['tar_at_far_0.001']:.4f}": (s["far_reached"], s["tar_at_far_0.001"])
         }
-        title = f"LFW ROC ({s['n_pairs']} pairs, {s['method']})\naccuracy {s['accuracy']:.4f} ± {s['accuracy_std']:.4f}"
+        title = f"LFW View 2 ROC: {s['n_pairs']} pairs, accuracy {s['accuracy']:.4f} ± {s['accuracy_std']:.4f}\n{s['method']}"
         s["plot"] = str(roc_plot(res.roc, plot, title, marks))
     if json_out:
         print(json.dumps(s, indent=2))
@@ -167,8 +167,9 @@ def identify(
     if plot is not None:
         from ..evaluate.plots import det_plot
 
-        title = f"open-set 1:N DET ({s['gallery_identities']} identities; {s['method']})\nvariant: {s['variant']}"
-        s["plot"] = str(det_plot(res.det, plot, title if len(title) < 160 else title[:157] + "...", res.points))
+        variant = "" if s["variant"].startswith("none") else f", multi-ref {multi_ref}, norm {norm.value}"
+        title = f"open-set 1:N DET: {s['gallery_identities']} identities, {s['mated_probes']} mated and {s['nonmated_probes']} non-mated probes\n{s['method']}{variant}"
+        s["plot"] = str(det_plot(res.det, plot, title, res.points))
     if json_out:
         print(json.dumps(s, indent=2))
         return
@@ -183,6 +184,12 @@ def identify(
         typer.echo(
             f"FNIR at FPIR {t}: {s[f'fnir_at_fpir_{t}']:.4f} (threshold {thr:.4f} on the {s['score']}, "
             f"FPIR reached {s['fpir_reached'][t]:.4f})"
+        )
+    same = s.get("same_probes_single_ref")
+    if same:
+        typer.echo(
+            "the same probes against first-image templates: rank-1 "
+            f"{same['rank1']:.4f}, FNIR at FPIR " + ", ".join(f"{t}: {same[f'fnir_at_fpir_{t}']:.4f}" for t in same["thresholds"])
         )
     for line in _no_face_lines(s["no_face"]):
         typer.echo(line)

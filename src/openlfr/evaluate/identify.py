@@ -166,7 +166,23 @@ def evaluate_identify(
     return score_protocol(protocol, emb, options, norm=norm, root=Path(images))
 
 
-def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
+@dataclass
+class _Figures:
+    rank1: float
+    points: list[metrics.OperatingPoint]
+    det: metrics.Det
+
+    def as_dict(self) -> dict:
+        return {
+            "rank1": self.rank1,
+            **{f"fnir_at_fpir_{p.target_fpir:g}": p.fnir for p in self.points},
+            "thresholds": {f"{p.target_fpir:g}": round(p.threshold, 6) for p in self.points},
+            "fpir_reached": {f"{p.target_fpir:g}": p.fpir for p in self.points},
+        }
+
+
+def measure(protocol: Protocol, emb: Embedded, norm: str) -> _Figures:
+    """Search every probe of ``protocol`` against its gallery templates; rank-1, FNIR at FPIR, DET."""
     at = emb.index()
 
     def descs(items):
@@ -178,15 +194,24 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
     mated_ids = np.array([n for n, _ in protocol.mated])
     hit = mated.best_id == mated_ids
     points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
-    det = metrics.det_curve(mated.best, hit, nonmated.best)
+    return _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
 
-    variant = []
+
+def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
+    figures = measure(protocol, emb, norm)
+    extra, variant = {}, []
     if protocol.multi_ref > 1:
         variant.append(
             f"multi-ref {protocol.multi_ref}: each gallery template is the mean descriptor of up to "
             f"{protocol.multi_ref} images (at least one image per identity left as a probe), so the mated "
-            "probe set is smaller than the default protocol's"
+            "probe set is smaller than the default protocol's; same_probes_single_ref has the figures of these "
+            "probes against first-image templates"
         )
+        first: dict[str, tuple[str, Path]] = {}
+        for n, p in protocol.gallery:
+            first.setdefault(n, (n, p))
+        single = Protocol(list(first.values()), protocol.mated, protocol.nonmated)
+        extra["same_probes_single_ref"] = measure(single, emb, norm).as_dict()
     if norm == "z":
         variant.append(
             f"Z-norm: each template's distances normalised by its {ZNORM_COHORT} nearest other gallery templates"
@@ -202,13 +227,11 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         "method": options.describe(),
         "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio"}[norm],
         **protocol.counts(),
-        "rank1": metrics.rank1_rate(mated, mated_ids),
-        **{f"fnir_at_fpir_{p.target_fpir:g}": p.fnir for p in points},
-        "thresholds": {f"{p.target_fpir:g}": round(p.threshold, 6) for p in points},
-        "fpir_reached": {f"{p.target_fpir:g}": p.fpir for p in points},
+        **figures.as_dict(),
+        **extra,
         "no_face": emb.fallbacks(root=root),
         "unreadable": {str(p): msg for p, msg in emb.errors.items()},
         "seconds": emb.stats.get("seconds"),
         "cache": {k: v for k, v in emb.stats.items() if k != "seconds"},
     }
-    return IdentifyResult(summary, det, points)
+    return IdentifyResult(summary, figures.det, figures.points)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def roc_plot(roc: metrics.Roc, out: Path, title: str, marks: dict[str, tuple[flo
     ax.set_ylim(max(0.0, float(roc.tar[np.searchsorted(roc.far, floor)]) - 0.05), 1.001)
     ax.set_xlabel("FAR (false accept rate)")
     ax.set_ylabel("TAR (true accept rate)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, plt, out)
 
@@ -50,18 +51,24 @@ def det_plot(det: metrics.Det, out: Path, title: str, points: list[metrics.Opera
             f"FPIR {p.target_fpir:g}: FNIR {p.fnir:.3f}",
             (max(p.fpir, floor), max(p.fnir, floor)),
             textcoords="offset points",
-            xytext=(6, 4),
+            xytext=(-4, -14),
+            ha="right",
             fontsize=8,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(floor, 1)
-    ax.set_ylim(floor, 1)
+    low = float(np.min(det.fnir[ok])) if ok.any() else floor
+    ax.set_ylim(max(floor, low / 3), 1.1)
     ax.set_xlabel("FPIR (false positive identification rate)")
     ax.set_ylabel("FNIR (false negative identification rate)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, plt, out)
+
+
+def _wrap(title: str, width: int = 80) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in title.splitlines())
 
 
 def _save(fig, plt, out: Path) -> Path:
