@@ -25,8 +25,8 @@ Variants (each labelled as such in the output, since they change what is measure
   unchanged; a probe that is about as close to two identities scores near 1, one close to a
   single identity well below. It needs only the probe's own search, as at run time.
 
-No normalisation uses a probe's label. Cohort sizes were chosen on lfw-dev (see
-docs/evaluation.md), so figures measured on it with ``norm`` are optimistic.
+No normalisation uses a probe's label. ``ZNORM_COHORT`` was chosen on lfw-dev (see
+docs/evaluation.md), so Z-norm figures measured on lfw-dev are optimistic; the ratio has no parameter.
 """
 
 from __future__ import annotations
