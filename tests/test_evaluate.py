@@ -288,8 +288,7 @@ def test_cli_evaluate_lfw_small(shared_data, tmp_path, eval_cache):
     assert s3["accuracy"] == s["accuracy"] and s3["fold_thresholds"] == s["fold_thresholds"]
 
 
-@pytest.mark.shared
-def test_cli_evaluate_lfw_malformed_pairs(shared_data, tmp_path):
+def test_cli_evaluate_lfw_malformed_pairs(tmp_path):
     from typer.testing import CliRunner
 
     from openlfr.cli import app
