@@ -215,16 +215,14 @@ class DescriptorModel(DescriptorRuntime):
 
 def make_descriptor(runtime: str = "auto", precision: str = "fp32", threads: int | None = None) -> DescriptorRuntime:
     """Choose a descriptor runtime: ``onnx`` (default CPU), ``torch`` (extra; CPU bf16 on AMX, or
-    CUDA when present), or ``auto`` (torch on a CUDA GPU when installed, else onnx)."""
+    CUDA when present), or ``auto`` (torch on a CUDA GPU when installed, else onnx;
+    ``$OPENLFR_RUNTIME`` overrides ``auto``)."""
     if runtime == "auto":
-        runtime = "onnx"
-        try:
-            import torch
+        runtime = os.environ.get("OPENLFR_RUNTIME", "auto") or "auto"
+    if runtime == "auto":
+        from .detection import cuda_available
 
-            if torch.cuda.is_available():
-                runtime = "torch"
-        except ImportError:
-            pass
+        runtime = "torch" if cuda_available() else "onnx"
         if precision != "fp32" and runtime == "onnx":
             runtime = "torch"
     if runtime == "onnx":

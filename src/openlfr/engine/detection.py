@@ -6,6 +6,7 @@ width is ``right - left + 1``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -67,15 +68,45 @@ class HogDetector:
     __call__ = detect
 
 
-def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | None = None, threads: int | None = None):
-    """``'hog'`` (dlib) or ``'cnn'`` (MMOD on onnxruntime). ``upsample=None`` picks it from
-    ``min_face`` for the CNN (0 for faces of 80 px and up, 1 from 40, 2 from 20)."""
+RUNTIME_ENV = "OPENLFR_RUNTIME"  # onnx | torch | auto: overrides the automatic choice
+
+
+def cuda_available() -> bool:
+    """Whether PyTorch (the torch/gpu extra) is installed and sees a CUDA GPU (without an NVIDIA
+    driver, torch is not even imported: it takes a second or two)."""
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | None = None, threads: int | None = None,
+                  runtime: str = "auto", precision: str = "fp32"):
+    """``'hog'`` (dlib) or ``'cnn'`` (MMOD). ``upsample=None`` picks it from ``min_face`` for the
+    CNN (0 for faces of 80 px and up, 1 from 40, 2 from 20). The CNN's ``runtime``: ``onnx``
+    (onnxruntime, CPU), ``torch`` (PyTorch: CUDA when present, ``precision`` fp32/fp16/bf16)
+    or ``auto``: torch on a CUDA GPU, else onnx; ``$OPENLFR_RUNTIME`` overrides ``auto``."""
     if name == "hog":
         from .mmod import auto_upsample
 
         return HogDetector(auto_upsample(min_face) if upsample is None else upsample, min_face)
     if name in ("cnn", "mmod"):
-        from .mmod import MmodDetector
+        if runtime == "auto":
+            runtime = os.environ.get(RUNTIME_ENV, "auto") or "auto"
+        if runtime == "auto":
+            runtime = "torch" if cuda_available() else "onnx"
+        if runtime == "onnx":
+            if precision != "fp32":
+                raise ValueError("the onnxruntime MMOD detector is fp32 only; use runtime='torch' for fp16/bf16")
+            from .mmod import MmodDetector
 
-        return MmodDetector(upsample=upsample, min_face=min_face, threads=threads)
+            return MmodDetector(upsample=upsample, min_face=min_face, threads=threads)
+        if runtime == "torch":
+            from .torch_mmod import TorchMmodDetector
+
+            return TorchMmodDetector(upsample=upsample, min_face=min_face, precision=precision, threads=threads)
+        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)")
     raise ValueError(f"unknown detector {name!r}; use 'hog' or 'cnn'")

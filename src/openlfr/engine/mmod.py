@@ -159,6 +159,21 @@ def mmod_session(threads: int | None = None, fast: bool = True) -> ort.Inference
     return ort.InferenceSession(mmod_model_bytes(fast), so, providers=["CPUExecutionProvider"])
 
 
+class OnnxMmodNetwork:
+    """The score-map network on onnxruntime (CPU): tiled input (1, 3, H, W) -> (h, w) scores.
+
+    ``MmodDetector`` takes any object with this call (``network=``), e.g. the PyTorch one of
+    ``torch_mmod.py``; the pyramid, window mapping and non-max suppression stay the same."""
+
+    runtime = "onnxruntime-cpu"
+
+    def __init__(self, threads: int | None = None):
+        self.session = mmod_session(threads)
+
+    def __call__(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input": tensor})[0][0, 0]
+
+
 # ---------------------------------------------------------------------------------------------
 # dlib's bilinear resize_image (dlib/image_transforms/interpolation.h), bit-exact
 
@@ -561,10 +576,13 @@ class MmodDetector:
     (:func:`auto_upsample`). ``min_face``: drop boxes with a side below it and skip the pyramid
     levels that only find smaller faces (faster; tiling then differs from dlib's, so boxes and
     scores can differ slightly). ``threads``: onnxruntime intra-op threads (default: all
-    cores). Reuses one input buffer per image size: one ``detect`` at a time per instance.
+    cores). ``network``: the score-map runner (default :class:`OnnxMmodNetwork`; see
+    ``torch_mmod.py``). Reuses one input buffer per image size: one ``detect`` at a time per
+    instance.
     """
 
-    def __init__(self, upsample: int | None = 0, min_face: int | None = None, threads: int | None = None):
+    def __init__(self, upsample: int | None = 0, min_face: int | None = None, threads: int | None = None,
+                 network=None):
         if upsample is None:
             upsample = auto_upsample(min_face)
         if upsample < 0:
@@ -581,7 +599,9 @@ class MmodDetector:
         self.window = (int(win["width"]), int(win["height"]))
         self.nms_iou = float(net.loss["nms_iou"])
         self.nms_covered = float(net.loss["nms_percent_covered"])
-        self.session = mmod_session(threads)
+        self.network = network if network is not None else OnnxMmodNetwork(threads)
+        self.session = getattr(self.network, "session", None)
+        self.runtime = getattr(self.network, "runtime", type(self.network).__name__)
         self._canvas: tuple[tuple, np.ndarray] | None = None  # (image shape, first level), buffer
         self._lock = threading.Lock()
 
@@ -610,7 +630,7 @@ class MmodDetector:
 
     def scores(self, tiled: TiledInput) -> np.ndarray:
         """The network's score map for a tiled input, (rows, cols) float32."""
-        return self.session.run(None, {"input": tiled.tensor})[0][0, 0]
+        return self.network(tiled.tensor)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 image, best first (grey is replicated, as dlib does; RGBA's
@@ -625,6 +645,10 @@ class MmodDetector:
             if not tiled.rects:
                 return []
             boxes = score_map_to_boxes(self.scores(tiled), tiled, self.window, self.nms_iou, self.nms_covered)
+        return self.to_detections(boxes)
+
+    def to_detections(self, boxes: list[tuple[tuple[float, float, float, float], float]]) -> list[Detection]:
+        """Boxes of the (upsampled) image from ``score_map_to_boxes`` as detections in the image."""
         out = []
         for box, score in boxes:
             ibox = tuple(_round(v) for v in box)

@@ -336,12 +336,13 @@ class LiveRunner:
             if names.count(s.name) > 1:
                 s.name = f"{s.name}#{i + 1}"
         if self.engine is None:
-            from ..engine.descriptor import DescriptorModel
+            from ..engine.descriptor import make_descriptor
 
             # one onnxruntime thread: the embedder runs beside the camera workers, and a
-            # multi-threaded session would spin on the cores they need
+            # multi-threaded session would spin on the cores they need. On a CUDA GPU (torch
+            # installed) descriptor and CNN detector run there ($OPENLFR_RUNTIME=onnx: not).
             self.engine = FaceEngine(detector=c.detection.detector, upsample=c.detection.upsample,
-                                     min_face=None, descriptor=DescriptorModel(threads=c.embed_threads))
+                                     min_face=None, descriptor=make_descriptor("auto", threads=c.embed_threads))
         self.aligner = Aligner(self.engine)
         self._warm_up()
         if self.watchlist is None and c.watchlist is None:

@@ -184,6 +184,7 @@ def top_subjects(index: SearchIndex, queries: np.ndarray, k: int = 1) -> tuple[n
 
 
 _FACTORIES: dict[str, Callable[..., SearchIndex]] = {"exact": ExactIndex}
+_LAZY = {k: "openlfr.watchlist.faiss_index" for k in ("exact-blocked", "torch-exact", "faiss")}
 
 
 def register_index(kind: str, factory: Callable[..., SearchIndex]) -> None:
@@ -193,6 +194,10 @@ def register_index(kind: str, factory: Callable[..., SearchIndex]) -> None:
 
 def make_index(kind: str = "exact", dim: int = DIM, **options) -> SearchIndex:
     """An empty index of the given kind ("exact"; others once registered)."""
+    if kind not in _FACTORIES and kind in _LAZY:  # large-gallery kinds: registered on import
+        import importlib
+
+        importlib.import_module(_LAZY[kind])
     try:
         factory = _FACTORIES[kind]
     except KeyError:

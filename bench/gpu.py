@@ -1,0 +1,436 @@
+"""GPU benchmark, one command: descriptors, the MMOD detector and N simulated 1080p cameras.
+
+    python bench/gpu.py                       # on a CUDA GPU: a few minutes
+    python bench/gpu.py --device cpu --quick  # anywhere: the same code paths, small sizes (tests)
+    python bench/gpu.py --results bench/RESULTS.md   # also write the GPU section of RESULTS.md
+
+Measures (``--device``, default cuda when torch sees one):
+
+1. **Descriptors** (``TorchDescriptorModel``): faces/s on real aligned chips by batch size and
+   precision: fp32 (TF32 off), fp16, bf16, fp16 ``torch.compile``'d (channels-last), fp16 with
+   CUDA graphs; and each low precision's accuracy against fp32 (``precision_report``).
+2. **MMOD at 1080p** (``TorchMmodDetector``, pyramid on the device): frames/s by batch of
+   frames and precision, upsample 0 (faces from ~80 px) and 1 (~40 px); boxes compared with
+   the onnxruntime detector's on the same frame.
+3. **End to end**: ``LiveRunner`` (the live run's readers, detection scheduler, tracker,
+   aligner, shared embedder, watchlist search) on N cameras, each a 1080p video read as fast
+   as it goes, with the CNN detector and descriptor on the device and the watchlist
+   (``--watchlist`` synthetic subjects) searched with ``torch-exact`` on the device: total
+   frames/s, so how many 25 fps cameras one device keeps up with; then N cameras read in real
+   time (25 fps) and the frames they drop.
+4. **Gallery**: 1,000,000 templates searched on the device (``torch-exact``), ms per probe.
+
+The video: ``--video`` or ``../shared/data/video/crowd_walk_1920x1080.mp4``, else a synthetic
+1080p clip (sample faces moving over a textured background) written to a temporary file.
+Writes JSON (default bench/out/gpu.json); targets (one H100/H200): >= 300,000 descriptors/s,
+>= 32 cameras at 1080p 25 fps end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+SHARED = Path(os.environ.get("OPENLFR_SHARED", REPO.parent / "shared")) / "data"
+CROWD = SHARED / "video" / "crowd_walk_1920x1080.mp4"
+MARK_BEGIN, MARK_END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rate(fn, items: int, seconds: float, device: str, min_reps: int = 2) -> float:
+    """Items per second of ``fn()`` (each call does ``items``), over at least ``seconds``."""
+    fn()  # warm-up
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while reps < min_reps or time.perf_counter() - t0 < seconds:
+        fn()
+        reps += 1
+    sync(device)
+    return items * reps / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def synthetic_frame(w: int = 1920, h: int = 1080, seed: int = 0, shift: int = 0) -> np.ndarray:
+    """A textured background with the bundled sample faces pasted at several sizes."""
+    import cv2
+
+    from openlfr.engine.samples import SAMPLES
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    bg = np.stack([(xx * 0.1 + yy * 0.05) % 255, (yy * 0.12) % 255, (xx * 0.07) % 255], -1)
+    frame = np.clip(bg + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    faces = [f() for f in SAMPLES.values()]
+    x = 40 + shift
+    for i, size in enumerate((360, 240, 160, 120, 90)):
+        img = faces[i % len(faces)]
+        s = size / max(img.shape[:2])
+        img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
+        y = 60 + (i % 2) * 420
+        if x + img.shape[1] >= w or y + img.shape[0] >= h:
+            break
+        frame[y : y + img.shape[0], x : x + img.shape[1]] = img[..., :3]
+        x += img.shape[1] + 40
+    return frame
+
+
+def frame_1080p(video: Path | None) -> np.ndarray:
+    import cv2
+
+    if video is not None and video.exists():
+        cap = cv2.VideoCapture(str(video))
+        ok, bgr = cap.read()
+        cap.release()
+        if ok:
+            return np.ascontiguousarray(bgr[:, :, ::-1])
+    return synthetic_frame()
+
+
+def synthetic_video(path: Path, frames: int, w: int, h: int, fps: float = 25.0) -> Path:
+    import cv2
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    base = synthetic_frame(w, h)
+    for i in range(frames):
+        out.write(np.ascontiguousarray(np.roll(base, 4 * i, axis=1)[:, :, ::-1]))
+    out.release()
+    return path
+
+
+def synthetic_watchlist(n: int, seed: int = 0):
+    from openlfr.benchmarks.gallery import load_model
+    from openlfr.watchlist.model import Subject, Watchlist
+
+    model = load_model()
+    rng = np.random.default_rng(seed)
+    t = model.faces(model.identities(n, rng), rng)
+    subjects = [Subject(f"S{i}", f"Synthetic {i}") for i in range(n)]
+    return Watchlist(subjects, t, np.arange(n), np.ones(n, np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Descriptors
+
+
+def bench_descriptors(device: str, quick: bool, seconds: float) -> dict:
+    import torch
+
+    from openlfr.benchmarks.embed import real_chips
+    from openlfr.engine.torch_runtime import TorchDescriptorModel, precision_report
+
+    chips = real_chips(limit=16 if quick else 64)
+    cuda = device.startswith("cuda")
+    batches = [1, 4] if quick else [1, 8, 32, 128, 256, 512, 1024]
+    variants: list[tuple[str, str, dict, list[int]]] = [(p, p, {}, batches) for p in (("fp32", "bf16") if not cuda else ("fp32", "fp16", "bf16"))]
+    if cuda:
+        big = [b for b in batches if b >= 256] or batches[-1:]
+        variants.append(("fp16+compile", "fp16", {"compile": True}, big))
+        variants.append(("fp16+cuda_graphs", "fp16", {"cuda_graphs": True}, batches))
+    elif not quick:
+        variants.append(("bf16+compile", "bf16", {"compile": True}, batches[-2:]))
+    out: dict = {"chips": "real aligned chips of the bundled sample photos", "faces_per_s": {}}
+    for name, prec, opts, bs in variants:
+        try:
+            model = TorchDescriptorModel(prec, device=device, batch_size=max(bs), **opts)
+        except Exception as e:  # noqa: BLE001 - e.g. bf16 on an old GPU
+            out["faces_per_s"][name] = f"failed: {type(e).__name__}: {e}"
+            continue
+        row = {}
+        for b in bs:
+            x = np.ascontiguousarray(np.resize(chips, (b, *chips.shape[1:])))
+            t0 = time.perf_counter()
+            try:
+                row[str(b)] = round(rate(lambda m=model, x=x: m.compute(x), b, seconds, device), 1)
+            except Exception as e:  # noqa: BLE001
+                row[str(b)] = f"failed: {type(e).__name__}: {e}"
+            log(f"descriptor {name} batch {b}: {row[str(b)]} faces/s ({time.perf_counter() - t0:.1f} s)")
+        out["faces_per_s"][name] = row
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    best = [v for r in out["faces_per_s"].values() if isinstance(r, dict) for v in r.values() if isinstance(v, float)]
+    out["best_faces_per_s"] = max(best) if best else None
+    out["accuracy_vs_fp32"] = {}
+    for prec in ("bf16",) if not cuda else ("fp16", "bf16"):
+        try:
+            out["accuracy_vs_fp32"][prec] = precision_report(chips, prec, device=device)
+        except Exception as e:  # noqa: BLE001
+            out["accuracy_vs_fp32"][prec] = f"failed: {type(e).__name__}: {e}"
+    if cuda:  # the GPU's fp32 against the CPU reference (onnxruntime): parity with TF32 off
+        from openlfr.engine.descriptor import DescriptorModel
+
+        ref = DescriptorModel().compute(chips[:16])
+        got = TorchDescriptorModel("fp32", device=device).compute(chips[:16])
+        out["fp32_vs_onnx_cpu_max_abs"] = float(np.abs(got - ref).max())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. MMOD
+
+
+def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> dict:
+    from openlfr.engine.detection import iou
+    from openlfr.engine.mmod import MmodDetector
+    from openlfr.engine.torch_mmod import TorchMmodDetector
+
+    cuda = device.startswith("cuda")
+    out: dict = {"frame": list(frame.shape), "frames_per_s": {}, "boxes": {}}
+    ups = (0,) if quick else (0, 1)
+    for up in ups:
+        t0 = time.perf_counter()
+        ref = MmodDetector(upsample=up).detect(frame)
+        out["onnx_cpu_s_per_frame_upsample_%d" % up] = round(time.perf_counter() - t0, 3)
+        for prec in ("fp32",) if not cuda else ("fp32", "fp16"):
+            det = TorchMmodDetector(upsample=up, device=device, precision=prec)
+            got = det.detect(frame)
+            matched = sum(1 for g, r in zip(got, ref) if iou(g.box, r.box) > 0.9)
+            out["boxes"][f"up{up}_{prec}"] = {"onnx": len(ref), "torch": len(got), "matched_iou_0.9": matched,
+                                              "max_score_diff": max((abs(g.score - r.score) for g, r in zip(got, ref)), default=0.0)}
+            for batch in (1,) if quick else (1, 4, 8):
+                frames = [frame] * batch
+                key = f"up{up}_{prec}_batch{batch}"
+                try:
+                    out["frames_per_s"][key] = round(rate(lambda: det.detect_batch(frames), batch, seconds, device, 1), 2)
+                except Exception as e:  # noqa: BLE001 - e.g. out of memory at upsample 1, batch 8
+                    out["frames_per_s"][key] = f"failed: {type(e).__name__}: {e}"
+                log(f"mmod {key}: {out['frames_per_s'][key]} frames/s")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. End to end
+
+
+def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str) -> dict:
+    from openlfr.engine.descriptor import make_descriptor
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.torch_mmod import TorchMmodDetector
+    from openlfr.live.config import RunConfig
+    from openlfr.live.runner import LiveRunner
+    from openlfr.watchlist.index import make_index
+
+    cuda = device.startswith("cuda")
+    cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
+                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0)
+    engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
+    engine.detector = TorchMmodDetector(upsample=0, device=device, precision="fp32")
+    engine.detector_name = "cnn"
+    engine._descriptor = make_descriptor("torch", precision=precision) if cuda else make_descriptor("onnx")
+    r = LiveRunner(cfg, on_event=lambda e: None, engine=engine, watchlist=wl, threshold=0.5)
+    r.prepare()
+    if index_kind != "exact":
+        idx = make_index(index_kind, **({"device": device} if index_kind == "torch-exact" else {}))
+        idx.add(wl.templates, wl.template_subject)
+        r.index = idx
+    s = r.run()
+    cams = s["cameras"]
+    return {"cameras": n, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"], "fps_total": s["fps"],
+            "fps_per_camera": round(s["fps"] / n, 2), "cameras_at_25fps": round(s["fps"] / 25.0, 1),
+            "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
+            "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"]}
+
+
+def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str) -> dict:
+    index_kind = "torch-exact" if device.startswith("cuda") else "exact"
+    out: dict = {"video": str(video), "watchlist_subjects": len(wl), "index": index_kind, "descriptor_precision": precision,
+                 "detector": "cnn (MMOD, torch, pyramid on the device)", "fast": [], "realtime": []}
+    for n in cameras:
+        row = run_cameras(n, video, device, wl, frames, False, precision, index_kind)
+        log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps)")
+        out["fast"].append(row)
+    if not quick:
+        best = max(out["fast"], key=lambda r: r["fps_total"])
+        n_rt = max(1, int(best["fps_total"] // 25))
+        for n in sorted({n_rt, max(1, n_rt // 2), 32}):
+            row = run_cameras(n, video, device, wl, frames, True, precision, index_kind)
+            row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)
+            log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped")
+            out["realtime"].append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Gallery on the device
+
+
+def bench_gallery(device: str, n: int) -> dict:
+    from openlfr.benchmarks.gallery import synthetic_gallery
+    from openlfr.watchlist.faiss_index import BlockedExactIndex, TorchExactIndex
+
+    g = synthetic_gallery(n, 2048, seed=0)
+    ex = BlockedExactIndex()
+    ex.add(g.templates, g.labels)
+    _, ref = ex.search_rows(g.probes, 1)
+    del ex
+    out: dict = {"templates": n, "probes": len(g.probes)}
+    for prec in ("fp32", "fp16") if device.startswith("cuda") else ("fp32",):
+        idx = TorchExactIndex(device=device, precision=prec)
+        idx.add(g.templates, g.labels)
+        idx.search_rows(g.probes[:64], 1)
+        t0 = time.perf_counter()
+        _, rows = idx.search_rows(g.probes, 1)
+        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for q in g.probes[:50]:
+            idx.search_rows(q, 1)
+        out[prec] = {"ms_per_probe_batched": round(dt * 1000 / len(g.probes), 4),
+                     "ms_single_probe": round((time.perf_counter() - t1) * 1000 / 50, 3),
+                     "recall_at_1_vs_exact": float((rows[:, 0] == ref[:, 0]).mean()),
+                     "bytes_per_template": round(idx.memory_bytes() / len(idx), 1)}
+        log(f"gallery {prec}: {out[prec]}")
+        del idx
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    from openlfr.benchmarks.embed import cpu_name
+
+    return cpu_name()
+
+
+def results_markdown(res: dict) -> str:
+    d, m, e = res.get("descriptors", {}), res.get("mmod", {}), res.get("end_to_end", {})
+    lines = [MARK_BEGIN, f"### {res['device_name']} ({res['device']}, torch {res['torch']}, {res['date']})", ""]
+    if res.get("quick"):
+        lines += ["*Quick mode: small sizes, not a measurement of the device.*", ""]
+    if d:
+        lines += [f"Descriptors: best {d.get('best_faces_per_s')} faces/s (target 300,000).", "",
+                  "| variant | " + " | ".join(f"batch {b}" for b in next(iter(v for v in d["faces_per_s"].values() if isinstance(v, dict)), {})) + " |"]
+        lines.append("|---" * (1 + len(next(iter(v for v in d["faces_per_s"].values() if isinstance(v, dict)), {}))) + "|")
+        for name, row in d["faces_per_s"].items():
+            if isinstance(row, dict):
+                lines.append(f"| {name} | " + " | ".join(str(row.get(b, "")) for b in row) + " |")
+        for p, rep in d.get("accuracy_vs_fp32", {}).items():
+            if isinstance(rep, dict):
+                lines.append(f"\n{p} vs fp32: max abs {rep['max_abs']:.2e}, max L2 {rep['max_l2']:.2e}, "
+                             f"largest pair-distance change {rep['max_pair_distance_change']:.2e}, "
+                             f"{rep['pairs_changing_decision']} of {rep['pairs']} pairs change side of {rep['threshold']}.")
+        lines.append("")
+    if m:
+        lines += ["MMOD at " + "x".join(str(v) for v in m["frame"][:2][::-1]) + ": "
+                  + ", ".join(f"{k} {v} frames/s" for k, v in m["frames_per_s"].items()) + ".", ""]
+    if e:
+        for row in e.get("fast", []):
+            lines.append(f"- {row['cameras']} cameras, as fast as possible: {row['fps_total']} frames/s in all "
+                         f"= {row['cameras_at_25fps']} cameras at 25 fps")
+        for row in e.get("realtime", []):
+            lines.append(f"- {row['cameras']} cameras at 25 fps: {row.get('dropped_share', 0) * 100:.1f}% of frames dropped")
+        lines.append("")
+    gal = res.get("gallery")
+    if gal:
+        lines.append(f"Gallery of {gal['templates']:,} on the device: "
+                     + ", ".join(f"{p} {v['ms_per_probe_batched']} ms/probe batched ({v['ms_single_probe']} single, recall {v['recall_at_1_vs_exact']})"
+                                 for p, v in gal.items() if isinstance(v, dict)) + ".")
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def update_results(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n## GPU\n\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END) + 1
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default=None, help="cuda (default when torch sees one) or cpu")
+    ap.add_argument("--quick", action="store_true", help="small sizes: checks the code paths (e.g. on a CPU)")
+    ap.add_argument("--seconds", type=float, default=None, help="timing per measurement (default 2, quick 0.3)")
+    ap.add_argument("--video", type=Path, default=None, help="a 1080p video (default: the shared crowd video, else synthetic)")
+    ap.add_argument("--cameras", default=None, help="camera counts for the end-to-end run (default 8,16,32,48)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per camera in the end-to-end runs (default 100)")
+    ap.add_argument("--watchlist", type=int, default=None, help="synthetic watchlist subjects (default 100,000)")
+    ap.add_argument("--gallery", type=int, default=None, help="gallery templates on the device (default 1,000,000; 0: skip)")
+    ap.add_argument("--precision", default="fp16", help="descriptor precision of the end-to-end run (cuda)")
+    ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
+    ap.add_argument("--results", type=Path, default=None, help="write the GPU section of this markdown file")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log("no CUDA device: use --device cpu")
+        return 2
+    q = args.quick
+    seconds = args.seconds if args.seconds is not None else (0.3 if q else 2.0)
+    cameras = [int(x) for x in (args.cameras or ("1,2" if q else "8,16,32,48")).split(",")]
+    frames = args.frames or (6 if q else 100)
+    skip = set(filter(None, args.skip.split(",")))
+    res: dict = {"device": device, "device_name": device_name(device), "torch": torch.__version__, "quick": q,
+                 "cuda": torch.version.cuda, "cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                 "date": time.strftime("%Y-%m-%d"), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    t_all = time.perf_counter()
+    video = args.video if args.video else (CROWD if CROWD.exists() and not q else None)
+    tmp = tempfile.TemporaryDirectory(prefix="openlfr-gpu-")
+    if video is None or not Path(video).exists():
+        w, h = (960, 540) if q else (1920, 1080)
+        video = synthetic_video(Path(tmp.name) / f"synthetic_{w}x{h}.mp4", max(frames, 25), w, h)
+    frame = frame_1080p(Path(video))
+    if q and frame.shape[1] > 960:  # quick: half-size frames keep the CPU run short
+        import cv2
+
+        frame = cv2.resize(frame, (960, 540))
+    try:
+        if "descriptors" not in skip:
+            res["descriptors"] = bench_descriptors(device, q, seconds)
+        if "mmod" not in skip:
+            res["mmod"] = bench_mmod(device, q, seconds, frame)
+        if "e2e" not in skip:
+            wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
+            res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision)
+        n_gal = args.gallery if args.gallery is not None else (20_000 if q else 1_000_000)
+        if "gallery" not in skip and n_gal:
+            res["gallery"] = bench_gallery(device, n_gal)
+    finally:
+        tmp.cleanup()
+    res["total_s"] = round(time.perf_counter() - t_all, 1)
+    res["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    if args.results:
+        update_results(args.results, results_markdown(res))
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""dlib's MMOD face detector network on PyTorch (the ``torch`` / ``gpu`` extras): CUDA when present.
+
+The network is built from the same parsed layers as the ONNX graph (``mmod.mmod_convs``:
+affine folded into the convolutions); everything around it is ``mmod.py``'s: the tiled
+pyramid, the window mapping and dlib's non-max suppression (``MmodDetector(network=...)``).
+
+- :class:`TorchMmodNetwork`: tiled input (N, 3, H, W) -> score maps, fp32 (TF32 off on CUDA,
+  so scores match the onnxruntime path to float rounding), fp16 or bf16 (channel counts padded
+  45 -> 48 for tensor cores), channels-last, optionally ``torch.compile``'d.
+- :class:`TorchMmodDetector`: the detector with that network. ``pyramid='exact'`` builds the
+  pyramid in numpy with dlib's exact arithmetic (as ``MmodDetector``; same boxes as the
+  onnxruntime detector); ``pyramid='device'`` builds it on the device with
+  ``F.interpolate(align_corners=True)`` (dlib's sampling grid, float rounding of its own:
+  scores move by ~1e-5, boxes stay) so that a GPU is not held back by the CPU;
+  ``'auto'``: ``device`` on CUDA, ``exact`` on the CPU. Thread-safe without a lock (each
+  call builds its own canvas), and :meth:`~TorchMmodDetector.detect_batch` runs several frames
+  of the same size in one network call.
+
+``make_detector('cnn', runtime='auto')`` picks this detector when torch sees a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the torch MMOD runtime needs PyTorch: pip install 'openlfr[torch]'") from e
+
+from .detection import Detection
+from .mmod import (
+    F32,
+    MmodDetector,
+    TiledInput,
+    _pad_channels,
+    coarse_layout,
+    mmod_convs,
+    mmod_network,
+    pyramid_sizes,
+    pyramid_up_planes,
+    score_map_to_boxes,
+    tiled_layout,
+    tiled_pyramid,
+)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class MmodNet(torch.nn.Module):
+    """The seven convolutions (ReLU after the first six): (N, 3, H, W) float32 -> (N, 1, h, w) float32."""
+
+    def __init__(self, pad_to: int = 1):
+        super().__init__()
+        convs = mmod_convs(mmod_network())
+        self.convs = torch.nn.ModuleList()
+        self.relu: list[bool] = []
+        c_in = 3
+        for i, c in enumerate(convs):
+            last = i == len(convs) - 1
+            c_out = c.weight.shape[0] if last else -(-c.weight.shape[0] // pad_to) * pad_to
+            w, b = _pad_channels(c.weight, c.bias, c_in, c_out)
+            m = torch.nn.Conv2d(c_in, c_out, w.shape[2:], c.stride, c.pad)
+            m.weight.data = torch.from_numpy(w)
+            m.bias.data = torch.from_numpy(b)
+            self.convs.append(m)
+            self.relu.append(c.relu)
+            c_in = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.convs[0].weight.dtype).contiguous(memory_format=torch.channels_last)
+        for conv, relu in zip(self.convs, self.relu):
+            x = conv(x)
+            if relu:
+                x = F.relu(x)
+        return x.float()
+
+
+class TorchMmodNetwork:
+    """Score maps on PyTorch: ``net(tensor (1, 3, H, W)) -> (h, w)`` numpy, the ``network=`` of
+    ``MmodDetector``; ``run_batch`` for (N, 3, H, W) -> (N, h, w)."""
+
+    def __init__(self, device: str | None = None, precision: str = "fp32", compile: bool | str = False,
+                 threads: int | None = None):
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = False  # fp32 scores as onnxruntime's
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True  # camera frames keep their size: tune once per shape
+        elif threads:
+            torch.set_num_threads(threads)
+        self.precision = precision
+        self.runtime = f"torch-{self.device.type}"
+        net = MmodNet(pad_to=16 if precision != "fp32" or self.device.type == "cuda" else 1).eval()
+        net = net.to(self.device, memory_format=torch.channels_last)
+        if precision != "fp32":
+            net.convs.to(DTYPES[precision])
+        if compile:
+            net = torch.compile(net, dynamic=True, **({"mode": compile} if isinstance(compile, str) else {}))
+        self.net = net
+
+    @torch.inference_mode()
+    def run_batch(self, tensor) -> np.ndarray:
+        x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor, F32))
+        return self.net(x.to(self.device, non_blocking=True))[:, 0].cpu().numpy()
+
+    def __call__(self, tensor) -> np.ndarray:
+        return self.run_batch(tensor)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiled pyramid on the device
+
+
+def _resize(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """dlib's bilinear ``resize_image`` sampling grid (corners to corners) on (C, h, w)."""
+    return F.interpolate(x[None], size=(rows, cols), mode="bilinear", align_corners=True)[0]
+
+
+def device_tiled_pyramid(img: torch.Tensor, mean: tuple[float, float, float], padding: int, outer_padding: int,
+                         first_level: int = 0) -> TiledInput:
+    """``mmod.tiled_pyramid`` on the device: ``img`` is (3, H, W) float32 pixel values."""
+    nr, nc = img.shape[1:]
+    sizes = pyramid_sizes(nr, nc)
+    first_level = min(first_level, len(sizes) - 1)
+    if first_level == 0:
+        rects, n_rows, n_cols = tiled_layout(sizes, padding, outer_padding)
+    else:
+        rects, n_rows, n_cols = coarse_layout(sizes, first_level, padding, outer_padding)
+    canvas = torch.zeros((1, 3, n_rows, n_cols), dtype=torch.float32, device=img.device)
+    if not rects:
+        return TiledInput(canvas, [], [])
+    m = torch.tensor(mean, dtype=torch.float32, device=img.device).view(3, 1, 1)
+    level = (img - m) * (1 / 256)
+    for k in range(1, first_level + 1):
+        level = _resize(level, *sizes[k])
+    t = canvas[0]
+    l, tp, r, b = rects[0]
+    t[:, tp : b + 1, l : r + 1] = level
+    for i in range(1, len(rects)):
+        pl, pt, pr, pb = rects[i - 1]
+        l, tp, r, b = rects[i]
+        t[:, tp : b + 1, l : r + 1] = _resize(t[:, pt : pb + 1, pl : pr + 1], b - tp + 1, r - l + 1)
+    return TiledInput(canvas, rects, list(range(first_level, first_level + len(rects))))
+
+
+class TorchMmodDetector(MmodDetector):
+    """``MmodDetector`` with the network on PyTorch (see the module docstring)."""
+
+    def __init__(self, upsample: int | None = 0, min_face: int | None = None, device: str | None = None,
+                 precision: str = "fp32", compile: bool | str = False, pyramid: str = "auto", threads: int | None = None):
+        network = TorchMmodNetwork(device, precision, compile, threads)
+        super().__init__(upsample=upsample, min_face=min_face, threads=threads, network=network)
+        if pyramid == "auto":
+            pyramid = "device" if network.device.type == "cuda" else "exact"
+        if pyramid not in ("exact", "device"):
+            raise ValueError("pyramid is 'exact', 'device' or 'auto'")
+        self.pyramid = pyramid
+        self.device = network.device
+        self.precision = precision
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tiled_input(self, image: np.ndarray) -> TiledInput:
+        if self.pyramid == "exact":
+            return self._exact_input(image)
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device, non_blocking=True)
+        x = x.permute(2, 0, 1).float()
+        for _ in range(self.upsample):  # dlib's pyramid_up: 2h+1 x 2w+2, rgb_pixel (truncated)
+            x = torch.trunc(_resize(x, 2 * x.shape[1] + 1, 2 * x.shape[2] + 2))
+        return device_tiled_pyramid(x, self.mean, self.padding, self.outer_padding, self.first_level())
+
+    def _exact_input(self, image: np.ndarray) -> TiledInput:
+        """The numpy pyramid (dlib's arithmetic) in a fresh canvas: no state shared between threads."""
+        img = image
+        if self.upsample:
+            img = np.ascontiguousarray(np.moveaxis(image, 2, 0), dtype=F32)
+            for _ in range(self.upsample):
+                img = pyramid_up_planes(img)
+        return tiled_pyramid(img, self.mean, self.padding, self.outer_padding, self.first_level())
+
+    # -- detection --------------------------------------------------------------------------
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image])[0]
+
+    __call__ = detect
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Faces in each image; images whose tiled inputs have the same size share one network call."""
+        from .images import as_rgb
+
+        out: list[list[Detection]] = [[] for _ in images]
+        groups: dict[tuple, list[tuple[int, TiledInput]]] = {}
+        for i, image in enumerate(images):
+            img = as_rgb(image)
+            if min(img.shape[:2]) < 8:
+                continue
+            tiled = self.tiled_input(img)
+            if tiled.rects:
+                groups.setdefault(tuple(tiled.tensor.shape), []).append((i, tiled))
+        for items in groups.values():
+            if isinstance(items[0][1].tensor, torch.Tensor):
+                batch = torch.cat([t.tensor for _, t in items])
+            else:
+                batch = np.concatenate([t.tensor for _, t in items])
+            scores = self.network.run_batch(batch)
+            for (i, tiled), s in zip(items, scores):
+                boxes = score_map_to_boxes(s, tiled, self.window, self.nms_iou, self.nms_covered)
+                out[i] = self.to_detections(boxes)
+        return out
+
+
+def cuda_available() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+__all__ = ["MmodNet", "TorchMmodNetwork", "TorchMmodDetector", "device_tiled_pyramid", "cuda_available"]

@@ -1,0 +1,40 @@
+"""bench/gpu.py in quick CPU mode: every section's code path runs and writes its JSON and the
+RESULTS.md block (the GPU figures themselves need a GPU machine)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_gpu_bench_quick_on_cpu(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import gpu
+
+    out, md = tmp_path / "gpu.json", tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\nCPU figures stay.\n")
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(out), "--results", str(md), "--cameras", "2"]) == 0
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["quick"] is True
+    d = res["descriptors"]
+    assert set(d["faces_per_s"]) == {"fp32", "bf16"} and all(v > 0 for v in d["faces_per_s"]["fp32"].values())
+    assert d["accuracy_vs_fp32"]["bf16"]["max_l2"] < 0.05
+    m = res["mmod"]
+    assert m["frames_per_s"]["up0_fp32_batch1"] > 0
+    assert m["boxes"]["up0_fp32"]["torch"] == m["boxes"]["up0_fp32"]["onnx"] == m["boxes"]["up0_fp32"]["matched_iou_0.9"]
+    e = res["end_to_end"]["fast"][0]
+    assert e["cameras"] == 2 and e["frames"] == 2 * 6 and e["fps_total"] > 0
+    assert res["gallery"]["fp32"]["recall_at_1_vs_exact"] == 1.0
+    text = md.read_text()
+    assert "CPU figures stay." in text and gpu.MARK_BEGIN in text and "Quick mode" in text
+    # a second run replaces the block instead of adding one
+    gpu.update_results(md, gpu.results_markdown(res))
+    assert md.read_text().count(gpu.MARK_BEGIN) == 1

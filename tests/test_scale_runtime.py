@@ -1,0 +1,136 @@
+"""GPU runtime code paths, tested on the CPU: MMOD on torch (parity with onnxruntime, the pyramid
+on the device, batches), the automatic choice of runtime and its override, fp16/bf16 accuracy
+reports, CUDA-graph buckets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from openlfr.engine import detection  # noqa: E402
+from openlfr.engine.detection import iou, make_detector  # noqa: E402
+from openlfr.engine.mmod import MmodDetector, OnnxMmodNetwork  # noqa: E402
+from openlfr.engine.torch_mmod import TorchMmodDetector, TorchMmodNetwork  # noqa: E402
+from openlfr.engine.torch_runtime import GRAPH_SIZES, TorchDescriptorModel, graph_bucket, precision_report  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images(astronaut):
+    import cv2
+
+    group = np.zeros((300, 700, 3), np.uint8) + 90  # two faces on a plain background, 300x700
+    face = cv2.resize(astronaut[0:260, 120:360], (200, 216))
+    group[40:256, 30:230] = face
+    group[60:276, 400:600] = face[:, ::-1]
+    return [astronaut, group]
+
+
+@pytest.fixture(scope="module")
+def onnx_det():
+    return MmodDetector(upsample=0)
+
+
+def same(a, b, score_tol):
+    assert [d.box for d in a] == [d.box for d in b]
+    assert all(abs(x.score - y.score) <= score_tol for x, y in zip(a, b))
+
+
+def test_torch_network_matches_onnx():
+    x = np.random.default_rng(0).normal(0, 0.3, (1, 3, 181, 263)).astype(np.float32)
+    a = OnnxMmodNetwork(1)(x)
+    b = TorchMmodNetwork(device="cpu")(x)
+    assert a.shape == b.shape == (20, 30)
+    assert np.abs(a - b).max() < 1e-4
+    two = TorchMmodNetwork(device="cpu").run_batch(np.concatenate([x, x[:, :, ::-1].copy()]))
+    assert two.shape == (2, 20, 30) and np.abs(two[0] - b).max() < 1e-5
+
+
+def test_torch_detector_same_boxes_as_onnx(images, onnx_det):
+    det = TorchMmodDetector(upsample=0, device="cpu")
+    assert det.pyramid == "exact" and det.runtime == "torch-cpu"
+    found = 0
+    for img in images:
+        want = onnx_det.detect(img)
+        found += len(want)
+        same(det.detect(img), want, 1e-4)
+    assert found >= 3  # the astronaut and both faces of the group
+    # several frames in one network call (same size), and of different sizes
+    batch = det.detect_batch([images[1], images[0], images[1][:, ::-1].copy(), np.zeros((5, 5, 3), np.uint8)])
+    same(batch[0], onnx_det.detect(images[1]), 1e-4)
+    same(batch[1], onnx_det.detect(images[0]), 1e-4)
+    assert len(batch[2]) == 2 and batch[3] == []
+
+
+def test_device_pyramid_same_boxes(images, onnx_det):
+    det = TorchMmodDetector(upsample=0, device="cpu", pyramid="device")  # the GPU's path, on the CPU
+    for img in images:
+        same(det.detect(img), onnx_det.detect(img), 2e-3)
+    up = TorchMmodDetector(upsample=1, min_face=60, device="cpu", pyramid="device")
+    ref = MmodDetector(upsample=1, min_face=60).detect(images[1])
+    got = up.detect(images[1])
+    assert len(got) == len(ref) == 2 and all(iou(g.box, r.box) > 0.9 for g, r in zip(got, ref))
+    with pytest.raises(ValueError):
+        TorchMmodDetector(device="cpu", pyramid="gpu")
+
+
+def test_bf16_detector_close(images, onnx_det):
+    det = TorchMmodDetector(upsample=0, device="cpu", precision="bf16")
+    for img in images:
+        want, got = onnx_det.detect(img), det.detect(img)
+        assert len(got) == len(want)
+        # scores within bf16 rounding; a box can move by one output cell (8 px at its level)
+        assert all(iou(g.box, w.box) > 0.6 and abs(g.score - w.score) < 0.05 for g, w in zip(got, want))
+        assert all(max(abs(p - q) for p, q in zip(g.box, w.box)) <= 8 for g, w in zip(got, want))
+
+
+def test_make_detector_runtime_choice(monkeypatch):
+    monkeypatch.delenv(detection.RUNTIME_ENV, raising=False)
+    monkeypatch.setattr(detection, "cuda_available", lambda: False)
+    auto = make_detector("cnn", upsample=0)
+    assert type(auto) is MmodDetector and auto.runtime == "onnxruntime-cpu"
+    assert isinstance(make_detector("cnn", upsample=0, runtime="torch"), TorchMmodDetector)
+    monkeypatch.setattr(detection, "cuda_available", lambda: True)  # a GPU: torch, unless overridden
+    assert isinstance(make_detector("cnn", upsample=0), TorchMmodDetector)
+    monkeypatch.setenv(detection.RUNTIME_ENV, "onnx")
+    assert type(make_detector("cnn", upsample=0)) is MmodDetector
+    with pytest.raises(ValueError, match="fp32 only"):
+        make_detector("cnn", runtime="onnx", precision="fp16")
+    with pytest.raises(ValueError, match="unknown detector runtime"):
+        make_detector("cnn", runtime="tpu")
+
+
+def test_make_descriptor_runtime_override(monkeypatch):
+    from openlfr.engine.descriptor import make_descriptor
+
+    monkeypatch.setattr(detection, "cuda_available", lambda: False)
+    monkeypatch.setenv("OPENLFR_RUNTIME", "torch")
+    assert make_descriptor("auto").runtime == "torch-cpu"
+    monkeypatch.setenv("OPENLFR_RUNTIME", "onnx")
+    assert make_descriptor("auto").runtime == "onnxruntime-cpu"
+    monkeypatch.delenv("OPENLFR_RUNTIME")
+    assert make_descriptor("auto").runtime == "onnxruntime-cpu"  # no GPU here
+
+
+def test_precision_report_bf16(astronaut):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    base = cv2.resize(astronaut[20:220, 150:330], (150, 150))
+    chips = np.stack([np.clip(base.astype(int) + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8) for _ in range(5)])
+    chips = np.concatenate([chips, cv2.resize(astronaut[200:400, 0:200], (150, 150))[None]])
+    rep = precision_report(chips, "bf16", device="cpu")
+    assert rep["precision"] == "bf16" and rep["chips"] == 6 and rep["pairs"] == 15
+    assert 0 < rep["max_abs"] < 0.01 and rep["max_abs"] <= rep["max_l2"] < 0.05
+    assert rep["mean_l2"] <= rep["max_l2"] and rep["max_rel_l2"] < 0.05
+    assert rep["max_pair_distance_change"] < 0.05 and rep["pairs_changing_decision"] == 0
+
+
+def test_graph_buckets_and_flags():
+    assert graph_bucket(1) == 1 and graph_bucket(3) == 4 and graph_bucket(1000) == 1024 and graph_bucket(5000) == 1024
+    assert graph_bucket(20, (1, 8, 32)) == 32 and GRAPH_SIZES[-1] == 1024
+    with pytest.raises(ValueError, match="CUDA"):
+        TorchDescriptorModel("fp32", device="cpu", cuda_graphs=True)
+    m = TorchDescriptorModel("fp32", device="cpu", batch_size=48)
+    assert m.graph_sizes == (1, 2, 4, 8, 16, 32, 48) and not m.compiled
