@@ -238,3 +238,19 @@ def test_bad_inputs(astronaut, ours):
         face_chip(astronaut, np.zeros((4, 2)))
     with pytest.raises(ValueError):
         face_chip(astronaut[..., 0], np.zeros((5, 2)))
+
+
+@pytest.mark.slow
+def test_reader_and_predictor_on_the_68_point_model(astronaut, detector, tmp_path_factory, monkeypatch):
+    """The reader handles the fourth model file too (openlfr does not use it: non-commercial)."""
+    from openlfr.engine.cache import cached
+    from openlfr.engine.models import MODELS
+
+    name = "shape_predictor_68_face_landmarks.dat"
+    model = cached("shape_predictor68", MODELS[name].sha256, lambda: sp_mod.read_shape_predictor(model_path(name)))
+    assert model["leaf_values"].shape[-1] == 136 and model["initial_shape"].shape == (136,)
+    ours68 = ShapePredictor(model)
+    theirs = dlib.shape_predictor(str(model_path(name)))
+    for box in _boxes(detector, astronaut, 1):
+        expected, _ = _dlib_parts(theirs, astronaut, box)
+        np.testing.assert_array_equal(ours68.predict(astronaut, box), expected)
