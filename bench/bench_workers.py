@@ -64,15 +64,22 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
 
 
 @contextmanager
-def server(url: str, log_path: Path | None = None, timeout_s: float = 60.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``openlfr serve --db URL`` on a free loopback port, in a subprocess; stopped afterwards."""
+def server(url: str, log_path: Path | None = None, timeout_s: float = 60.0, processes: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``openlfr serve --db URL`` on a free loopback port, in a subprocess; stopped afterwards.
+    ``processes`` > 1: uvicorn's own worker processes on the app factory instead
+    (``uvicorn openlfr.api:create_app --factory --workers N``, the database from ``$OPENLFR_DB``)."""
     import urllib.request
 
     port = free_port()
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    cmd = [sys.executable, "-c", "from openlfr.cli import main; main()", "serve", "--db", url, "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if processes > 1:
+        cmd = [sys.executable, "-m", "uvicorn", "openlfr.api:create_app", "--factory", "--workers", str(processes),
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-c", "from openlfr.cli import main; main()", "serve", "--db", url, "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENLFR_DB": url}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -213,17 +220,17 @@ def check_exactly_once(world, deployment: int, results: list[dict]) -> dict:
             "exactly_once": len(rows) == sent == len(set(keys)) and not any(u for *_, u in rows)}
 
 
-def bench(kind: str, counts: list[int], alerts: int, out: Path) -> dict:
+def bench(kind: str, counts: list[int], alerts: int, out: Path, processes: int = 1) -> dict:
     import tempfile
 
     res = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
-           "db": kind, "alerts_per_worker": alerts, "runs": []}
+           "db": kind, "server_processes": processes, "alerts_per_worker": alerts, "runs": []}
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="openlfr-workers-") as t:
             tmp = Path(t)
             with database(kind, tmp) as url:
                 d, tokens, w = setup(url, n)
-                with server(url, tmp / "server.log") as (base, _):
+                with server(url, tmp / "server.log", processes=processes) as (base, _):
                     t0 = time.time()
                     results = run_workers(base, d, tokens, w.subjects, alerts, tmp)
                     wall = max(r["wall_s"] for r in results)
@@ -255,13 +262,15 @@ def main(argv=None) -> int:
     ap.add_argument("--db", default="sqlite", help="sqlite, postgresql ($OPENLFR_TEST_PG) or a database URL")
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--alerts", type=int, default=200, help="alerts per worker")
+    ap.add_argument("--server-processes", type=int, default=1, help="uvicorn worker processes of the server")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "worker":
         return worker_main(args)
     name = args.db if args.db in ("sqlite", "postgresql") else "url"
-    out = args.out or REPO / "bench" / "out" / f"workers_{name}.json"
-    res = bench(args.db, [int(x) for x in args.workers.split(",")], args.alerts, out)
+    suffix = f"_x{args.server_processes}" if args.server_processes > 1 else ""
+    out = args.out or REPO / "bench" / "out" / f"workers_{name}{suffix}.json"
+    res = bench(args.db, [int(x) for x in args.workers.split(",")], args.alerts, out, args.server_processes)
     print(json.dumps(res, indent=2))
     return 0
 

@@ -225,10 +225,11 @@ def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> d
 # 3. End to end
 
 
-def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str) -> dict:
+def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str,
+                batch_detect: bool = True) -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
-    from openlfr.engine.torch_mmod import TorchMmodDetector
+    from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
     from openlfr.watchlist.index import make_index
@@ -237,7 +238,9 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
     cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
                     max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0)
     engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
-    engine.detector = TorchMmodDetector(upsample=0, device=device, precision="fp32")
+    det = TorchMmodDetector(upsample=0, device=device, precision="fp32")
+    batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
+    engine.detector = batcher or det
     engine.detector_name = "cnn"
     engine._descriptor = make_descriptor("torch", precision=precision) if cuda else make_descriptor("onnx")
     r = LiveRunner(cfg, on_event=lambda e: None, engine=engine, watchlist=wl, threshold=0.5)
@@ -246,27 +249,33 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
         idx = make_index(index_kind, **({"device": device} if index_kind == "torch-exact" else {}))
         idx.add(wl.templates, wl.template_subject)
         r.index = idx
-    s = r.run()
+    try:
+        s = r.run()
+    finally:
+        if batcher is not None:
+            batcher.close()
     cams = s["cameras"]
     return {"cameras": n, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"], "fps_total": s["fps"],
             "fps_per_camera": round(s["fps"] / n, 2), "cameras_at_25fps": round(s["fps"] / 25.0, 1),
             "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
-            "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"]}
+            "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"],
+            "batched_detector": None if batcher is None else {"calls": batcher.images, "network_batches": batcher.batches}}
 
 
-def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str) -> dict:
+def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str,
+                     batch_detect: bool = True) -> dict:
     index_kind = "torch-exact" if device.startswith("cuda") else "exact"
     out: dict = {"video": str(video), "watchlist_subjects": len(wl), "index": index_kind, "descriptor_precision": precision,
-                 "detector": "cnn (MMOD, torch, pyramid on the device)", "fast": [], "realtime": []}
+                 "detector": "cnn (MMOD, torch, pyramid on the device)", "batch_detect": batch_detect, "fast": [], "realtime": []}
     for n in cameras:
-        row = run_cameras(n, video, device, wl, frames, False, precision, index_kind)
+        row = run_cameras(n, video, device, wl, frames, False, precision, index_kind, batch_detect)
         log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps)")
         out["fast"].append(row)
     if not quick:
         best = max(out["fast"], key=lambda r: r["fps_total"])
         n_rt = max(1, int(best["fps_total"] // 25))
         for n in sorted({n_rt, max(1, n_rt // 2), 32}):
-            row = run_cameras(n, video, device, wl, frames, True, precision, index_kind)
+            row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, batch_detect)
             row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)
             log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped")
             out["realtime"].append(row)
@@ -377,6 +386,7 @@ def main(argv=None) -> int:
     ap.add_argument("--watchlist", type=int, default=None, help="synthetic watchlist subjects (default 100,000)")
     ap.add_argument("--gallery", type=int, default=None, help="gallery templates on the device (default 1,000,000; 0: skip)")
     ap.add_argument("--precision", default="fp16", help="descriptor precision of the end-to-end run (cuda)")
+    ap.add_argument("--no-batch-detect", action="store_true", help="each camera calls the detector itself (no cross-camera batches)")
     ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
     ap.add_argument("--results", type=Path, default=None, help="write the GPU section of this markdown file")
@@ -416,7 +426,8 @@ def main(argv=None) -> int:
             res["mmod"] = bench_mmod(device, q, seconds, frame)
         if "e2e" not in skip:
             wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
-            res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision)
+            res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision,
+                                                 not args.no_batch_detect)
         n_gal = args.gallery if args.gallery is not None else (20_000 if q else 1_000_000)
         if "gallery" not in skip and n_gal:
             res["gallery"] = bench_gallery(device, n_gal)

@@ -134,7 +134,7 @@ def test_faiss_ivf(gallery, reference):
     assert recall_at_1(ex_l[:, 0], lab[:, 0]) == 1.0  # every list scanned: exhaustive
     idx.set_params(nprobe=8)
     _, lab8 = idx.search(gallery.probes, 1)
-    assert 0.8 < recall_at_1(ex_l[:, 0], lab8[:, 0]) <= 1.0
+    assert 0.5 < recall_at_1(ex_l[:, 0], lab8[:, 0]) < 1.0  # fewer lists scanned: approximate
     idx.rebuild()
     assert len(idx) == len(gallery.templates)
     assert default_nlist(1_000_000) == 4096 and default_nlist(100) == 32
@@ -151,3 +151,18 @@ def _faiss_gpu() -> bool:
 def test_unknown_kind_still_refused():
     with pytest.raises(ValueError, match="unknown index kind"):
         make_index("annoy")
+
+
+def test_faiss_save_and_load(gallery, tmp_path):
+    pytest.importorskip("faiss")
+    from openlfr.watchlist.faiss_index import FaissIndex
+
+    idx = FaissIndex(factory="HNSW16,Flat", ef_search=64, device="cpu")
+    idx.add(gallery.templates[:3000], gallery.labels[:3000] + 7)
+    want = idx.search(gallery.probes[:50], 2)
+    idx.save(tmp_path / "g.faiss")
+    back = FaissIndex.load(tmp_path / "g.faiss", ef_search=64, device="cpu")
+    got = back.search(gallery.probes[:50], 2)
+    assert len(back) == 3000 and np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0])
+    with pytest.raises(ValueError, match="empty"):
+        FaissIndex(device="cpu").save(tmp_path / "none.faiss")

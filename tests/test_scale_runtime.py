@@ -134,3 +134,22 @@ def test_graph_buckets_and_flags():
         TorchDescriptorModel("fp32", device="cpu", cuda_graphs=True)
     m = TorchDescriptorModel("fp32", device="cpu", batch_size=48)
     assert m.graph_sizes == (1, 2, 4, 8, 16, 32, 48) and not m.compiled
+
+
+def test_batching_detector_many_threads(images, onnx_det):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openlfr.engine.torch_mmod import BatchingDetector
+
+    shared = BatchingDetector(TorchMmodDetector(upsample=0, device="cpu"), max_batch=4, wait_ms=20)
+    try:
+        work = [images[i % 2] for i in range(6)]
+        with ThreadPoolExecutor(6) as pool:  # six cameras at once
+            got = list(pool.map(shared.detect, work))
+        for img, dets in zip(work, got):
+            same(dets, onnx_det.detect(img), 1e-4)
+        assert shared.images == 6 and shared.batches < 6  # some frames shared a call
+    finally:
+        shared.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        shared.detect(images[0])

@@ -116,13 +116,14 @@ def synthetic_gallery(n: int, n_probes: int = 1000, member_fraction: float = 0.5
                       model: DescriptorModel | None = None) -> Gallery:
     """``n`` templates (one per identity) and ``n_probes`` probes, members first. Memory: ~2 x n x 512 B at peak."""
     model = model or load_model()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 0])  # the templates do not depend on the probes asked for
+    prng = np.random.default_rng([seed, 1])
     t = model.identities(n, rng)
     n_mem = int(round(n_probes * member_fraction))
-    who = rng.choice(n, n_mem, replace=False) if n_mem <= n else rng.integers(0, n, n_mem)
-    member_probes = model.faces(t[who], rng)
+    who = prng.choice(n, n_mem, replace=False) if n_mem <= n else prng.integers(0, n, n_mem)
+    member_probes = model.faces(t[who], prng)
     model.faces(t, rng, out=t)  # templates: one face per identity, in place
-    others = model.faces(model.identities(n_probes - n_mem, rng), rng)
+    others = model.faces(model.identities(n_probes - n_mem, prng), prng)
     probes = np.concatenate([member_probes, others]).astype(np.float32)
     return Gallery(t, np.arange(n, dtype=np.int64), probes, np.concatenate([who, -np.ones(n_probes - n_mem, np.int64)]))
 

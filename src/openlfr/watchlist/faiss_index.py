@@ -255,8 +255,8 @@ class FaissIndex:
 
     kind = "faiss"
 
-    def __init__(self, dim: int = DIM, factory: str = "auto", hnsw_m: int = 32, ef_construction: int = 40,
-                 ef_search: int = 256, nlist: int | None = None, nprobe: int = 256, flat_below: int = 20000,
+    def __init__(self, dim: int = DIM, factory: str = "auto", hnsw_m: int = 32, ef_construction: int = 128,
+                 ef_search: int = 512, nlist: int | None = None, nprobe: int = 768, flat_below: int = 20000,
                  train_size: int = 262144, device: str = "auto", threads: int | None = None, seed: int = 1234):
         self.faiss = _faiss()
         self.dim = dim
@@ -382,6 +382,29 @@ class FaissIndex:
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         dist, rows = self.search_rows(queries, k)
         return dist, np.where(rows >= 0, self._labels[np.maximum(rows, 0)] if len(self._labels) else -1, -1)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the index (FAISS's format) to ``path`` and its labels to ``path + '.labels.npy'``
+        (a graph over a million templates takes minutes to build: build once, load after)."""
+        if self._index is None:
+            raise ValueError("nothing to save: the index is empty")
+        self.faiss.write_index(self._index, str(path))
+        np.save(f"{path}.labels.npy", self._labels)
+
+    @classmethod
+    def load(cls, path, **options) -> "FaissIndex":
+        """An index written by :meth:`save`; ``options`` as the constructor's (search parameters, device)."""
+        idx = cls(**options)
+        idx._index = idx.faiss.read_index(str(path))
+        idx._labels = np.load(f"{path}.labels.npy")
+        if len(idx._labels) != idx._index.ntotal:
+            raise ValueError(f"{path}: {idx._index.ntotal} templates but {len(idx._labels)} labels")
+        idx.dim = idx._index.d
+        idx.description = "HNSW,Flat" if hasattr(idx._index, "hnsw") else type(idx._index).__name__
+        idx._prepare_search()
+        return idx
 
     # -- figures ----------------------------------------------------------------------------
 
