@@ -139,7 +139,7 @@ def main() -> None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for dev in devices:
             for prec in ("fp32", "bf16") if dev == "cpu" else ("fp32", "fp16"):
-                ti = TorchExactIndex(device=dev, precision=prec, block=65536 if dev == "cpu" else 1 << 20,
+                ti = TorchExactIndex(device=dev, precision=prec, block=65536 if dev == "cpu" else 1 << 18,
                                      probe_batch=1024, rerank=8)
                 ti.add(g.templates, g.labels)
                 ti.search_rows(g.probes[:64], 1)  # warm-up

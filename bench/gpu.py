@@ -273,7 +273,7 @@ def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[in
         out["fast"].append(row)
     if not quick:
         best = max(out["fast"], key=lambda r: r["fps_total"])
-        n_rt = max(1, int(best["fps_total"] // 25))
+        n_rt = min(64, max(1, int(best["fps_total"] // 25)))  # (64: the decoders share the CPU)
         for n in sorted({n_rt, max(1, n_rt // 2), 32}):
             row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, batch_detect)
             row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)

@@ -82,6 +82,9 @@ def test_torch_exact_matches_exact(gallery, reference):
     idx.add(gallery.templates, gallery.labels)
     d, lab = idx.search(gallery.probes, 5)
     assert np.array_equal(lab, ex_l) and np.allclose(d, ex_d, atol=1e-5)
+    idx.rerank_on_device = True  # the GPU's re-ranking path, run on the CPU
+    d2, lab2 = idx.search(gallery.probes, 5)
+    assert np.array_equal(lab2, ex_l) and np.allclose(d2, ex_d, atol=1e-5)
     low = make_index("torch-exact", device="cpu", precision="bf16", block=8192, rerank=8)
     low.add(gallery.templates, gallery.labels)
     d, lab = low.search(gallery.probes, 1)

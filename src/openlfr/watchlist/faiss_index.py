@@ -138,8 +138,8 @@ class TorchExactIndex:
 
     kind = "torch-exact"
 
-    def __init__(self, dim: int = DIM, device: str | None = None, precision: str = "fp32", block: int = 1 << 20,
-                 probe_batch: int = 4096, rerank: int = 8):
+    def __init__(self, dim: int = DIM, device: str | None = None, precision: str = "fp32", block: int = 1 << 18,
+                 probe_batch: int = 1024, rerank: int = 8):
         import torch
 
         self.torch = torch
@@ -151,8 +151,10 @@ class TorchExactIndex:
         if precision not in dtypes:
             raise ValueError(f"precision must be one of {', '.join(dtypes)}")
         self.precision, self.dtype = precision, dtypes[precision]
-        self.block, self.probe_batch = int(block), int(probe_batch)
+        self.block, self.probe_batch = int(block), int(probe_batch)  # scores: probe_batch x block (1 GB fp32)
         self.rerank = int(rerank)  # candidates per block kept for the exact re-ranking (fp16/bf16)
+        # fp32 on a GPU: re-rank there (distances computed directly); else on the host in float64
+        self.rerank_on_device = precision == "fp32" and self.device.type == "cuda"
         self._ta = torch.empty((0, dim + 1), dtype=self.dtype, device=self.device)
         self._t32 = None if precision == "fp32" else torch.empty((0, dim), dtype=torch.float32, device="cpu")
         self._labels = np.empty(0, np.int64)
@@ -200,7 +202,7 @@ class TorchExactIndex:
                     kb = min(kc, scores.shape[1])
                     cands.append(torch.topk(scores, kb, dim=1).indices + b)
                 cand = torch.cat(cands, 1)
-                if self.precision == "fp32" and self.device.type == "cuda":
+                if self.rerank_on_device:
                     # re-rank on the device, distances computed directly (no cancellation)
                     t = self._ta[:, : self.dim]
                     d = torch.linalg.vector_norm(t[cand] - torch.from_numpy(qb).to(self.device)[:, None, :], dim=-1)
