@@ -247,6 +247,54 @@ def bench(kind: str, counts: list[int], alerts: int, out: Path, processes: int =
     return res
 
 
+def head_lock_ceiling(pg_url: str, clients: int = 4, seconds: float = 5.0) -> dict:
+    """PostgreSQL alone, the pattern every alert transaction has: lock the one audit-head row
+    (``SELECT ... FOR UPDATE``), insert an alert row and an audit row, move the head, commit
+    (synchronous). ``clients`` connections in threads (psycopg releases the GIL), in a fresh
+    schema: transactions/s, i.e. the ceiling that one audit chain puts on alerts/s here."""
+    import threading
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from openlfr.store.testing import pg_schema_url
+
+    with pg_schema_url(pg_url) as url:
+        u = make_url(url)
+        opts = dict(host=u.host or "localhost", port=u.port or 5432, user=u.username, password=u.password,
+                    dbname=u.database, options=u.query.get("options"))
+        with psycopg.connect(**opts, autocommit=True) as c:
+            c.execute("CREATE TABLE head (id int PRIMARY KEY, seq bigint, hash text)")
+            c.execute("INSERT INTO head VALUES (1, 0, '')")
+            c.execute("CREATE TABLE alerts (id bigserial PRIMARY KEY, camera text, track int, crop bytea)")
+            c.execute("CREATE TABLE audit (seq bigint PRIMARY KEY, details text, hash text)")
+        done = [0] * clients
+        stop = threading.Event()
+
+        def client(i: int) -> None:
+            with psycopg.connect(**opts) as c:
+                k = 0
+                while not stop.is_set():
+                    with c.transaction():
+                        c.execute("INSERT INTO alerts (camera, track, crop) VALUES (%s, %s, %s)", (f"c{i}", k, b"x" * 2000))
+                        seq = c.execute("SELECT seq FROM head WHERE id = 1 FOR UPDATE").fetchone()[0] + 1
+                        c.execute("INSERT INTO audit VALUES (%s, %s, %s)", (seq, "{}", "h"))
+                        c.execute("UPDATE head SET seq = %s, hash = %s WHERE id = 1", (seq, "h"))
+                    k += 1
+                    done[i] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    return {"clients": clients, "transactions": sum(done), "tx_per_s": round(sum(done) / wall, 1)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd")
@@ -264,9 +312,18 @@ def main(argv=None) -> int:
     ap.add_argument("--alerts", type=int, default=200, help="alerts per worker")
     ap.add_argument("--server-processes", type=int, default=1, help="uvicorn worker processes of the server")
     ap.add_argument("--out", type=Path, default=None)
+    c = sub.add_parser("ceiling", help="PostgreSQL alone: the audit-head lock's transactions/s ($OPENLFR_TEST_PG)")
+    c.add_argument("--clients", default="1,4,16")
+    c.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args(argv)
     if args.cmd == "worker":
         return worker_main(args)
+    if args.cmd == "ceiling":
+        from openlfr.store.testing import PG_ENV
+
+        rows = [head_lock_ceiling(os.environ[PG_ENV], int(n), args.seconds) for n in args.clients.split(",")]
+        print(json.dumps(rows, indent=2))
+        return 0
     name = args.db if args.db in ("sqlite", "postgresql") else "url"
     suffix = f"_x{args.server_processes}" if args.server_processes > 1 else ""
     out = args.out or REPO / "bench" / "out" / f"workers_{name}{suffix}.json"
