@@ -141,7 +141,7 @@ def test_batching_detector_many_threads(images, onnx_det):
 
     from openlfr.engine.torch_mmod import BatchingDetector
 
-    shared = BatchingDetector(TorchMmodDetector(upsample=0, device="cpu"), max_batch=4, wait_ms=20)
+    shared = BatchingDetector(TorchMmodDetector(upsample=0, device="cpu"), max_batch=4, wait_ms=150)
     try:
         work = [images[i % 2] for i in range(6)]
         with ThreadPoolExecutor(6) as pool:  # six cameras at once
