@@ -253,7 +253,8 @@ class BatchingDetector:
 
     def _loop(self) -> None:
         import queue
-        import time
+
+        from .batching import gather
 
         while not self._stop.is_set():
             try:
@@ -262,17 +263,9 @@ class BatchingDetector:
                 continue
             if first is None:
                 break
-            items, deadline = [first], time.monotonic() + self.wait_s
-            while len(items) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._stop.set()
-                    break
-                items.append(nxt)
+            items, stop = gather(self._q, first, self.max_batch, self.wait_s)
+            if stop:
+                self._stop.set()
             try:
                 results = self.detector.detect_batch([img for img, _ in items])
             except Exception as e:  # every waiting camera gets the error

@@ -14,6 +14,8 @@ import threading
 import time
 from concurrent.futures import Future
 
+from ..engine.batching import gather
+
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -62,20 +64,9 @@ class SharedEmbedder:
                 continue
             if item is None:
                 return
-            reqs = [item]
-            n = len(item[0])
-            deadline = time.monotonic() + self.wait_s
-            while n < self.batch:
-                left = deadline - time.monotonic()
-                try:
-                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._stop.set()
-                    break
-                reqs.append(nxt)
-                n += len(nxt[0])
+            reqs, stop = gather(self._q, item, self.batch, self.wait_s, size=lambda r: len(r[0]))
+            if stop:
+                self._stop.set()
             self._run(reqs)
 
     def _run(self, reqs) -> None:
