@@ -98,12 +98,6 @@ def build_protocol(identities: dict[str, list[Path]], multi_ref: int = 1) -> Pro
     return p
 
 
-def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.maximum(d2, 0))
-
-
 def templates(descriptors: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """One template per identity, the mean of its descriptors, in first-seen order."""
     names = list(dict.fromkeys(ids))
@@ -118,7 +112,7 @@ def znorm_stats(gallery: np.ndarray, cohort: int = ZNORM_COHORT) -> tuple[np.nda
     """Per template: mean and std of its distances to its ``cohort`` nearest other templates."""
     if len(gallery) < 3:
         raise EvaluationError("Z-norm needs at least three gallery identities")
-    d = pairwise_distances(gallery, gallery)
+    d = metrics.pairwise_distances(gallery, gallery)
     np.fill_diagonal(d, np.inf)
     near = np.sort(d, axis=1)[:, : min(cohort, len(gallery) - 1)]
     return near.mean(1), np.maximum(near.std(1), 1e-6)
@@ -126,7 +120,7 @@ def znorm_stats(gallery: np.ndarray, cohort: int = ZNORM_COHORT) -> tuple[np.nda
 
 def score_matrix(probes: np.ndarray, gallery: np.ndarray, norm: str = "none") -> np.ndarray:
     """(probes, gallery templates) dissimilarities: distances, normalised as ``norm`` says."""
-    d = pairwise_distances(probes, gallery)
+    d = metrics.pairwise_distances(probes, gallery)
     if norm == "none":
         return d
     if norm == "z":

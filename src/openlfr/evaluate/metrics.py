@@ -111,6 +111,18 @@ def _is_int(s: str) -> bool:
 # --------------------------------------------------------------------------- verification
 
 
+def pairwise_distances(a: np.ndarray, b: np.ndarray, chunk: int = 512, dtype=np.float64) -> np.ndarray:
+    """(len(a), len(b)) Euclidean distances, accumulated in float64 over row chunks of ``a``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.empty((len(a), len(b)), dtype)
+    bb = (b * b).sum(1)
+    for i in range(0, len(a), chunk):
+        x = a[i : i + chunk]
+        d2 = (x * x).sum(1)[:, None] + bb[None, :] - 2.0 * (x @ b.T)
+        out[i : i + chunk] = np.sqrt(np.maximum(d2, 0.0))
+    return out
+
+
 def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
     """Fraction of pairs classified right when ``score < threshold`` means "same"."""
     scores, same = np.asarray(scores, float), np.asarray(same, bool)

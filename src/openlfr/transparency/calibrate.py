@@ -133,15 +133,9 @@ def embed_identities(
 
 def distances(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
     """(len(a), len(b)) Euclidean distances, float32, computed in row chunks."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    out = np.empty((len(a), len(b)), np.float32)
-    bb = (b.astype(np.float64) ** 2).sum(1)
-    for i in range(0, len(a), chunk):
-        x = a[i : i + chunk].astype(np.float64)
-        d2 = (x * x).sum(1)[:, None] + bb[None, :] - 2.0 * (x @ b.T.astype(np.float64))
-        out[i : i + chunk] = np.sqrt(np.maximum(d2, 0.0))
-    return out
+    from ..evaluate.metrics import pairwise_distances
+
+    return pairwise_distances(a, b, chunk, np.float32)
 
 
 # --------------------------------------------------------------------------- scores
