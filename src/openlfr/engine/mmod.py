@@ -314,6 +314,17 @@ def pyramid_up_planes(planes: np.ndarray) -> np.ndarray:
     return resize_planes(planes, out, rgb=True)
 
 
+def upsampled(image: np.ndarray, times: int) -> np.ndarray:
+    """The image after ``times`` of dlib's pyramid_up: unchanged (H, W, 3) uint8 for 0, else
+    float32 planes (3, h, w), as ``tiled_pyramid`` takes either."""
+    if not times:
+        return image
+    img = np.ascontiguousarray(np.moveaxis(image, 2, 0), dtype=F32)
+    for _ in range(times):
+        img = pyramid_up_planes(img)
+    return img
+
+
 def pyramid_up(img: np.ndarray) -> np.ndarray:
     """``pyramid_up`` of an RGB uint8 image (H, W, 3)."""
     planes = np.ascontiguousarray(np.moveaxis(img, 2, 0), dtype=F32)
@@ -617,11 +628,7 @@ class MmodDetector:
 
     def tiled_input(self, image: np.ndarray) -> TiledInput:
         """The upsampled, tiled pyramid tensor dlib's network sees for ``image`` (RGB uint8)."""
-        img = image
-        if self.upsample:
-            img = np.ascontiguousarray(np.moveaxis(image, 2, 0), dtype=F32)
-            for _ in range(self.upsample):
-                img = pyramid_up_planes(img)
+        img = upsampled(image, self.upsample)
         key = (img.shape, self.first_level())
         canvas = self._canvas[1] if self._canvas is not None and self._canvas[0] == key else None
         tiled = tiled_pyramid(img, self.mean, self.padding, self.outer_padding, key[1], canvas)

@@ -40,10 +40,10 @@ from .mmod import (
     mmod_convs,
     mmod_network,
     pyramid_sizes,
-    pyramid_up_planes,
     score_map_to_boxes,
     tiled_layout,
     tiled_pyramid,
+    upsampled,
 )
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -176,11 +176,7 @@ class TorchMmodDetector(MmodDetector):
 
     def _exact_input(self, image: np.ndarray) -> TiledInput:
         """The numpy pyramid (dlib's arithmetic) in a fresh canvas: no state shared between threads."""
-        img = image
-        if self.upsample:
-            img = np.ascontiguousarray(np.moveaxis(image, 2, 0), dtype=F32)
-            for _ in range(self.upsample):
-                img = pyramid_up_planes(img)
+        img = upsampled(image, self.upsample)
         return tiled_pyramid(img, self.mean, self.padding, self.outer_padding, self.first_level())
 
     # -- detection --------------------------------------------------------------------------
