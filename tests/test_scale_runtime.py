@@ -75,6 +75,32 @@ def test_device_pyramid_same_boxes(images, onnx_det):
         TorchMmodDetector(device="cpu", pyramid="gpu")
 
 
+def test_padded_shapes_give_the_same_detections(images):
+    """On CUDA each canvas is padded to multiples of 64 px (few shapes for cuDNN to tune); the
+    padding is masked layer by layer, so windows cut anywhere (faces at their edges) and batches
+    of mixed sizes give exactly the unpadded detections."""
+    plain = TorchMmodDetector(upsample=0, device="cpu", shape_step=None)
+    padded = TorchMmodDetector(upsample=0, device="cpu", shape_step=64)
+    assert TorchMmodDetector(device="cpu").shape_step is None  # CPU default: no padding
+    group = images[1]
+    windows = [group, group[30:290, 0:250], group[25:290, 380:630], group[50:300, 380:620], group[:, 130:480],
+               images[0][20:400, 60:420]]
+    found = 0
+    for w in windows:
+        want = plain.detect(w)
+        found += len(want)
+        same(padded.detect(w), want, 0.0)
+    assert found >= 5
+    from openlfr.engine.torch_mmod import padded_canvas
+
+    shapes = [tuple(padded_canvas(padded.tiled_input(w), 64).tensor.shape) for w in windows]
+    sizes = [tuple(padded.tiled_input(w).tensor.shape) for w in windows]
+    assert len(set(shapes)) < len(set(sizes))  # windows of different sizes share a network call
+    batch = padded.detect_batch(windows)
+    for w, got in zip(windows, batch):
+        same(got, plain.detect(w), 0.0)
+
+
 def test_bf16_detector_close(images, onnx_det):
     det = TorchMmodDetector(upsample=0, device="cpu", precision="bf16")
     for img in images:

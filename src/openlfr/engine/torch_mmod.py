@@ -69,12 +69,29 @@ class MmodNet(torch.nn.Module):
             self.relu.append(c.relu)
             c_in = c_out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def out_size(self, rows: int, cols: int) -> tuple[int, int]:
+        """Score-map size of an input of ``rows`` x ``cols``."""
+        for conv in self.convs:
+            (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+            rows, cols = (rows + 2 * ph - kh) // sh + 1, (cols + 2 * pw - kw) // sw + 1
+        return rows, cols
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid``: (N, 2) int64 rows and columns of each input that are its own, the rest being
+        zero padding added to share a shape (see :func:`padded_canvas`). Each layer's output
+        beyond the part computed from the valid input is zeroed, as the convolutions' own zero
+        padding would be there without the extra rows: the valid part equals the unpadded run."""
         x = x.to(self.convs[0].weight.dtype).contiguous(memory_format=torch.channels_last)
         for conv, relu in zip(self.convs, self.relu):
             x = conv(x)
             if relu:
                 x = F.relu(x)
+            if valid is not None:
+                (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+                valid = torch.stack([(valid[:, 0] + 2 * ph - kh) // sh + 1, (valid[:, 1] + 2 * pw - kw) // sw + 1], 1)
+                rows = torch.arange(x.shape[2], device=x.device)[None, :] < valid[:, :1]  # (N, h)
+                cols = torch.arange(x.shape[3], device=x.device)[None, :] < valid[:, 1:]  # (N, w)
+                x = x * (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)
         return x.float()
 
 
@@ -99,14 +116,18 @@ class TorchMmodNetwork:
         net = net.to(self.device, memory_format=torch.channels_last)
         if precision != "fp32":
             net.convs.to(DTYPES[precision])
+        self.out_size = net.out_size
         if compile:
             net = torch.compile(net, dynamic=True, **({"mode": compile} if isinstance(compile, str) else {}))
         self.net = net
 
     @torch.inference_mode()
-    def run_batch(self, tensor) -> np.ndarray:
+    def run_batch(self, tensor, valid: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """Score maps of (N, 3, H, W) inputs; ``valid``: each input's own (rows, cols) when it was
+        padded to a shared shape (its score map is then exact on its own part)."""
         x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor, F32))
-        return self.net(x.to(self.device, non_blocking=True))[:, 0].cpu().numpy()
+        v = None if valid is None else torch.tensor(valid, dtype=torch.int64, device=self.device)
+        return self.net(x.to(self.device, non_blocking=True), v)[:, 0].cpu().numpy()
 
     def __call__(self, tensor) -> np.ndarray:
         return self.run_batch(tensor)[0]
@@ -148,11 +169,30 @@ def device_tiled_pyramid(img: torch.Tensor, mean: tuple[float, float, float], pa
     return TiledInput(canvas, rects, list(range(first_level, first_level + len(rects))))
 
 
+SHAPE_STEP = 64
+
+
+def padded_canvas(tiled: TiledInput, step: int) -> TiledInput:
+    """The tiled canvas padded with zeros on the right and bottom up to multiples of ``step``;
+    the tiles stay where they are. Run it with its own size as ``valid`` (``MmodNet.forward``)."""
+    x = tiled.tensor
+    h, w = x.shape[-2:]
+    ph, pw = -h % step, -w % step
+    if not (ph or pw):
+        return tiled
+    if isinstance(x, torch.Tensor):
+        x = F.pad(x, (0, pw, 0, ph))
+    else:
+        x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))
+    return TiledInput(x, tiled.rects, tiled.levels)
+
+
 class TorchMmodDetector(MmodDetector):
     """``MmodDetector`` with the network on PyTorch (see the module docstring)."""
 
     def __init__(self, upsample: int | None = 0, min_face: int | None = None, device: str | None = None,
-                 precision: str = "fp32", compile: bool | str = False, pyramid: str = "auto", threads: int | None = None):
+                 precision: str = "fp32", compile: bool | str = False, pyramid: str = "auto", threads: int | None = None,
+                 shape_step: int | None = -1):
         network = TorchMmodNetwork(device, precision, compile, threads)
         super().__init__(upsample=upsample, min_face=min_face, threads=threads, network=network)
         if pyramid == "auto":
@@ -160,6 +200,10 @@ class TorchMmodDetector(MmodDetector):
         if pyramid not in ("exact", "device"):
             raise ValueError("pyramid is 'exact', 'device' or 'auto'")
         self.pyramid = pyramid
+        # The live scheduler scans windows of every size; cuDNN tunes its kernels once per input
+        # shape, so on CUDA each canvas is padded (zeros, right and bottom) up to a multiple of
+        # ``shape_step`` pixels: few shapes, tuned once, and windows of similar size batched.
+        self.shape_step = (SHAPE_STEP if network.device.type == "cuda" else None) if shape_step == -1 else shape_step
         self.device = network.device
         self.precision = precision
 
@@ -197,15 +241,23 @@ class TorchMmodDetector(MmodDetector):
             if min(img.shape[:2]) < 8:
                 continue
             tiled = self.tiled_input(img)
+            size = tuple(tiled.tensor.shape[-2:])
+            if self.shape_step:
+                tiled = padded_canvas(tiled, self.shape_step)
             if tiled.rects:
-                groups.setdefault(tuple(tiled.tensor.shape), []).append((i, tiled))
+                groups.setdefault(tuple(tiled.tensor.shape), []).append((i, tiled, size))
         for items in groups.values():
             if isinstance(items[0][1].tensor, torch.Tensor):
-                batch = torch.cat([t.tensor for _, t in items])
+                batch = torch.cat([t.tensor for _, t, _ in items])
             else:
-                batch = np.concatenate([t.tensor for _, t in items])
-            scores = self.network.run_batch(batch)
-            for (i, tiled), s in zip(items, scores):
+                batch = np.concatenate([t.tensor for _, t, _ in items])
+            sizes = [size for _, _, size in items]
+            padded = any(size != tuple(batch.shape[-2:]) for size in sizes)
+            scores = self.network.run_batch(batch, sizes if padded else None)
+            for (i, tiled, size), s in zip(items, scores):
+                if padded:  # the score map of the input's own part (the rest is the padding's)
+                    rows, cols = self.network.out_size(*size)
+                    s = s[:rows, :cols]
                 boxes = score_map_to_boxes(s, tiled, self.window, self.nms_iou, self.nms_covered)
                 out[i] = self.to_detections(boxes)
         return out

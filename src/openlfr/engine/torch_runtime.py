@@ -129,18 +129,19 @@ class TorchDescriptorModel(DescriptorRuntime):
 
         self._graph_lock = threading.Lock()
 
-    def _upload(self, batch: np.ndarray) -> torch.Tensor:
+    def _upload(self, batch: np.ndarray, size: int | None = None) -> torch.Tensor:
         """Chips to the device; on CUDA through a pinned (page-locked) host buffer, which copies at
-        full bus speed. Callers hold ``_graph_lock``: the buffer is reused once the results of the
-        previous batch are back (which waits for its copy too)."""
+        full bus speed. ``size`` >= len(batch): send that many rows (the rows after the batch are
+        left-overs, whose results the caller drops). Callers hold ``_graph_lock``: the buffer is
+        reused once the results of the previous batch are back (which waits for its copy too)."""
         if self.device.type != "cuda":
             return torch.from_numpy(batch)
         n = len(batch)
-        if self._pinned is None or self._pinned.shape[0] < n:
-            self._pinned = torch.empty((max(n, self.batch_size), CHIP_SIZE, CHIP_SIZE, 3), dtype=torch.uint8).pin_memory()
-        buf = self._pinned[:n]
-        buf.numpy()[...] = batch
-        return buf.to(self.device, non_blocking=True)
+        size = max(n, size or n)
+        if self._pinned is None or self._pinned.shape[0] < size:
+            self._pinned = torch.empty((max(size, self.batch_size), CHIP_SIZE, CHIP_SIZE, 3), dtype=torch.uint8).pin_memory()
+        self._pinned[:n].numpy()[...] = batch
+        return self._pinned[:size].to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def _run_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -148,8 +149,11 @@ class TorchDescriptorModel(DescriptorRuntime):
             return self._run_graph(batch)
         if self.device.type != "cuda":
             return self.net(torch.from_numpy(batch)).float().cpu().numpy()
+        # Batches padded to the sizes of GRAPH_SIZES: cuDNN tunes its kernels once per shape
+        # (benchmark mode), and the live run's batches come in every size.
+        n = len(batch)
         with self._graph_lock:  # one pinned buffer
-            return self.net(self._upload(batch)).float().cpu().numpy()
+            return self.net(self._upload(batch, graph_bucket(n, self.graph_sizes)))[:n].float().cpu().numpy()
 
     # -- CUDA graphs --------------------------------------------------------------------------
 
