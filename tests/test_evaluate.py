@@ -223,6 +223,17 @@ class _Det:
         self.box, self.score = box, score
 
 
+def test_detector_chains():
+    from openlfr.evaluate.embedding import CHAINS, METHODS, EmbedOptions, fallbacks_of
+
+    assert CHAINS["hog"] == ("hog", "hog_upsample2", "cnn")  # the cached method indices stay valid
+    assert METHODS[:5] == ("hog", "hog_upsample2", "cnn", "off_centre", "central_box")
+    assert CHAINS["cnn"][0] == "cnn_upsample0" and fallbacks_of("cnn") == ("cnn", "hog", "off_centre", "central_box")
+    assert EmbedOptions(detector="cnn").as_dict()["upsample"] == 0
+    with pytest.raises(ValueError, match="detector must be one of"):
+        EmbedOptions(detector="mtcnn")
+
+
 def test_nearest_centre_and_covering_rule():
     left = _Det((-24, 76, 76, 166), 2.0)  # a bystander: box does not cover the centre (124.5)
     centre = _Det((96, 82, 195, 180), 0.5)
@@ -286,6 +297,20 @@ def test_cli_evaluate_lfw_small(shared_data, tmp_path, eval_cache):
     s3 = json.loads(r3.stdout)
     assert s3["cache"]["cached_descriptors"] == s3["n_images"]
     assert s3["accuracy"] == s["accuracy"] and s3["fold_thresholds"] == s["fold_thresholds"]
+    # The CNN first: its own located faces (not the HOG chain's cache), its own fallbacks, same protocol.
+    r4 = CliRunner().invoke(app, args[:-2] + ["--no-progress", "--detector", "cnn", "--flip"])
+    assert r4.exit_code == 0, r4.output
+    s4 = json.loads(r4.stdout)
+    assert s4["options"]["detector"] == "cnn" and s4["options"]["flip"] is True
+    assert s4["method"].startswith("CNN (MMOD, upsample 0)")
+    assert set(s4["no_face"]) == {"cnn", "hog", "off_centre", "central_box", "images"}
+    assert s4["cache"]["located"] == s4["n_images"] == s["n_images"] and s4["cache"]["cached_descriptors"] == 0
+    assert s4["accuracy"] >= 0.9 and s4["n_pairs"] == 40
+    r5 = CliRunner().invoke(app, args[:-3] + ["--no-progress", "--detector", "cnn"])
+    assert r5.exit_code == 0 and "The CNN (MMOD) detector (upsample 0) found" in r5.stdout
+    assert "method: CNN (MMOD, upsample 0)" in r5.stdout
+    r6 = CliRunner().invoke(app, args[:-3] + ["--detector", "mtcnn"])
+    assert r6.exit_code == 2 and "mtcnn" in r6.output
 
 
 def test_cli_evaluate_lfw_malformed_pairs(tmp_path):

@@ -29,6 +29,19 @@ FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each de
 JitterOpt = Annotated[
     int, typer.Option(min=0, max=100, help="Average N randomly jittered chips per image (dlib's num_jitters; overrides --flip).")
 ]
+class EvalDetector(str, Enum):
+    hog = "hog"
+    cnn = "cnn"
+
+
+DetectorOpt = Annotated[
+    EvalDetector,
+    typer.Option(
+        "--detector",
+        help="First detector of the face-finding chain: hog (upsample 1; then HOG upsample 2, then the CNN) or "
+        "cnn (MMOD upsample 0; then upsample 1, then HOG). The CNN's boxes give better landmarks.",
+    ),
+]
 SubpixelOpt = Annotated[
     bool,
     typer.Option(
@@ -47,16 +60,25 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _no_face_lines(no_face: dict) -> list[str]:
-    from ..evaluate.embedding import FALLBACKS
+_FOUND_BY = {
+    "hog": "HOG (upsample 1)",
+    "hog_upsample2": "HOG at upsample 2",
+    "cnn": "the CNN (MMOD) detector at upsample 1",
+    "cnn_upsample0": "the CNN (MMOD) detector (upsample 0)",
+}
 
-    n = sum(no_face[k] for k in FALLBACKS)
+
+def _no_face_lines(no_face: dict, detector: str = "hog") -> list[str]:
+    from ..evaluate.embedding import CHAINS, fallbacks_of
+
+    first = _FOUND_BY[CHAINS[detector][0]]
+    first = first[0].upper() + first[1:]
+    n = sum(no_face[k] for k in fallbacks_of(detector))
     if not n:
-        return ["HOG (upsample 1) found a face covering the image centre in every image."]
-    lines = [
-        f"HOG (upsample 1) found no face covering the image centre in {n} image(s); what was done:",
-        f"  found by HOG at upsample 2: {no_face['hog_upsample2']}",
-        f"  found by the CNN (MMOD) detector: {no_face['cnn']}",
+        return [f"{first} found a face covering the image centre in every image."]
+    lines = [f"{first} found no face covering the image centre in {n} image(s); what was done:"]
+    lines += [f"  found by {_FOUND_BY[m]}: {no_face[m]}" for m in CHAINS[detector][1:]]
+    lines += [
         f"  faces found, none covering the centre: the one nearest the centre used: {no_face['off_centre']}",
         f"  no face found by any detector: fixed central box (70,70,180,180 on 250x250) used: {no_face['central_box']}",
     ]
@@ -76,6 +98,7 @@ def lfw(
     flip: FlipOpt = False,
     jitter: JitterOpt = 0,
     subpixel: SubpixelOpt = False,
+    detector: DetectorOpt = EvalDetector.hog,
     cache: CacheOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
@@ -85,7 +108,7 @@ def lfw(
     from ..evaluate.metrics import PairsError
 
     try:
-        res = evaluate_lfw(images, pairs, EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel), progress=progress, use_cache=cache)
+        res = evaluate_lfw(images, pairs, EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel, detector=detector.value), progress=progress, use_cache=cache)
     except (PairsError, EvaluationError) as e:
         _fail(str(e))
     s = res.summary
@@ -113,7 +136,7 @@ def lfw(
         f"TAR at FAR 0.1% (all pairs): {s['tar_at_far_0.001']:.4f} (threshold {s['tar_at_far_0.001_threshold']:.4f}, "
         f"FAR reached {s['far_reached']:.4f})"
     )
-    for line in _no_face_lines(s["no_face"]):
+    for line in _no_face_lines(s["no_face"], s["options"]["detector"]):
         typer.echo(line)
     if plot is not None:
         typer.echo(f"ROC plot: {s['plot']}")
@@ -128,6 +151,7 @@ def identify(
     flip: FlipOpt = False,
     jitter: JitterOpt = 0,
     subpixel: SubpixelOpt = False,
+    detector: DetectorOpt = EvalDetector.hog,
     multi_ref: Annotated[
         int,
         typer.Option(
@@ -155,7 +179,7 @@ def identify(
     try:
         res = evaluate_identify(
             images,
-            EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel),
+            EmbedOptions(flip=flip, jitter=jitter, subpixel=subpixel, detector=detector.value),
             multi_ref=multi_ref,
             norm=norm.value,
             progress=progress,
@@ -191,7 +215,7 @@ def identify(
             "the same probes against first-image templates: rank-1 "
             f"{same['rank1']:.4f}, FNIR at FPIR " + ", ".join(f"{t}: {same[f'fnir_at_fpir_{t}']:.4f}" for t in same["thresholds"])
         )
-    for line in _no_face_lines(s["no_face"]):
+    for line in _no_face_lines(s["no_face"], s["options"]["detector"]):
         typer.echo(line)
     if s["unreadable"]:
         typer.echo(f"{len(s['unreadable'])} unreadable image(s) left out: " + "; ".join(list(s["unreadable"].values())[:5]))
