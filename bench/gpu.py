@@ -244,7 +244,7 @@ def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> d
 
 
 def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str,
-                batch_detect: bool = True) -> dict:
+                batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
     from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
@@ -256,7 +256,7 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
     cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
                     max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0)
     engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
-    det = TorchMmodDetector(upsample=0, device=device, precision="fp32")
+    det = TorchMmodDetector(upsample=0, device=device, precision=detector_precision, cudnn_tuning=detector_tuning)
     batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
     engine.detector = batcher or det
     engine.detector_name = "cnn"
@@ -281,23 +281,25 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
 
 
 def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str,
-                     batch_detect: bool = True) -> dict:
+                     batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
     index_kind = "torch-exact" if device.startswith("cuda") else "exact"
     out: dict = {"video": str(video), "watchlist_subjects": len(wl), "index": index_kind, "descriptor_precision": precision,
-                 "detector": "cnn (MMOD, torch, pyramid on the device)", "batch_detect": batch_detect, "fast": [], "realtime": []}
+                 "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
+                 "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []}
+    opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning}
     t0 = time.perf_counter()  # untimed warm-up: cuDNN tunes its kernels once per input shape
-    run_cameras(min(16, max(cameras)), video, device, wl, min(frames, 40), False, precision, index_kind, batch_detect)
+    run_cameras(min(16, max(cameras)), video, device, wl, min(frames, 40), False, precision, index_kind, **opts)
     out["warm_up_s"] = round(time.perf_counter() - t0, 1)
     log(f"end to end: warm-up run {out['warm_up_s']} s")
     for n in cameras:
-        row = run_cameras(n, video, device, wl, frames, False, precision, index_kind, batch_detect)
+        row = run_cameras(n, video, device, wl, frames, False, precision, index_kind, **opts)
         log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps)")
         out["fast"].append(row)
     if not quick:
         best = max(out["fast"], key=lambda r: r["fps_total"])
         n_rt = min(64, max(1, int(best["fps_total"] // 25)))  # (64: the decoders share the CPU)
         for n in sorted({n_rt, max(1, n_rt // 2), 32}):
-            row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, batch_detect)
+            row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, **opts)
             row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)
             log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped")
             out["realtime"].append(row)
@@ -415,6 +417,9 @@ def main(argv=None) -> int:
     ap.add_argument("--watchlist", type=int, default=None, help="synthetic watchlist subjects (default 100,000)")
     ap.add_argument("--gallery", type=int, default=None, help="gallery templates on the device (default 1,000,000; 0: skip)")
     ap.add_argument("--precision", default="fp16", help="descriptor precision of the end-to-end run (cuda)")
+    ap.add_argument("--detector-precision", default="fp32", help="MMOD precision in the end-to-end run (fp32, fp16)")
+    ap.add_argument("--no-detector-tuning", action="store_true",
+                    help="end to end: cuDNN's heuristic kernels for the detector, no tuning per new window shape")
     ap.add_argument("--no-batch-detect", action="store_true", help="each camera calls the detector itself (no cross-camera batches)")
     ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
@@ -459,7 +464,8 @@ def main(argv=None) -> int:
         if "e2e" not in skip:
             wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
             res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision,
-                                                 not args.no_batch_detect)
+                                                 not args.no_batch_detect, args.detector_precision,
+                                                 not args.no_detector_tuning)
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)

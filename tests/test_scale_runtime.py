@@ -101,6 +101,41 @@ def test_padded_shapes_give_the_same_detections(images):
         same(got, plain.detect(w), 0.0)
 
 
+def test_cudnn_tuning_off_is_shared_and_restored():
+    """The detector's windows change shape all the time: with ``cudnn_tuning=False`` its calls run
+    with cuDNN's benchmark mode off, and the flag comes back when the last thread leaves."""
+    import threading
+
+    import torch
+
+    from openlfr.engine.torch_mmod import cudnn_tuning_off
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        inside, go = [], threading.Barrier(3)
+
+        def worker():
+            with cudnn_tuning_off():
+                go.wait()
+                inside.append(torch.backends.cudnn.benchmark)
+                go.wait()
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        go.wait()  # both inside
+        assert torch.backends.cudnn.benchmark is False
+        go.wait()
+        for t in threads:
+            t.join()
+        assert inside == [False, False] and torch.backends.cudnn.benchmark is True
+        det = TorchMmodDetector(upsample=0, device="cpu", cudnn_tuning=False)  # accepted; CPU runs as before
+        assert det.network.cudnn_tuning is False
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def test_bf16_detector_close(images, onnx_det):
     det = TorchMmodDetector(upsample=0, device="cpu", precision="bf16")
     for img in images:

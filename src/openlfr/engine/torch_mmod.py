@@ -22,6 +22,9 @@ pyramid, the window mapping and dlib's non-max suppression (``MmodDetector(netwo
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 try:
@@ -95,12 +98,36 @@ class MmodNet(torch.nn.Module):
         return x.float()
 
 
+_tuning_lock = threading.Lock()
+_tuning_off_users = 0
+_tuning_saved = True
+
+
+@contextmanager
+def cudnn_tuning_off():
+    """cuDNN's benchmark mode (tune kernels once per input shape) off while inside, for inputs
+    whose shapes keep changing; shared by threads: the flag comes back when the last one leaves."""
+    global _tuning_off_users, _tuning_saved
+    with _tuning_lock:
+        if _tuning_off_users == 0:
+            _tuning_saved = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = False
+        _tuning_off_users += 1
+    try:
+        yield
+    finally:
+        with _tuning_lock:
+            _tuning_off_users -= 1
+            if _tuning_off_users == 0:
+                torch.backends.cudnn.benchmark = _tuning_saved
+
+
 class TorchMmodNetwork:
     """Score maps on PyTorch: ``net(tensor (1, 3, H, W)) -> (h, w)`` numpy, the ``network=`` of
     ``MmodDetector``; ``run_batch`` for (N, 3, H, W) -> (N, h, w)."""
 
     def __init__(self, device: str | None = None, precision: str = "fp32", compile: bool | str = False,
-                 threads: int | None = None):
+                 threads: int | None = None, cudnn_tuning: bool = True):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -111,6 +138,7 @@ class TorchMmodNetwork:
         elif threads:
             torch.set_num_threads(threads)
         self.precision = precision
+        self.cudnn_tuning = cudnn_tuning  # False: cuDNN's heuristic kernels, no tuning per new input shape
         self.runtime = f"torch-{self.device.type}"
         net = MmodNet(pad_to=16 if precision != "fp32" or self.device.type == "cuda" else 1).eval()
         net = net.to(self.device, memory_format=torch.channels_last)
@@ -127,7 +155,10 @@ class TorchMmodNetwork:
         padded to a shared shape (its score map is then exact on its own part)."""
         x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor, F32))
         v = None if valid is None else torch.tensor(valid, dtype=torch.int64, device=self.device)
-        return self.net(x.to(self.device, non_blocking=True), v)[:, 0].cpu().numpy()
+        if self.cudnn_tuning or self.device.type != "cuda":
+            return self.net(x.to(self.device, non_blocking=True), v)[:, 0].cpu().numpy()
+        with cudnn_tuning_off():
+            return self.net(x.to(self.device, non_blocking=True), v)[:, 0].cpu().numpy()
 
     def __call__(self, tensor) -> np.ndarray:
         return self.run_batch(tensor)[0]
@@ -192,8 +223,8 @@ class TorchMmodDetector(MmodDetector):
 
     def __init__(self, upsample: int | None = 0, min_face: int | None = None, device: str | None = None,
                  precision: str = "fp32", compile: bool | str = False, pyramid: str = "auto", threads: int | None = None,
-                 shape_step: int | None = -1):
-        network = TorchMmodNetwork(device, precision, compile, threads)
+                 shape_step: int | None = -1, cudnn_tuning: bool = True):
+        network = TorchMmodNetwork(device, precision, compile, threads, cudnn_tuning)
         super().__init__(upsample=upsample, min_face=min_face, threads=threads, network=network)
         if pyramid == "auto":
             pyramid = "device" if network.device.type == "cuda" else "exact"
