@@ -366,3 +366,21 @@ def test_cli_evaluate_identify_small(shared_data, tmp_path, eval_cache):
     assert "multi-ref 2" in s2["variant"] and "ratio" in s2["variant"]
     # ... and give the single-image figures on the same probes, the fair comparison
     assert set(s2["same_probes_single_ref"]) >= {"rank1", "fnir_at_fpir_0.001", "thresholds"}
+
+
+@pytest.mark.shared
+def test_cnn_evaluation_descriptors_are_the_engines(shared_data, eval_cache):
+    """`evaluate --detector cnn --flip` measures the engine as users run it: the same descriptors as
+    `FaceEngine(detector="cnn", upsample=0, flip=True)` (i.e. `openlfr faces --detector cnn --upsample 0 --flip`)."""
+    from openlfr.engine.images import load_image
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.evaluate.embedding import EmbedOptions, embed_images
+
+    paths = sorted((shared_data / "lfw-dev" / "images").glob("Ab*/*.jpg"))[:6]
+    emb = embed_images(paths, EmbedOptions(detector="cnn", flip=True), progress=False)
+    assert emb.methods == ["cnn_upsample0"] * len(paths)
+    engine = FaceEngine(detector="cnn", upsample=0, flip=True)
+    for p, want in zip(emb.paths, emb.descriptors):
+        faces = engine.analyze(load_image(p))
+        got = min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - 124.5) ** 2 + ((f.box[1] + f.box[3]) / 2 - 124.5) ** 2)
+        assert np.abs(got.descriptor - want).max() < 1e-6
