@@ -72,11 +72,16 @@ class MmodNet(torch.nn.Module):
             self.relu.append(c.relu)
             c_in = c_out
 
+    @staticmethod
+    def _conv_out(conv: torch.nn.Conv2d, rows, cols):
+        """Output rows and columns of ``conv`` for inputs of ``rows`` x ``cols`` (ints or tensors)."""
+        (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+        return (rows + 2 * ph - kh) // sh + 1, (cols + 2 * pw - kw) // sw + 1
+
     def out_size(self, rows: int, cols: int) -> tuple[int, int]:
         """Score-map size of an input of ``rows`` x ``cols``."""
         for conv in self.convs:
-            (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-            rows, cols = (rows + 2 * ph - kh) // sh + 1, (cols + 2 * pw - kw) // sw + 1
+            rows, cols = self._conv_out(conv, rows, cols)
         return rows, cols
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,8 +95,7 @@ class MmodNet(torch.nn.Module):
             if relu:
                 x = F.relu(x)
             if valid is not None:
-                (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-                valid = torch.stack([(valid[:, 0] + 2 * ph - kh) // sh + 1, (valid[:, 1] + 2 * pw - kw) // sw + 1], 1)
+                valid = torch.stack(self._conv_out(conv, valid[:, 0], valid[:, 1]), 1)
                 rows = torch.arange(x.shape[2], device=x.device)[None, :] < valid[:, :1]  # (N, h)
                 cols = torch.arange(x.shape[3], device=x.device)[None, :] < valid[:, 1:]  # (N, w)
                 x = x * (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)
@@ -223,7 +227,7 @@ class TorchMmodDetector(MmodDetector):
 
     def __init__(self, upsample: int | None = 0, min_face: int | None = None, device: str | None = None,
                  precision: str = "fp32", compile: bool | str = False, pyramid: str = "auto", threads: int | None = None,
-                 shape_step: int | None = -1, cudnn_tuning: bool = True):
+                 shape_step: int | str | None = "auto", cudnn_tuning: bool = True):
         network = TorchMmodNetwork(device, precision, compile, threads, cudnn_tuning)
         super().__init__(upsample=upsample, min_face=min_face, threads=threads, network=network)
         if pyramid == "auto":
@@ -234,7 +238,9 @@ class TorchMmodDetector(MmodDetector):
         # The live scheduler scans windows of every size; cuDNN tunes its kernels once per input
         # shape, so on CUDA each canvas is padded (zeros, right and bottom) up to a multiple of
         # ``shape_step`` pixels: few shapes, tuned once, and windows of similar size batched.
-        self.shape_step = (SHAPE_STEP if network.device.type == "cuda" else None) if shape_step == -1 else shape_step
+        if shape_step == "auto":
+            shape_step = SHAPE_STEP if network.device.type == "cuda" else None
+        self.shape_step = shape_step
         self.device = network.device
         self.precision = precision
 
