@@ -53,8 +53,6 @@ POLICY_VERSION = 3
 METHODS = ("hog", "hog_upsample2", "cnn", "off_centre", "central_box", "cnn_upsample0")  # indices stored in caches
 # "cnn" is the MMOD detector at upsample 1 (the default chain's last resort), "cnn_upsample0" at 0.
 CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn", "hog")}
-DETECTORS = CHAINS["hog"]
-FALLBACKS = ("hog_upsample2", "cnn", "off_centre", "central_box")  # the default chain's
 
 
 def fallbacks_of(detector: str) -> tuple[str, ...]:
