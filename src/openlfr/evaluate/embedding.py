@@ -58,6 +58,8 @@ CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn"
 def fallbacks_of(detector: str) -> tuple[str, ...]:
     """The methods of ``detector``'s chain after its first, then ``off_centre`` and ``central_box``."""
     return CHAINS[detector][1:] + ("off_centre", "central_box")
+
+
 CENTRAL_BOX_250 = (70, 70, 180, 180)
 BATCH = 32  # images per descriptor batch
 
