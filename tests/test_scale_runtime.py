@@ -195,6 +195,9 @@ def test_graph_buckets_and_flags():
         TorchDescriptorModel("fp32", device="cpu", cuda_graphs=True)
     m = TorchDescriptorModel("fp32", device="cpu", batch_size=48)
     assert m.graph_sizes == (1, 2, 4, 8, 16, 32, 48) and not m.compiled
+    assert TorchDescriptorModel("fp32", device="cpu").graph_sizes == GRAPH_SIZES[:6]  # CPU default batch 32
+    big = TorchDescriptorModel("fp32", device="cpu", batch_size=4096).graph_sizes
+    assert big[-3:] == (1024, 2048, 4096) and graph_bucket(2048, big) == 2048  # a 2,048 batch is not padded to 4,096
 
 
 def test_batching_detector_many_threads(images, onnx_det):

@@ -82,8 +82,9 @@ class TorchDescriptorModel(DescriptorRuntime):
 
     ``compile``: ``torch.compile`` the network (True, or a mode: ``"max-autotune"``,
     ``"reduce-overhead"``...). ``cuda_graphs``: on CUDA, capture one CUDA graph per batch
-    size of ``GRAPH_SIZES`` (up to ``batch_size``) on first use and replay it, a batch padded
-    up to the next captured size: removes the per-kernel launch cost that dominates small
+    size (the powers of two below ``batch_size``, and ``batch_size``: ``GRAPH_SIZES`` for the
+    default 1,024) on first use and replay it, a batch padded up to the next captured size
+    (also without graphs on CUDA, so cuDNN sees few shapes): removes the per-kernel launch cost that dominates small
     batches (the network has ~60 kernels). Graph replays share static buffers: one call at a
     time (a lock; the live runner's shared embedder makes one anyway).
     """
@@ -121,7 +122,8 @@ class TorchDescriptorModel(DescriptorRuntime):
             net = torch.compile(net, **({"mode": compile} if isinstance(compile, str) else {}))
         self.net = net
         self.cuda_graphs = bool(cuda_graphs)
-        self.graph_sizes = tuple(s for s in GRAPH_SIZES if s < self.batch_size) + (self.batch_size,)
+        # powers of two below the batch size, then the batch size (GRAPH_SIZES for the default 1,024)
+        self.graph_sizes = tuple(2**k for k in range(self.batch_size.bit_length()) if 2**k < self.batch_size) + (self.batch_size,)
         self._graphs: dict[int, tuple] = {}
         self._graph_pool = None
         self._pinned: torch.Tensor | None = None
