@@ -456,6 +456,19 @@ def coarse_layout(
     return out, n_rows + slack, n_cols + slack
 
 
+def pyramid_layout(nr: int, nc: int, padding: int, outer_padding: int, first_level: int = 0):
+    """The pyramid of an ``nr`` x ``nc`` image and where its tiles go: ``(sizes, first_level,
+    rects, n_rows, n_cols)``, ``first_level`` clamped to the last level; levels from
+    ``first_level`` on are tiled (all of them by :func:`tiled_layout`, else :func:`coarse_layout`)."""
+    sizes = pyramid_sizes(nr, nc)
+    first_level = min(first_level, len(sizes) - 1)
+    if first_level == 0:
+        rects, n_rows, n_cols = tiled_layout(sizes, padding, outer_padding)
+    else:
+        rects, n_rows, n_cols = coarse_layout(sizes, first_level, padding, outer_padding)
+    return sizes, first_level, rects, n_rows, n_cols
+
+
 def tiled_pyramid(
     img: np.ndarray,
     mean: tuple[float, float, float],
@@ -470,12 +483,7 @@ def tiled_pyramid(
     levels ``first_level``.. are tiled (:func:`coarse_layout`). ``canvas``: a buffer from an
     earlier call with the same image size and first_level, to reuse (only tiles are written)."""
     nr, nc = img.shape[:2] if img.dtype == np.uint8 else img.shape[1:]
-    sizes = pyramid_sizes(nr, nc)
-    first_level = min(first_level, len(sizes) - 1)
-    if first_level == 0:
-        rects, n_rows, n_cols = tiled_layout(sizes, padding, outer_padding)
-    else:
-        rects, n_rows, n_cols = coarse_layout(sizes, first_level, padding, outer_padding)
+    sizes, first_level, rects, n_rows, n_cols = pyramid_layout(nr, nc, padding, outer_padding, first_level)
     if canvas is None or canvas.shape != (1, 3, n_rows, n_cols):
         canvas = np.zeros((1, 3, n_rows, n_cols), F32)
     if not rects:

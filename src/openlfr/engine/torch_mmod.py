@@ -39,12 +39,10 @@ from .mmod import (
     MmodDetector,
     TiledInput,
     _pad_channels,
-    coarse_layout,
     mmod_convs,
     mmod_network,
-    pyramid_sizes,
+    pyramid_layout,
     score_map_to_boxes,
-    tiled_layout,
     tiled_pyramid,
     upsampled,
 )
@@ -181,12 +179,7 @@ def device_tiled_pyramid(img: torch.Tensor, mean: tuple[float, float, float], pa
                          first_level: int = 0) -> TiledInput:
     """``mmod.tiled_pyramid`` on the device: ``img`` is (3, H, W) float32 pixel values."""
     nr, nc = img.shape[1:]
-    sizes = pyramid_sizes(nr, nc)
-    first_level = min(first_level, len(sizes) - 1)
-    if first_level == 0:
-        rects, n_rows, n_cols = tiled_layout(sizes, padding, outer_padding)
-    else:
-        rects, n_rows, n_cols = coarse_layout(sizes, first_level, padding, outer_padding)
+    sizes, first_level, rects, n_rows, n_cols = pyramid_layout(nr, nc, padding, outer_padding, first_level)
     canvas = torch.zeros((1, 3, n_rows, n_cols), dtype=torch.float32, device=img.device)
     if not rects:
         return TiledInput(canvas, [], [])
