@@ -60,7 +60,9 @@ class FaceEnroller:
             self._engine = FaceEngine()
         return self._engine
 
-    def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None) -> EnrolResult:
+    def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None,
+                 low_quality_reason: str = "") -> EnrolResult:
+        """``low_quality_reason``: accept images that fail only the size or sharpness check (audited)."""
         from ..watchlist.enrol import enrol_subjects
         from ..watchlist.model import Subject, WatchlistError
 
@@ -73,7 +75,8 @@ class FaceEnroller:
                 paths.append(str(p))
                 names[str(p)] = up.filename or p.name
             try:
-                wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref)
+                wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref,
+                                            accept_low_quality=bool(low_quality_reason.strip()))
             except WatchlistError:
                 from ..watchlist.enrol import EnrolmentReport, check_image
 
@@ -89,6 +92,8 @@ class FaceEnroller:
                 images.append(NewImage(
                     data=up.data, template=wl.templates[j], quality=float(wl.template_quality[j]),
                     source=source or up.filename or "upload", taken_at=taken_at,
+                    low_quality_band=wl.template_low_quality_band[j] if wl.template_low_quality_band else None,
+                    low_quality_reason=low_quality_reason.strip(),
                     media_type=up.media_type or mimetypes.guess_type(up.filename or "")[0] or "application/octet-stream"))
             return EnrolResult(images, _report(report, names))
 

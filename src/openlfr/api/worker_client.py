@@ -361,4 +361,6 @@ def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_d
         threshold=float(r["threshold"]), cameras=list(r["cameras"]),
         starts_at=datetime.fromisoformat(r["starts_at"]), ends_at=datetime.fromisoformat(r["ends_at"]),
         sink=RemoteAlertSink(client, int(r["deployment_id"]), buffer_dir),  # type: ignore[arg-type]
+        threshold_evidence=r.get("threshold_evidence"),
+        template_low_quality_band=list(r.get("template_low_quality_band") or []),
     )

@@ -23,6 +23,7 @@ class Norm(str, Enum):
     none = "none"
     z = "z"
     ratio = "ratio"
+    model = "model"
 
 
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each descriptor with the mirrored chip's.")]
@@ -165,7 +166,8 @@ def identify(
         typer.Option(
             help="Variant: score normalisation, no probe label used. z = Z-norm of each gallery template by its 100 "
             "nearest other templates (from the gallery alone); ratio = a probe's distance divided by its distance to "
-            "its second-nearest gallery identity."
+            "its second-nearest gallery identity; model = the product's scoring model (openlfr.scoring), with the "
+            "figures at its packaged thresholds for the gallery's size."
         ),
     ] = Norm.none,
     cache: CacheOpt = True,
@@ -208,6 +210,12 @@ def identify(
         typer.echo(
             f"FNIR at FPIR {t}: {s[f'fnir_at_fpir_{t}']:.4f} (threshold {thr:.4f} on the {s['score']}, "
             f"FPIR reached {s['fpir_reached'][t]:.4f})"
+        )
+    for t, r in (s.get("at_product_thresholds") or {}).items():
+        typer.echo(
+            f"at the scoring model's threshold for FPIR {t} ({s['gallery_identities']} subjects, band A, z {r['threshold']:+.3f}): "
+            f"FPIR {r['fpir']:.4f} (95% CI {r['fpir_ci95'][0]:.4f}-{r['fpir_ci95'][1]:.4f}), "
+            f"FNIR {r['fnir']:.4f} (95% CI {r['fnir_ci95'][0]:.4f}-{r['fnir_ci95'][1]:.4f})"
         )
     same = s.get("same_probes_single_ref")
     if same:

@@ -168,7 +168,8 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
                   f"({', '.join(run.cameras)}); name each source: --source CAMERA=SPEC")
         raise typer.Exit(2)
     cfg.sources = [f"{n}={spec}" for n, spec in named]
-    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run)}
+    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run),
+            "scoring_evidence": run.threshold_evidence, "reference_band": run.reference_bands()}
 
 
 def _execute(cfg, json_out: bool, **runner_args) -> dict:
@@ -218,8 +219,8 @@ def _print_summary(console: Console, s: dict) -> None:
     t = Table(title="summary", show_header=False)
     t.add_column()
     t.add_column()
-    for key in ("frames", "faces_seen", "alerts", "alert_updates", "suppressed", "dropped_frames", "fps", "elapsed_s"):
-        t.add_row(key.replace("_", " "), str(s[key]))
+    for key in ("frames", "faces_seen", "too_poor_to_search", "alerts", "alert_updates", "suppressed", "dropped_frames", "fps", "elapsed_s"):
+        t.add_row(key.replace("_", " "), str(s.get(key, "-")))
     if s["alerts_per_subject"]:
         t.add_row("alerts per subject", ", ".join(f"{k}: {v}" for k, v in s["alerts_per_subject"].items()))
     t.add_row("threshold", f"{s['threshold']:.3f}")

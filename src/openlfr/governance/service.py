@@ -73,6 +73,8 @@ class NewImage:
     source: str = ""
     taken_at: datetime | None = None
     media_type: str = "image/jpeg"
+    low_quality_band: str | None = None  # enrolled below the quality gate (override): its band
+    low_quality_reason: str = ""  # why (required with the band; audited)
 
 
 @dataclass
@@ -309,6 +311,8 @@ class Governance:
             raise GovernanceError(f"subject {ref}: no reference image with a template")
         vectors = []
         for im in images:
+            if im.low_quality_band is not None and not (im.low_quality_reason or "").strip():
+                raise GovernanceError(f"subject {ref}: a reference below the quality gate needs a reason")
             try:
                 vectors.append(repo.vector_bytes(im.template))
             except ValueError as e:
@@ -336,7 +340,13 @@ class Governance:
                                      sha256=hashlib.sha256(im.data).hexdigest(), data=im.data)
                 s.add(row)
                 s.flush()
-                s.add(Template(subject_id=subj.id, image_id=row.id, vector=vec, quality=float(im.quality), created_at=now))
+                s.add(Template(subject_id=subj.id, image_id=row.id, vector=vec, quality=float(im.quality), created_at=now,
+                               low_quality_band=im.low_quality_band))
+                if im.low_quality_band is not None:
+                    s.flush()
+                    self._audit(s, actor, "subject.low_quality_override", f"subject:{subj.id}", {
+                        "image_sha256": row.sha256, "band": im.low_quality_band, "quality": float(im.quality),
+                        "reason": im.low_quality_reason.strip()})
             s.flush()
             details = {"watchlist_id": w.id, "images_added": len(images)}
             if created:
@@ -428,13 +438,19 @@ class Governance:
         starts_at: datetime,
         ends_at: datetime,
         cameras: Sequence[str],
-        threshold: float,
+        threshold: float | None = None,
         watchlist: int | str,
         signage_confirmed: bool = False,
         notices_confirmed: bool = False,
         dpia_ref: str = "",
         authorising_officer: str | None = None,
+        threshold_reason: str = "",
+        target_fpir: float = 0.001,
     ) -> Deployment:
+        """Without ``threshold`` the calibrated scoring model for the watchlist's size and
+        ``target_fpir`` is stored; a manual threshold needs ``threshold_reason`` (``thresholds.py``)."""
+        from .thresholds import plan_evidence
+
         starts_at, ends_at = utc(starts_at), utc(ends_at)
         cams = [str(c) for c in cameras]
         if not name or not use_case or not location or not zone:
@@ -443,12 +459,13 @@ class Governance:
             raise GovernanceError("the end must be after the start")
         if not cams or len(set(cams)) != len(cams) or any(not c for c in cams):
             raise GovernanceError("a deployment needs one or more cameras, each named once")
-        if not (0.0 < float(threshold) < 2.0):
+        if threshold is not None and not (0.0 < float(threshold) < 2.0):
             raise GovernanceError("the threshold is a descriptor distance in (0, 2)")
         with self._tx(actor, "deployment.plan") as s:
             if ends_at <= self.now():
                 raise GovernanceError("the deployment would end in the past")
             w = self._watchlist(s, watchlist)
+            threshold, evidence = plan_evidence(repo.count(s, SubjectRow, SubjectRow.watchlist_id == w.id, SubjectRow.expires_at > self.now()), threshold, threshold_reason, target_fpir)
             officer_id = None
             if authorising_officer:
                 officer = self._user(s, authorising_officer)
@@ -458,7 +475,7 @@ class Governance:
             d = Deployment(
                 name=name, use_case=use_case, location=location, zone=zone, starts_at=starts_at, ends_at=ends_at,
                 cameras=json.dumps(cams), threshold=float(threshold), watchlist_id=w.id,
-                signage_confirmed=bool(signage_confirmed), notices_confirmed=bool(notices_confirmed), dpia_ref=dpia_ref or "",
+                threshold_evidence=json.dumps(evidence, sort_keys=True), signage_confirmed=bool(signage_confirmed), notices_confirmed=bool(notices_confirmed), dpia_ref=dpia_ref or "",
                 authorising_officer_id=officer_id, status="planned", planned_by_id=actor.user_id, planned_at=self.now(),
             )
             s.add(d)
@@ -468,6 +485,8 @@ class Governance:
                 "starts_at": _iso(starts_at), "ends_at": _iso(ends_at), "cameras": cams, "threshold": float(threshold),
                 "watchlist_id": w.id, "signage_confirmed": bool(signage_confirmed), "notices_confirmed": bool(notices_confirmed),
                 "dpia_ref": dpia_ref or "", "authorising_officer_id": officer_id,
+                "threshold_kind": evidence["kind"], "threshold_reason": evidence["reason"], "target_fpir": float(target_fpir),
+                "expected_fpir": evidence["expected_fpir"],
             })
             return d
 
@@ -531,7 +550,7 @@ class Governance:
         if s.execute(select(Snapshot).where(Snapshot.deployment_id == d.id)).first() is not None:
             raise GovernanceError(f"deployment {d.id} already had a snapshot")
         rows = s.execute(
-            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer)
+            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer, Template.low_quality_band)
             .join(Template, Template.subject_id == SubjectRow.id)
             .where(SubjectRow.watchlist_id == d.watchlist_id, SubjectRow.expires_at > now)
             .order_by(SubjectRow.id, Template.id)
@@ -548,8 +567,8 @@ class Governance:
                         n_subjects=len({r[0] for r in rows}), n_templates=len(rows), composition=json.dumps(composition))
         s.add(snap)
         s.flush()
-        s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec)
-                  for sid, nm, cat, vec, _ in rows)
+        s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec,
+                                   low_quality_band=band) for sid, nm, cat, vec, _, band in rows)
         s.flush()
         return snap
 
@@ -701,10 +720,10 @@ class Governance:
             if snap is None:
                 raise DeploymentNotActive(f"deployment {d.id} has no snapshot")
             rows = s.execute(select(SnapshotTemplate.subject_id, SnapshotTemplate.subject_name, SnapshotTemplate.subject_category,
-                                    SnapshotTemplate.vector).where(SnapshotTemplate.snapshot_id == snap.id)
+                                    SnapshotTemplate.vector, SnapshotTemplate.low_quality_band).where(SnapshotTemplate.snapshot_id == snap.id)
                              .order_by(SnapshotTemplate.subject_id, SnapshotTemplate.id)).all()
             subjects: dict[int, RunSubject] = {}
-            for sid, nm, cat, _ in rows:
+            for sid, nm, cat, *_ in rows:
                 subjects.setdefault(sid, RunSubject(sid, nm, cat))
             templates = np.stack([repo.vector_array(r[3]) for r in rows]) if rows else np.zeros((0, repo.DIM), np.float32)
             self._audit(s, actor, "deployment.run", f"deployment:{d.id}", {"snapshot_id": snap.id, "templates": len(rows)})
@@ -713,6 +732,8 @@ class Governance:
                 template_subject_ids=np.array([r[0] for r in rows], np.int64), subjects=list(subjects.values()),
                 threshold=d.threshold, cameras=repo.cameras_of(d), starts_at=d.starts_at, ends_at=d.ends_at,
                 sink=AlertStore(self, actor),
+                threshold_evidence=json.loads(d.threshold_evidence) if d.threshold_evidence else None,
+                template_low_quality_band=[r[4] for r in rows],
             )
 
     def is_running(self, deployment_id: int) -> bool:

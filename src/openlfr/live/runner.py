@@ -89,6 +89,7 @@ class CameraStats:
     merged: int = 0
     faces_seen: int = 0
     alerts: int = 0
+    too_poor: int = 0  # faces seen whose every shot was below the lowest quality band: not searched
     reconnects: int = 0
     busy_s: float = 0.0  # worker time spent on frames (wall clock)
     cpu_s: float = 0.0  # worker CPU time spent on frames (its thread only)
@@ -156,13 +157,17 @@ class CameraWorker(threading.Thread):
                 continue  # cannot beat the kept shots, or too soon after the last one: not even aligned
             face = self.r.aligner.align(rgb, det)
             self.stats.aligned += 1
+            band = self.r.band_of(face)
+            if band is None:  # below the lowest quality band: not searched, counted when the track ends
+                tr.state["too_poor"] = True
+                continue
             if shots.wants(face.quality.score, frame.index):
-                cands.append((tr, face))
+                cands.append((tr, face, band))
         if not cands:
             return
-        for tr, _ in cands:
+        for tr, *_ in cands:
             tr.state["shots"].reserve(frame.index)
-        fut = self.r.embedder.submit(np.stack([f.chip for _, f in cands]))
+        fut = self.r.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
         self._pending.append((fut, cands, frame.index, frame.time))
 
     def _collect(self, wait: bool = True) -> None:
@@ -172,7 +177,7 @@ class CameraWorker(threading.Thread):
         for fut, cands, index, t in pending:
             desc = fut.result(timeout=120)
             last = (index, t)
-            for (tr, face), dvec in zip(cands, desc):
+            for (tr, face, band), dvec in zip(cands, desc):
                 shots = tr.state.get("shots")
                 if shots is None:  # the track ended meanwhile
                     continue
@@ -180,6 +185,7 @@ class CameraWorker(threading.Thread):
                 first = not shots.shots
                 self.stats.embedded += 1
                 if shots.add(shot):
+                    tr.state["band"] = min(tr.state.get("band", band), band)
                     if first and self._reidentify(tr):
                         continue
                     if tr not in changed:
@@ -219,8 +225,12 @@ class CameraWorker(threading.Thread):
         q = np.stack([tr.state["shots"].template for tr in tracks])
         k = min(3, self.r.n_subjects)
         dist, lab = top_subjects(self.r.index, q, k)
+        sc = self.r.scoring
         for tr, drow, lrow in zip(tracks, dist, lab):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
+            if sc is not None:
+                band = tr.state.get("band", len(sc.z) - 1)
+                matches = [(l, d, sc.threshold(l, band)) for l, d in matches]
             tr.state["nearest"] = matches[0][1] if matches else None
             best = tr.state["shots"].best
             events = self.r.policy.consider(
@@ -236,6 +246,8 @@ class CameraWorker(threading.Thread):
     def _end_tracks(self, ended: list[Track]) -> None:
         for tr in ended:
             shots = tr.state.get("shots")
+            if tr.state.get("too_poor") and (shots is None or not shots.shots) and tr.confirmed:
+                self.stats.too_poor += 1
             if shots is not None:
                 shots.clear()
             self.r.policy.track_ended(self.source.name, tr.id)
@@ -285,8 +297,12 @@ class LiveRunner:
     """Build with a RunConfig, ``prepare()`` (raises RunError on bad input), then ``run()``."""
 
     def __init__(self, cfg: RunConfig, on_event: Callable[[dict], None] | None = None, engine=None,
-                 watchlist=None, enrol_engine=None, sink=None, threshold: float | None = None):
+                 watchlist=None, enrol_engine=None, sink=None, threshold: float | None = None,
+                 scoring_evidence: dict | None = None, reference_band=None):
         self.cfg = cfg
+        self.scoring_evidence = scoring_evidence  # a deployment planned with the calibrated scoring model
+        self.reference_band = reference_band  # (subjects,) worst band of each subject's references (overrides)
+        self.scoring = None  # WatchlistScoring when the scoring model decides
         self.sink = sink  # AlertSink (live/sink.py): alerts persisted before anyone is notified
         self.fixed_threshold = threshold  # a deployment's own threshold
         self.on_event = on_event or (lambda e: None)
@@ -361,13 +377,39 @@ class LiveRunner:
         self.n_subjects = len(self.watchlist)
         self.index = make_index("exact")
         self.index.add(self.watchlist.templates, self.watchlist.template_subject)
-        if self.fixed_threshold is not None:
+        from ..scoring import load_scoring_model
+
+        self.scoring_model = load_scoring_model()
+        ev = self.scoring_evidence
+        if ev is not None and ev.get("kind") == "openlfr scoring model":
+            self._use_scoring(float(ev["target_fpir"]), "the deployment's authorised scoring model: ")
+        elif self.fixed_threshold is not None:
             self.threshold = ThresholdInfo(float(self.fixed_threshold), f"{self.fixed_threshold:.3f}: the deployment's authorised threshold",
                                            c.alerts.target_fpir, None, True)
+        elif c.alerts.threshold is None:
+            self._use_scoring(c.alerts.target_fpir, "")
         else:
             self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
         self.policy = AlertPolicy(self.threshold.threshold, c.alerts.cooldown_s, c.alerts.min_improvement,
                                   self.watchlist.subjects)
+
+    def _use_scoring(self, target: float, prefix: str) -> None:
+        """Cohort statistics of the watchlist and a distance threshold per subject and band."""
+        from ..scoring import ScoringError
+
+        m = self.scoring_model
+        try:
+            self.scoring = m.for_watchlist(self.watchlist.templates, self.watchlist.template_subject, target,
+                                           self.reference_band)
+        except ScoringError as e:
+            self.close_sources()
+            raise RunError(f"scoring: {e}") from None
+        ev = m.evidence(self.n_subjects, target)
+        self.threshold = ThresholdInfo(float(ev["threshold"]), prefix + ev["reason"], target, target, False)
+
+    def band_of(self, face) -> int | None:
+        """The face's quality band (None: too poor to search)."""
+        return self.scoring_model.band_of_face(face)
 
     def _warm_up(self) -> None:
         """First calls are slow (onnxruntime plans its memory, dlib builds its detector): make
@@ -517,6 +559,7 @@ class LiveRunner:
             "frames": frames,
             "faces_seen": sum(s.faces_seen for s in self.stats),
             "alerts": len(self.policy.alerts),
+            "too_poor_to_search": sum(s.too_poor for s in self.stats),
             "dropped_frames": sum(s.dropped for s in self.stats),
             "fps": round(frames / elapsed, 2),
             "alert_updates": self.policy.updates,

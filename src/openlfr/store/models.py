@@ -119,6 +119,8 @@ class Template(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32, little endian
     quality: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Quality band of a reference enrolled below the quality gate (audited override); NULL: it passed. Migration 0006.
+    low_quality_band: Mapped[str | None] = mapped_column(String(8))
 
 
 # -- deployments ------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ class SnapshotTemplate(Base):
     subject_name: Mapped[str] = mapped_column(String(200))
     subject_category: Mapped[str] = mapped_column(String(60))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    low_quality_band: Mapped[str | None] = mapped_column(String(8))  # copied from the template (migration 0006)
 
 
 class VolunteerPass(Base):

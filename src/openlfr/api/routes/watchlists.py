@@ -50,7 +50,7 @@ def _parse_when(value: str | None, field: str):
 
 
 def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, category: str, reason: str,
-          expires_at: str, source: str, taken_at: str | None, uploads: list[Upload]) -> dict:
+          expires_at: str, source: str, taken_at: str | None, uploads: list[Upload], low_quality_reason: str = "") -> dict:
     """Shared by the API and the console: checks, quality report, governance enrolment."""
     c = ctx(request)
     exp = _parse_when(expires_at, "expires_at")
@@ -64,7 +64,7 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     enroller = c.enroller
     if enroller is None:
         enroller = c.enroller = FaceEnroller()
-    result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+    result = enroller(ref, name, category, uploads, source=source, taken_at=taken, low_quality_reason=low_quality_reason)
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
     return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
             "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
@@ -96,11 +96,14 @@ async def enrol_subject(
     p: Annotated[Principal, Depends(permit("watchlist.enrol"))],
     source: Annotated[clean_text(500), Form()] = "",
     taken_at: Annotated[Optional[clean_text(40)], Form()] = None,
+    low_quality_reason: Annotated[clean_text(2000), Form(description="Accept images that fail only the size or sharpness "
+                                                         "check, for this reason (audited; matches held to the stricter band)")] = "",
 ) -> dict:
     from starlette.concurrency import run_in_threadpool
 
     uploads = await read_uploads(images)
-    return await run_in_threadpool(enrol, request, p, watchlist, ref, name, category.value, reason, expires_at, source, taken_at, uploads)
+    return await run_in_threadpool(enrol, request, p, watchlist, ref, name, category.value, reason, expires_at, source, taken_at, uploads,
+                                   low_quality_reason)
 
 
 @router.post("/subjects/{subject_id}/expire", responses=ERR, summary="Bring a subject's expiry forward (watchlist.expire)")

@@ -54,6 +54,8 @@ def run(request: Request, p: Principal = Depends(worker)) -> dict:
         "subjects": [{"id": s.id, "name": s.name, "category": s.category} for s in r.subjects],
         "template_subject_ids": [int(i) for i in r.template_subject_ids],
         "templates": base64.b64encode(r.watchlist_templates.astype("<f4").tobytes()).decode("ascii"),
+        "threshold_evidence": r.threshold_evidence,
+        "template_low_quality_band": list(r.template_low_quality_band),
     }
 
 

@@ -1,0 +1,168 @@
+"""The scoring model: quality bands on synthetic degradations, calibration on held-apart LFW
+identities, per-subject thresholds, and how deployments take it (calibrated by default, manual
+only with a reason)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openlfr.scoring import ScoringError, load_scoring_model
+from openlfr.scoring.degrade import Degradation, degrade
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_scoring_model()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from openlfr.engine.pipeline import FaceEngine
+
+    return FaceEngine(detector="hog", upsample=1)
+
+
+def test_bands_fall_with_synthetic_degradation(model, engine, astronaut):
+    """A real face shrunk to 64/48/32/24 px (JPEG 50, no blur) and back lands in ever worse bands;
+    at 12 px it is too poor to search; the clean photo is in the best band."""
+    from openlfr.engine.chips import face_chip
+    from openlfr.engine.quality import assess
+
+    faces = engine.align(astronaut, engine.detect(astronaut))
+    f = max(faces, key=lambda f: f.box[2] - f.box[0])  # the astronaut (the second is a patch on her suit)
+    width = f.box[2] - f.box[0]
+    assert model.band_of_face(f) == 0
+    bands = []
+    for px in (64, 48, 32, 24, 12):
+        img = degrade(astronaut, width, Degradation(px, 50, 0.0))
+        chip = face_chip(img, np.floor(f.landmarks + 0.5))
+        q = assess(chip, f.landmarks, f.score)
+        bands.append(model.band_of(px, q.sharpness, q.yaw))
+    assert bands[-1] is None, bands
+    known = [b for b in bands[:-1] if b is not None]
+    assert known == sorted(known) and bands[0] is not None and bands[0] >= 1, bands
+    # blur on top of the size only ever makes it worse
+    blurred = degrade(astronaut, width, Degradation(64, 50, 2.0))
+    qb = assess(face_chip(blurred, np.floor(f.landmarks + 0.5)), f.landmarks, f.score)
+    b = model.band_of(64, qb.sharpness, qb.yaw)
+    assert b is None or b >= bands[0]
+
+
+def test_degrade_rejects_bad_input():
+    with pytest.raises(ValueError):
+        degrade(np.zeros((10, 10), np.uint8), 5, Degradation(4, 50, 0))
+    with pytest.raises(ValueError):
+        degrade(np.zeros((10, 10, 3), np.uint8), 0, Degradation(4, 50, 0))
+
+
+def test_thresholds_per_subject_band_and_size(model):
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(60, 128)).astype(np.float32) * 0.05
+    ws = model.for_watchlist(t, np.arange(60), 0.001)
+    # worse bands are never more lenient; each subject has its own distance threshold
+    for s in range(5):
+        th = [ws.threshold(s, b) for b in range(len(model.bands))]
+        assert th == sorted(th, reverse=True)
+    assert len({round(ws.threshold(s, 0), 6) for s in range(60)}) > 1
+    # a stricter (worse) reference band holds the subject's matches to it, whatever the probe
+    ref = np.zeros(60, np.int64)
+    ref[3] = len(model.bands) - 1
+    strict = model.for_watchlist(t, np.arange(60), 0.001, reference_band=ref)
+    assert strict.threshold(3, 0) == pytest.approx(ws.threshold(3, len(model.bands) - 1))
+    assert strict.threshold(4, 0) == pytest.approx(ws.threshold(4, 0))
+    # a larger target, a more lenient threshold; out of the calibrated range: refused
+    assert model.z_threshold(0, 100, 0.01) > model.z_threshold(0, 100, 0.001)
+    with pytest.raises(ScoringError):
+        model.z_threshold(0, 100, 0.5)
+
+
+def test_calibration_reproduces_target_on_held_apart_identities(shared_data):
+    """Calibrate band-free (clean probes) on half of a slice of lfw-dev's identities and measure
+    FPIR on galleries and strangers drawn from the other half: the target lies in the interval."""
+    from openlfr.evaluate.embedding import EmbedOptions, embed_images
+    from openlfr.evaluate.identify import scan_identities
+    from openlfr.scoring.calibration import CalibrationData, ProbeSet, held_apart_interval, prior_from, simulate
+
+    found = scan_identities(shared_data / "lfw-dev" / "images")
+    names = [n for n in found if n[0] in "ABCDE"]
+    paths = [p for n in names for p in found[n]]
+    plain = embed_images(paths, EmbedOptions(), progress=False)
+    firsts = [found[n][0] for n in names]
+    flip = embed_images(firsts, EmbedOptions(flip=True), progress=False)
+    at, fat = plain.index(), flip.index()
+    names = [n for n, p in zip(names, firsts) if p in fat]
+    idx = {n: i for i, n in enumerate(names)}
+    rows = [(idx[n], p, p == found[n][0]) for n in names for p in found[n] if p in at]
+    ident = np.array([r[0] for r in rows])
+    desc = plain.descriptors[[at[r[1]] for r in rows]]
+    is_ref = np.array([r[2] for r in rows])
+    refs = flip.descriptors[[fat[found[n][0]] for n in names]]
+
+    def half(mask):
+        keep_ids = np.flatnonzero(mask)
+        remap = -np.ones(len(mask), np.int64)
+        remap[keep_ids] = np.arange(len(keep_ids))
+        k = mask[ident]
+        return CalibrationData(refs[keep_ids], {"clean": ProbeSet(desc[k], remap[ident[k]], is_ref[k])})
+
+    even = np.arange(len(names)) % 2 == 0
+    cal, test = half(even), half(~even)
+    prior = prior_from(cal)
+    target, n = 0.01, 20
+    a = simulate(cal, "clean", n, target, prior, seed=1, keep_best=True)
+    b = simulate(test, "clean", n, target, prior, seed=2, keep_best=True)
+    assert a["fpir"] <= target and a["trials"] * target >= 100
+    held = held_apart_interval(a["raw"], b["raw"], target)
+    lo, hi = held["interval"]
+    assert lo <= target <= hi, held
+    assert hi / lo < 10, held  # an interval that still says something (strangers and subjects resampled)
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+@pytest.fixture()
+def world(tmp_path):
+    from openlfr.governance.testing import make_world
+
+    return make_world(f"sqlite:///{tmp_path / 'g.db'}", subjects=3)
+
+
+def audit_of(world, action: str) -> list[dict]:
+    import io
+    import json
+
+    buf = io.StringIO()
+    world.gov.export_audit(world["auditor"], buf)
+    return [r for r in map(json.loads, buf.getvalue().splitlines()) if r.get("action") == action]
+
+
+def test_deployment_planned_without_threshold_stores_calibrated_model(world, model):
+    d = world.plan(threshold=None, threshold_reason="")
+    dep = world.gov.get_deployment(world["auditor"], d)
+    ev = dep["threshold_evidence"]
+    assert ev["kind"] == "openlfr scoring model" and ev["watchlist_size"] == 3 and ev["target_fpir"] == 0.001
+    assert ev["model_version"] == model.version and ev["z_thresholds"] == {
+        b.name: round(model.z_threshold(i, 3, 0.001), 4) for i, b in enumerate(model.bands)}
+    assert "Z-normed" in ev["reason"] and dep["threshold"] == ev["threshold"]
+    # the audit keeps why
+    assert audit_of(world, "deployment.create")[-1]["details"]["threshold_kind"] == "openlfr scoring model"
+    # another target is honoured
+    d2 = world.plan(threshold=None, threshold_reason="", target_fpir=0.01)
+    assert world.gov.get_deployment(world["auditor"], d2)["threshold_evidence"]["target_fpir"] == 0.01
+
+
+def test_manual_threshold_needs_a_reason_and_shows_its_rate(world):
+    from openlfr.governance.errors import GovernanceError
+    from openlfr.governance.thresholds import expected_line
+
+    with pytest.raises(GovernanceError, match="reason"):
+        world.plan(threshold=0.6, threshold_reason="")
+    with pytest.raises(GovernanceError, match="reason"):
+        world.plan(threshold=0.6, threshold_reason="   ")
+    d = world.plan(threshold=0.6, threshold_reason="operational trial at dlib's published distance")
+    ev = world.gov.get_deployment(world["auditor"], d)["threshold_evidence"]
+    assert ev["kind"] == "manual threshold" and ev["expected_fpir"] > ev["target_fpir"]
+    line = expected_line(ev)
+    assert "ABOVE THE TARGET" in line and "0.100%" in line
