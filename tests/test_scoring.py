@@ -166,3 +166,48 @@ def test_manual_threshold_needs_a_reason_and_shows_its_rate(world):
     assert ev["kind"] == "manual threshold" and ev["expected_fpir"] > ev["target_fpir"]
     line = expected_line(ev)
     assert "ABOVE THE TARGET" in line and "0.100%" in line
+
+
+def test_low_quality_override_is_audited_and_stricter(world, engine, astronaut, tmp_path, model):
+    """A soft reference fails the gate; with the override it is enrolled with its band, the audit
+    keeps the reason, the snapshot carries the band and the subject's matches are held to it."""
+    import cv2
+
+    from openlfr.governance.errors import GovernanceError
+    from openlfr.governance.service import NewImage
+    from openlfr.watchlist.enrol import enrol_subjects
+    from openlfr.watchlist.model import Subject, WatchlistError
+
+    soft = cv2.GaussianBlur(astronaut, (0, 0), 3.0)  # out of focus: found, but sharpness ~0.06 < 0.1
+    path = tmp_path / "cctv_still.png"
+    cv2.imwrite(str(path), soft[:, :, ::-1])
+    subj = [Subject("CC1", "Soft Still", "wanted_by_courts", [str(path)])]
+    with pytest.raises(WatchlistError):
+        enrol_subjects(subj, engine)
+    wl, rep = enrol_subjects(subj, engine, accept_low_quality=True)
+    band = wl.template_low_quality_band[0]
+    assert band in model.band_names()[1:] and "below the quality gate" in rep.accepted[0].note
+    im = NewImage(data=path.read_bytes(), template=wl.templates[0], quality=float(wl.template_quality[0]), source="CCTV",
+                  media_type="image/png", low_quality_band=band)
+    g, wm = world.gov, world["watchlist_manager"]
+    expires = world.clock.now() + __import__("datetime").timedelta(days=30)
+    with pytest.raises(GovernanceError, match="reason"):
+        g.enrol_subject(wm, world.watchlist, "CC1", "Soft Still", "wanted_by_courts", "warrant", expires, [im])
+    im.low_quality_reason = "the only image is a CCTV still"
+    s = g.enrol_subject(wm, world.watchlist, "CC1", "Soft Still", "wanted_by_courts", "warrant", expires, [im])
+    entry = audit_of(world, "subject.low_quality_override")[-1]
+    assert entry["target"] == f"subject:{s.id}" and entry["details"]["band"] == band
+    assert entry["details"]["reason"] == "the only image is a CCTV still"
+    # the snapshot keeps the band; the run holds that subject (only) to it
+    dep = world.active_deployment(threshold=None, threshold_reason="")
+    run = g.open_run(world["operator"], dep)
+    bands = run.reference_bands()
+    wl_run = run.watchlist()
+    i = [x.id for x in wl_run.subjects].index(str(s.id))
+    assert bands[i] == model.band_names().index(band) and bands.sum() == bands[i]
+    ws = model.for_watchlist(wl_run.templates, wl_run.template_subject, 0.001, reference_band=bands)
+    plain = model.for_watchlist(wl_run.templates, wl_run.template_subject, 0.001)
+    assert ws.threshold(i, 0) == pytest.approx(plain.threshold(i, int(bands[i])))
+    assert ws.threshold(i, 0) <= plain.threshold(i, 0)
+    other = (i + 1) % len(wl_run.subjects)
+    assert ws.threshold(other, 0) == pytest.approx(plain.threshold(other, 0))

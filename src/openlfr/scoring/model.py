@@ -102,7 +102,11 @@ class ScoringModel:
                                f"{self.targets[-1]:g}; {target:g} is outside that range")
 
     def z_threshold(self, band: int, n: int, target: float) -> float:
-        """The Z-score threshold of ``band`` for an ``n``-subject watchlist at ``target`` FPIR."""
+        """The Z-score threshold of ``band`` for an ``n``-subject watchlist at ``target`` FPIR; never
+        more lenient than a better band's (a worse face is never given more room)."""
+        return min(self._z_band(b, n, target) for b in range(band + 1))
+
+    def _z_band(self, band: int, n: int, target: float) -> float:
         self.check_target(target)
         if n < 1:
             raise ScoringError("the watchlist must hold at least one subject")

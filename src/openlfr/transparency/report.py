@@ -215,8 +215,17 @@ def collect(gov, actor, deployment_id: int) -> Report:
         from ..governance.thresholds import expected_line
 
         exp_fpir = ev.get("expected_fpir")
-        thr["how"] = f"{ev.get('reason')}. {expected_line(ev)}."
-        thr["expected_line"] = expected_line(ev)
+        if ev["kind"] == "manual threshold":
+            from ..watchlist.threshold import fpir as table_fpir
+
+            n_for = max(n_subj, 1) if n_subj else int(ev.get("watchlist_size") or 1)
+            exp_fpir = float(table_fpir(d["threshold"], n_for))
+            thr["how"] = (f"set by hand when the deployment was planned, because: {ev.get('reason')}. By the packaged LFW "
+                          f"impostor table a face that is not on a {n_for}-subject watchlist alerts at this threshold with "
+                          f"probability {pct(exp_fpir, 3)} ({one_in(exp_fpir)}), against a target of {pct(float(ev['target_fpir']), 3)}")
+        else:
+            thr["how"] = f"{ev.get('reason')}. {expected_line(ev)}."
+        thr["expected_line"] = expected_line({**ev, "expected_fpir": exp_fpir})
         basis = "the scoring model's calibration" if ev["kind"] == "openlfr scoring model" else "the packaged LFW impostor table"
         if ev["kind"] == "openlfr scoring model":
             thr["bands"] = ev.get("bands")
