@@ -211,3 +211,20 @@ def test_low_quality_override_is_audited_and_stricter(world, engine, astronaut, 
     assert ws.threshold(i, 0) <= plain.threshold(i, 0)
     other = (i + 1) % len(wl_run.subjects)
     assert ws.threshold(other, 0) == pytest.approx(plain.threshold(other, 0))
+
+
+def test_evaluate_identify_scores_with_the_model(model):
+    """``evaluate identify --norm model`` scores as a live run does, and reports the figures at the
+    packaged thresholds for the gallery's size."""
+    from openlfr.evaluate.identify import product_points, score_matrix
+    from openlfr.evaluate.metrics import pairwise_distances
+
+    rng = np.random.default_rng(1)
+    gallery = rng.normal(size=(30, 128)).astype(np.float32) * 0.05
+    probes = gallery[:5] + rng.normal(size=(5, 128)).astype(np.float32) * 0.01
+    s = score_matrix(probes, gallery, "model")
+    ws = model.for_watchlist(gallery, np.arange(30), 0.001)
+    d = pairwise_distances(probes, gallery)
+    assert np.allclose(s, (d - ws.mean[None]) / ws.std[None])
+    pts = product_points(s.min(1), np.ones(5, bool), np.full(3, 10.0), 30)
+    assert pts["0.001"]["threshold"] == round(model.z_threshold(0, 30, 0.001), 4) and pts["0.001"]["fpir"] == 0.0

@@ -167,7 +167,7 @@ class ScoringModel:
         z = ", ".join(f"{b.name} {self.z_threshold(i, n, target):+.2f}" for i, b in enumerate(self.bands))
         return (f"scoring model {self.version}: Z-normed distance against each subject's {self.k} nearest other "
                 f"subjects, threshold per probe quality band calibrated on degraded LFW dev probes so that a face "
-                f"that is not on a {n}-subject watchlist alerts with probability <= {target:g} in every band "
+                f"that is not on a {n}-subject watchlist alerts with probability <= {target * 100:.3g}% in every band "
                 f"(Z thresholds {z}); faces below band {self.bands[-1].name} are not searched")
 
     def evidence(self, n: int, target: float) -> dict:
