@@ -9,6 +9,7 @@ import pytest
 
 from openlfr.scoring import ScoringError, load_scoring_model
 from openlfr.scoring.degrade import Degradation, degrade
+from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +124,10 @@ def test_calibration_reproduces_target_on_held_apart_identities(shared_data):
 
 
 @pytest.fixture()
-def world(tmp_path):
+def world(db_url, fast_passwords):  # noqa: F811  (SQLite, and PostgreSQL when OPENLFR_TEST_PG is set)
     from openlfr.governance.testing import make_world
 
-    return make_world(f"sqlite:///{tmp_path / 'g.db'}", subjects=3)
+    return make_world(db_url, subjects=3)
 
 
 def audit_of(world, action: str) -> list[dict]:
