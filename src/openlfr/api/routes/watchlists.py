@@ -64,7 +64,8 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     enroller = c.enroller
     if enroller is None:
         enroller = c.enroller = FaceEnroller()
-    result = enroller(ref, name, category, uploads, source=source, taken_at=taken, low_quality_reason=low_quality_reason)
+    override = {"low_quality_reason": low_quality_reason} if (low_quality_reason or "").strip() else {}
+    result = enroller(ref, name, category, uploads, source=source, taken_at=taken, **override)
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
     return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
             "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
