@@ -40,6 +40,14 @@ MIN_SHARPNESS = 0.1  # Quality.sharpness = v / (v + 100) of the chip: Laplacian 
 CSV_REQUIRED = ("subject_id", "image")
 
 
+class NoAcceptedImage(WatchlistError):
+    """No candidate image passed the checks; ``report`` says why each was rejected (no re-check needed)."""
+
+    def __init__(self, message: str, report: "EnrolmentReport"):
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass
 class AcceptedImage:
     path: str
@@ -205,7 +213,7 @@ def enrol_subjects(
         else:
             report.excluded_subjects.append(s.id)
     if not kept:
-        raise WatchlistError(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}")
+        raise NoAcceptedImage(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}", report)
     templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
     wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image)
     return wl, report

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from ...engine.images import RequestTooLarge
 from .. import queries
 from ..deps import ApiError, ctx, permit
 from ..enrol import FaceEnroller, Upload
@@ -64,7 +65,10 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     enroller = c.enroller
     if enroller is None:
         enroller = c.enroller = FaceEnroller()
-    result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+    try:
+        result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+    except RequestTooLarge as e:
+        raise ApiError(413, "too_large", f"images: {e}") from None
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
     return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
             "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
