@@ -21,11 +21,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
 from ..governance.service import Governance
 from ..store.db import StoreError
-from .deps import ApiError, Context, Notifier
+from .deps import ApiError, Context, Notifier, resolve
+from .guard import BodyLimits, Guard
 from .security import LoginLimiter, Tokens
 
 log = logging.getLogger(__name__)
-MAX_BODY = 64 * 1024 * 1024
+
+
+class _App(FastAPI):
+    """FastAPI with ``Guard`` outside its whole stack (error responses included): body limits,
+    authentication before uploads, security headers on every response."""
+
+    def build_middleware_stack(self):
+        return Guard(super().build_middleware_stack(), self.state.body_limits, self._principal_of)
+
+    def _principal_of(self, scope):
+        try:
+            return resolve(Request({**scope, "app": self}))
+        except ApiError:
+            return None
 
 TAGS = [
     {"name": "auth", "description": "Bearer tokens (from a user name and password), worker tokens, revocation, who am I"},
@@ -126,11 +140,12 @@ def _install_errors(app: FastAPI) -> None:
 
 def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | None = None, gov: Governance | None = None,
                login_limiter: LoginLimiter | None = None, secure_cookies: bool | None = None,
-               stream_poll_s: float = 1.0) -> FastAPI:
+               stream_poll_s: float = 1.0, body_limits: BodyLimits | None = None) -> FastAPI:
     """The API and console on ``db_url`` (resolved like every command: --db, $OPENLFR_DB, data dir).
 
     ``clock``: governance's clock (a ``TestClock`` in tests). ``enroller``: turns uploaded reference
     images into templates with a quality report (default: the face engine, loaded on first use).
+    ``body_limits``: request body sizes per route class (default: ``BodyLimits.from_env()``).
     """
     gov = gov or Governance(db_url, clock)
     context = Context(gov=gov, tokens=Tokens(gov), limiter=login_limiter or LoginLimiter(), notifier=Notifier(),
@@ -156,7 +171,7 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
         finally:
             task.cancel()
 
-    app = FastAPI(
+    app = _App(
         title="openlfr",
         version=_version(),
         description="Accountable live facial recognition: the operator console's API. Authenticate with "
@@ -167,23 +182,7 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
         lifespan=lifespan,
     )
     app.state.ctx = context
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return _error(400, "bad_request", "Content-Length is not a number")
-            if int(length) > MAX_BODY:
-                return _error(413, "too_large", f"the request body is larger than {MAX_BODY // (1024 * 1024)} MiB")
-        response = await call_next(request)
-        h = response.headers
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "same-origin")
-        h.setdefault("X-Frame-Options", "DENY")
-        if request.url.path.startswith("/api"):
-            h.setdefault("Cache-Control", "no-store")
-        return response
+    app.state.body_limits = body_limits or BodyLimits.from_env()
 
     from .routes import alerts, audit, auth, deployments, stream, users, watchlists, worker
 
