@@ -236,3 +236,36 @@ def test_declared_lengths_are_checked_per_route_class(small_server):
         assert r.status_code == 401  # small bodies go through
         r = c.get("/api/auth/me", headers=auth)
         assert r.status_code == 200
+
+
+# -- the API document ---------------------------------------------------------------------------
+
+
+def test_openapi_describes_422_as_sent(tmp_path, fast_passwords):  # noqa: F811
+    """Every 422 in /openapi.json is ``ValidationErrorOut`` (``detail`` a string), and real 422s validate against it."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    with backend_url("sqlite", tmp_path) as url:
+        w = make_world(url)
+        app = create_app(url, w.clock, enroller=fake_enroller)
+        token = role_tokens(w)["administrator"]
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+            spec = c.get("/openapi.json").json()
+            comps = spec["components"]["schemas"]
+            assert "HTTPValidationError" not in comps
+            assert comps["ValidationErrorOut"]["properties"]["detail"]["type"] == "string"
+            refs = {op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+                    for ops in spec["paths"].values() for op in ops.values() if "422" in op.get("responses", {})}
+            assert refs == {"#/components/schemas/ValidationErrorOut"}
+            validator = jsonschema_rs.validator_for({"$ref": "#/components/schemas/ValidationErrorOut", "components": spec["components"]})
+            auth = {"Authorization": f"Bearer {token}"}
+            for method, path, kw in [
+                ("POST", "/api/auth/token", {"json": {"username": 1}}),
+                ("POST", "/api/users", {"json": {"name": "", "roles": ["nobody"]}, "headers": auth}),
+                ("GET", "/api/audit?limit=0", {"headers": auth}),
+                ("PUT", "/api/settings/retention", {"json": {"days": "many"}, "headers": auth}),
+            ]:
+                r = c.request(method, path, **kw)
+                assert r.status_code == 422, (path, r.text)
+                body = r.json()
+                assert isinstance(body["detail"], str) and body["error"] == "validation"
+                validator.validate(body)

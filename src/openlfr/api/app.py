@@ -9,6 +9,7 @@ CSRF), 404 not found, 409 refused by a governance rule (or the deployment is not
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Callable
@@ -35,6 +36,12 @@ class _App(FastAPI):
     def build_middleware_stack(self):
         return Guard(super().build_middleware_stack(), self.state.body_limits, self._principal_of)
 
+    def openapi(self) -> dict:
+        """FastAPI's document, with every 422 described as the server sends it (``detail`` a string)."""
+        if self.openapi_schema is None:
+            describe_validation_errors(super().openapi())
+        return self.openapi_schema
+
     def _principal_of(self, scope):
         try:
             return resolve(Request({**scope, "app": self}))
@@ -51,6 +58,32 @@ TAGS = [
     {"name": "audit", "description": "The hash-chained audit log"},
     {"name": "workers", "description": "Camera workers (openlfr run --server): worker token only"},
 ]
+
+
+def describe_validation_errors(spec: dict) -> dict:
+    """Point every 422 response at ``ValidationErrorOut`` (FastAPI's default says ``detail`` is a
+    list, but ``_install_errors`` answers ``{"detail": "...", "error": "validation", "errors": [...]}``)."""
+    from .schemas import ValidationErrorOut
+
+    comps = spec.setdefault("components", {}).setdefault("schemas", {})
+    defs = ValidationErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    comps.update(defs.pop("$defs", {}))
+    comps["ValidationErrorOut"] = defs
+    ref = {"$ref": "#/components/schemas/ValidationErrorOut"}
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            r = op.get("responses", {}).get("422") if isinstance(op, dict) else None
+            if r is None:
+                continue
+            schema = r.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith(("/HTTPValidationError", "/ErrorOut")) or not schema:
+                r["content"] = {"application/json": {"schema": ref}}
+                r["description"] = "Invalid request: what is wrong, in words (detail) and by field (errors)"
+    text = json.dumps(spec.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"/{name}\"" not in text:
+            comps.pop(name, None)
+    return spec
 
 
 def _error(status: int, error: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
