@@ -165,6 +165,7 @@ class UserChange(Strict):
 
 class PasswordChange(Strict):
     password: Password
+    old_password: Optional[str] = Field(None, max_length=1000, description="Your current password: needed to change your own")
 
 
 class RetentionBody(Strict):
