@@ -21,7 +21,7 @@ import pytest
 
 from openlfr.api import create_app
 from openlfr.api.security import Tokens
-from openlfr.api.testing import fake_enroller, free_port, live_server, role_tokens
+from openlfr.api.testing import fake_enroller, free_port, live_server
 from openlfr.governance.testing import PASSWORD, make_world
 from openlfr.store.testing import db_url, fast_passwords  # noqa: F401
 

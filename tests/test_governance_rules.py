@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select
 
 from openlfr.governance import Actor, DeploymentNotActive, GovernanceError, open_deployment_run
-from openlfr.governance.errors import AuthenticationError
 from openlfr.governance.testing import PASSWORD, image, make_world, template
 from openlfr.store.models import (
     Adjudication,
