@@ -16,7 +16,6 @@ Exit codes: 0 done; 1 audit chain broken; 2 refused by a rule or bad input; 3 lo
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 import re
 import sys
@@ -263,6 +262,7 @@ def _enrol_source(path: Path, min_face: int):
 
 
 def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
+    from ..engine.images import ImageError, media_type
     from ..governance.service import NewImage
 
     images = []
@@ -271,9 +271,14 @@ def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
         if int(wl.template_subject[j]) != subject_index:
             continue
         p = Path(paths[j])
+        data = p.read_bytes()
+        try:
+            kind = media_type(data, str(p))  # from the header, never from the file name
+        except ImageError:
+            kind = "application/octet-stream"
         images.append(NewImage(
-            data=p.read_bytes(), template=wl.templates[j], quality=float(wl.template_quality[j]),
-            source=source or str(p), taken_at=taken_at, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream",
+            data=data, template=wl.templates[j], quality=float(wl.template_quality[j]),
+            source=source or str(p), taken_at=taken_at, media_type=kind,
         ))
     return images
 
