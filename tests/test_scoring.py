@@ -229,3 +229,23 @@ def test_evaluate_identify_scores_with_the_model(model):
     assert np.allclose(s, (d - ws.mean[None]) / ws.std[None])
     pts = product_points(s.min(1), np.ones(5, bool), np.full(3, 10.0), 30)
     assert pts["0.001"]["threshold"] == round(model.z_threshold(0, 30, 0.001), 4) and pts["0.001"]["fpir"] == 0.0
+
+
+def test_evaluate_identify_reports_per_band(shared_data, tmp_path):
+    """``evaluate identify --norm model`` on real images: figures at the packaged thresholds per
+    probe quality band, with intervals, every probe counted in a band or as too poor to search."""
+    from openlfr.evaluate.identify import evaluate_identify
+
+    src = shared_data / "lfw-dev" / "images"
+    for d in sorted(src.iterdir()):
+        if d.name[0] in "AB":
+            (tmp_path / d.name).symlink_to(d)
+    res = evaluate_identify(tmp_path, norm="model", progress=False)
+    s = res.summary
+    per = s["at_product_thresholds"]["per_band_0.001"]
+    counted_m = sum(v["mated"] for k, v in per.items() if k != "too_poor_to_search") + per["too_poor_to_search"]["mated"]
+    counted_n = sum(v["nonmated"] for k, v in per.items() if k != "too_poor_to_search") + per["too_poor_to_search"]["nonmated"]
+    assert (counted_m, counted_n) == (s["mated_probes"], s["nonmated_probes"])
+    a = per["A"]
+    assert a["mated"] > 100 and a["fnir_ci95"][0] <= a["fnir"] <= a["fnir_ci95"][1]
+    assert s["at_product_thresholds"]["0.001"]["fpir_ci95"][1] > 0

@@ -212,6 +212,16 @@ def identify(
             f"FPIR reached {s['fpir_reached'][t]:.4f})"
         )
     for t, r in (s.get("at_product_thresholds") or {}).items():
+        if t.startswith("per_band"):
+            typer.echo(f"per probe quality band, at the scoring model's thresholds for FPIR {t.split('_')[-1]}:")
+            for name, v in r.items():
+                if name == "too_poor_to_search":
+                    typer.echo(f"  too poor to search: {v['mated']} mated, {v['nonmated']} non-mated probes (never alert)")
+                    continue
+                fn = "-" if v["fnir"] is None else f"{v['fnir']:.4f} (95% CI {v['fnir_ci95'][0]:.4f}-{v['fnir_ci95'][1]:.4f})"
+                fp = "-" if v["fpir"] is None else f"{v['fpir']:.4f} (95% CI {v['fpir_ci95'][0]:.4f}-{v['fpir_ci95'][1]:.4f})"
+                typer.echo(f"  band {name} ({v['mated']} mated, {v['nonmated']} non-mated probes): FNIR {fn}, FPIR {fp}")
+            continue
         typer.echo(
             f"at the scoring model's threshold for FPIR {t} ({s['gallery_identities']} subjects, band A, z {r['threshold']:+.3f}): "
             f"FPIR {r['fpir']:.4f} (95% CI {r['fpir_ci95'][0]:.4f}-{r['fpir_ci95'][1]:.4f}), "

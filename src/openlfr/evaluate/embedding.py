@@ -406,3 +406,27 @@ def _rel(p: Path, root: Path | None) -> str:
         except ValueError:
             pass
     return str(p)
+
+
+def face_qualities(paths: Iterable[str | Path], options: EmbedOptions = EmbedOptions()) -> dict[Path, tuple[float, float, float]]:
+    """``{path: (face box width, chip sharpness, yaw)}`` of the faces ``embed_images`` located (its
+    cache must hold them): what the scoring model's quality bands read. The chip is cut again from
+    the image (no network pass). Images whose face is not in the cache are left out."""
+    from ..engine.chips import face_chip
+    from ..engine.quality import pose_from_landmarks, sharpness_of
+
+    faces_store, _ = _stores(options, True)
+    out: dict[Path, tuple[float, float, float]] = {}
+    for p in (Path(x) for x in paths):
+        try:
+            row = faces_store.get(_file_key(p))
+            if row is None:
+                continue
+            loc = _unpack(row)
+            chip = face_chip(load_image(p), loc.chip_landmarks(options.subpixel))
+        except (OSError, ImageError):
+            continue
+        v = sharpness_of(chip)
+        _, yaw, _ = pose_from_landmarks(loc.landmarks)
+        out[p] = (float(loc.box[2] - loc.box[0]), v / (v + 100.0), float(yaw))
+    return out

@@ -189,7 +189,7 @@ class _Figures:
         }
 
 
-def measure(protocol: Protocol, emb: Embedded, norm: str) -> _Figures:
+def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None = None) -> _Figures:
     """Search every probe of ``protocol`` against its gallery templates; rank-1, FNIR at FPIR, DET."""
     at = emb.index()
 
@@ -205,7 +205,34 @@ def measure(protocol: Protocol, emb: Embedded, norm: str) -> _Figures:
     fig = _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
     if norm == "model":
         fig.product = product_points(mated.best, hit, nonmated.best, len(gallery))
+        if qualities is not None:
+            fig.product["per_band_0.001"] = per_band_points(
+                mated.best, hit, nonmated.best, len(gallery), [qualities.get(p) for _, p in protocol.mated],
+                [qualities.get(p) for _, p in protocol.nonmated])
     return fig
+
+
+def per_band_points(mated_best, hit, nonmated_best, n: int, mated_q, nonmated_q, target: float = 0.001) -> dict:
+    """Per probe quality band (``ScoringModel.band_of`` on (face width, sharpness, yaw)): FNIR and FPIR
+    with 95% Wilson intervals at that band's packaged threshold; probes too poor to search never alert."""
+    from ..scoring import load_scoring_model
+    from ..scoring.calibration import wilson
+
+    m = load_scoring_model()
+    bands_m = [None if q is None else m.band_of(*q) for q in mated_q]
+    bands_n = [None if q is None else m.band_of(*q) for q in nonmated_q]
+    out = {}
+    for k, b in enumerate(m.bands):
+        z = m.z_threshold(k, n, target)
+        im = [i for i, x in enumerate(bands_m) if x == k]
+        jn = [j for j, x in enumerate(bands_n) if x == k]
+        fn = int(sum(not (hit[i] and mated_best[i] < z) for i in im))
+        fp = int(sum(nonmated_best[j] < z for j in jn))
+        out[b.name] = {"threshold": round(z, 4), "mated": len(im), "nonmated": len(jn),
+                       "fnir": fn / len(im) if im else None, "fnir_ci95": [round(v, 5) for v in wilson(fn, len(im))] if im else None,
+                       "fpir": fp / len(jn) if jn else None, "fpir_ci95": [round(v, 5) for v in wilson(fp, len(jn))] if jn else None}
+    out["too_poor_to_search"] = {"mated": sum(x is None for x in bands_m), "nonmated": sum(x is None for x in bands_n)}
+    return out
 
 
 def product_points(mated_best, hit, nonmated_best, n: int) -> dict:
@@ -226,7 +253,12 @@ def product_points(mated_best, hit, nonmated_best, n: int) -> dict:
 
 
 def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
-    figures = measure(protocol, emb, norm)
+    qualities = None
+    if norm == "model":  # the probes' quality bands, for per-band figures
+        from .embedding import face_qualities
+
+        qualities = face_qualities([p for _, p in protocol.mated + protocol.nonmated], options)
+    figures = measure(protocol, emb, norm, qualities)
     extra, variant = {}, []
     if protocol.multi_ref > 1:
         variant.append(
