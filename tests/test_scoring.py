@@ -249,3 +249,23 @@ def test_evaluate_identify_reports_per_band(shared_data, tmp_path):
     a = per["A"]
     assert a["mated"] > 100 and a["fnir_ci95"][0] <= a["fnir"] <= a["fnir_ci95"][1]
     assert s["at_product_thresholds"]["0.001"]["fpir_ci95"][1] > 0
+
+
+def test_report_shows_bands_expected_rate_and_too_poor(world):
+    """A calibrated deployment's report: the expected rate beside the target, FPIR and FNIR per band
+    with intervals, and the faces too poor to search that the run counted."""
+    from openlfr.transparency.report import collect, render_text
+
+    d = world.active_deployment(threshold=None, threshold_reason="")
+    run = world.gov.open_run(world["operator"], d)
+    run.sink.count_faces_seen(d, "cam-a", 10, too_poor=3)
+    run.sink.count_faces_seen(d, "cam-a", 5)
+    dep = world.gov.get_deployment(world["auditor"], d)
+    assert dep["faces_seen"]["total"] == 15 and dep["faces_seen"]["too_poor_to_search"] == 3
+    r = collect(world.gov, world["auditor"], d)
+    text = render_text(r)
+    assert "Of which too poor to search" in text and ": 3" in text
+    assert "expected false alert rate 0.100% per face seen in every quality band (target 0.100%)" in text
+    for band in "ABCDE":
+        assert f"  band {band} (" in text
+    assert "FNIR" in text and "measured at" in text

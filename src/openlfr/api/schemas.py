@@ -269,6 +269,7 @@ class FacesSeenBody(Strict):
     idempotency_key: IdempotencyKey
     camera: Camera
     count: int = Field(ge=0, le=10_000_000)
+    too_poor: int = Field(0, ge=0, le=10_000_000, description="Of which too poor to search (below the lowest quality band)")
 
 
 class WorkerStatus(BaseModel):

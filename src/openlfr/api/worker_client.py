@@ -260,11 +260,11 @@ class RemoteAlertSink:
 
     # -- faces seen ---------------------------------------------------------------------------
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1) -> None:
+    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
         if int(deployment_id) != self.deployment_id:
             raise GovernanceError(f"this worker's token is for deployment {self.deployment_id}, not {deployment_id}")
         with self._lock:
-            batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n)}
+            batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n), "too_poor": int(too_poor)}
             if self._faces or len(self.buffer):
                 self._faces.append(batch)
                 self._start()

@@ -61,8 +61,8 @@ class AlertStore:
     def record(self, deployment_id: int, alert) -> int:
         return self._gov.record_alert(self.actor, deployment_id, alert)
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1) -> None:
-        self._gov.count_faces_seen(self.actor, deployment_id, camera, n)
+    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
+        self._gov.count_faces_seen(self.actor, deployment_id, camera, n, too_poor)
 
     def __repr__(self) -> str:
         return f"AlertStore(actor={self.actor.name!r})"

@@ -676,7 +676,8 @@ class Governance:
                 "composition": json.loads(snap.composition) if snap.composition else None,
             },
             "threshold_evidence": json.loads(d.threshold_evidence) if d.threshold_evidence else None,
-            "faces_seen": {"total": faces, "by_camera": seen},
+            "faces_seen": {"total": faces, "by_camera": seen, "too_poor_to_search": int(sum(
+                n for (n,) in s.execute(select(FacesSeen.too_poor).where(FacesSeen.deployment_id == d.id))))},
             "alerts": {"total": len(alerts), "true_alerts": true_alerts, "false_alerts": false_alerts,
                        "unadjudicated": sum(1 for a in alerts if a not in decided), "engagements": results, "outcomes": outcomes},
             "volunteers": {"alerts": len(vol_alerts), "true_alerts": vol_true, "false_alerts": vol_false,
@@ -786,9 +787,9 @@ class Governance:
             self.enforce_schedule()
             raise
 
-    def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1) -> None:
-        """Add ``n`` faces seen (tracks) to a deployment's camera."""
-        if n < 0:
+    def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
+        """Add ``n`` faces seen (tracks) to a deployment's camera, ``too_poor`` of them too poor to search."""
+        if n < 0 or too_poor < 0:
             raise GovernanceError("faces seen only grow")
         with self._tx(actor, "alert.record") as s:
             d = self._running(s, deployment_id)
@@ -799,9 +800,10 @@ class Governance:
                 from sqlalchemy.dialects.postgresql import insert
             else:
                 from sqlalchemy.dialects.sqlite import insert
-            stmt = insert(FacesSeen).values(deployment_id=d.id, camera=camera, count=int(n))
+            stmt = insert(FacesSeen).values(deployment_id=d.id, camera=camera, count=int(n), too_poor=int(too_poor))
             s.execute(stmt.on_conflict_do_update(index_elements=["deployment_id", "camera"],
-                                                 set_={"count": FacesSeen.count + stmt.excluded.count}))
+                                                 set_={"count": FacesSeen.count + stmt.excluded.count,
+                                                       "too_poor": FacesSeen.too_poor + stmt.excluded.too_poor}))
 
     def faces_seen(self, actor: Actor, deployment_id: int) -> dict[str, int]:
         with self._tx(actor, "deployment.read") as s:

@@ -322,6 +322,7 @@ class LiveRunner:
         self.interrupted = False
         self.summary: dict | None = None
         self._faces_stored: dict[str, int] = {}
+        self._poor_stored: dict[str, int] = {}
         self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
 
     # ------------------------------------------------------------------ setup
@@ -545,10 +546,12 @@ class LiveRunner:
         """Add each camera's new tracks to the deployment's faces-seen count."""
         for st in self.stats:
             n = st.faces_seen - self._faces_stored.get(st.name, 0)
-            if n > 0:
+            poor = st.too_poor - self._poor_stored.get(st.name, 0)
+            if n > 0 or poor > 0:
                 try:
-                    self.sink.count_faces_seen(st.name, n)
+                    self.sink.count_faces_seen(st.name, max(n, 0), **({"too_poor": poor} if poor > 0 else {}))
                     self._faces_stored[st.name] = st.faces_seen
+                    self._poor_stored[st.name] = st.too_poor
                 except Exception as e:  # noqa: BLE001 - retried at the next flush
                     log.error("faces seen on %s not stored: %s", st.name, e)
 

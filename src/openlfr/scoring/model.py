@@ -144,7 +144,10 @@ class ScoringModel:
         sizes = row["sizes"]
         i = int(np.argmin([abs(math.log(s) - math.log(n)) for s in sizes]))
         m = row["measured"][self.bands[band].name][i]
-        return {"at_size": sizes[i], "at_target": t, **{k: m[k] for k in ("fpir", "fpir_ci95", "fnir", "fnir_ci95") if k in m}}
+        # a worse band held to a better band's (stricter) threshold: FPIR is lower, FNIR higher than measured
+        tightened = self.z_threshold(band, n, target) < self._z_band(band, n, target) - 1e-9
+        return {"at_size": sizes[i], "at_target": t, "tightened": bool(tightened),
+                **{k: m[k] for k in ("fpir", "fpir_ci95", "fnir", "fnir_ci95") if k in m}}
 
     # ----------------------------------------------------------------- per watchlist
     def for_watchlist(self, templates: np.ndarray, template_subject: np.ndarray, target: float,

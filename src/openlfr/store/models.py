@@ -212,6 +212,8 @@ class FacesSeen(Base):
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
     camera: Mapped[str] = mapped_column(String(200), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # of which too poor to search (below the lowest quality band; never searched). Migration 0006.
+    too_poor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 # -- alerts -----------------------------------------------------------------------------------

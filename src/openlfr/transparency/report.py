@@ -316,6 +316,7 @@ def collect(gov, actor, deployment_id: int) -> Report:
                       "categories": comp.get("categories") or {}, "volunteers": len(comp.get("volunteers") or [])},
         "threshold": thr,
         "cameras": [{"name": c, "faces_seen": int(d["faces_seen"]["by_camera"].get(c, 0))} for c in d["cameras"]],
+        "too_poor_to_search": d["faces_seen"].get("too_poor_to_search"),
         "alerts": {
             "operational": {"total": len(op), "true_alerts": op_true, "false_alerts": op_false,
                             "unadjudicated": sum(1 for a in op if not a["decision"])},
@@ -373,15 +374,19 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
         for b in thr["bands"]:
             e = b.get("expected") or {}
             fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
-            lines.append(f"  band {b['name']} ({b.get('label') or ''}): FPIR {pct(e.get('fpir'), 3)}"
+            tight = e.get("tightened")
+            lines.append(f"  band {b['name']} ({b.get('label') or ''}): FPIR {'at most ' if tight else ''}{pct(e.get('fpir'), 3)}"
                          + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
-                         + (f", FNIR {pct(e.get('fnir'), 3)}" + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "")
-                            if e.get("fnir") is not None else "")
+                         + (f", FNIR {'at least ' if tight else ''}{pct(e.get('fnir'), 3)}"
+                            + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "") if e.get("fnir") is not None else "")
+                         + ("; held to a better band's stricter threshold" if tight else "")
                          + f"; measured at {e.get('at_size')} subjects")
         lines.append("Faces below the last band are not searched (too poor to search).")
     out.append(("Threshold", lines))
     out.append(("Cameras and faces seen", [f"{c['name']}: {num(c['faces_seen'])} faces seen" for c in d["cameras"]]
-                + [f"Total faces seen: {num(fig['faces_seen'])}"]))
+                + [f"Total faces seen: {num(fig['faces_seen'])}"]
+                + ([f"Of which too poor to search (below the lowest quality band, never compared with the watchlist): "
+                    f"{num(d['too_poor_to_search'])}"] if d.get("too_poor_to_search") is not None else [])))
     op, tab = al["operational"], al["table"]
     lines = [
         f"Alerts: {op['total']} (true {op['true_alerts']}, false {op['false_alerts']}, not adjudicated {op['unadjudicated']})",

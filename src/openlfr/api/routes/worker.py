@@ -84,7 +84,7 @@ def faces_seen(body: FacesSeenBody, request: Request, p: Principal = Depends(wor
     c = ctx(request)
     seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
     if not seen:
-        c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count)
+        c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count, body.too_poor)
         _remember(c.gov, body.idempotency_key, p.token_id, None)
         c.notifier.poke()
     return {"ok": True, "duplicate": seen}
