@@ -82,15 +82,18 @@ def make_bands(g) -> list[dict]:
             for n, px, lv, lab in BANDS]
 
 
-def band_probes(g, ident, first, bands, model_cls) -> dict[str, ProbeSet]:
-    """Every (image, level) probe, put in its band."""
+def band_probes(g, ident, first, bands, model_cls, flip: bool = True) -> dict[str, ProbeSet]:
+    """Every (image, level) probe, put in its band; descriptors flip-averaged unless ``flip`` is False."""
     m = model_cls(bands)
     sharp = normalised_sharpness(g["sharpness"])
     descs, ids, refs, which = [], [], [], []
     for j in range(1 + len(LEVELS_PX)):
         px = g["box_width"] if j == 0 else np.minimum(g["box_width"], LEVELS_PX[j - 1])
         b = np.array([m.band_of(px[i], sharp[i, j], g["yaw"][i]) for i in range(len(px))], object)
-        descs.append(g["plain"] if j == 0 else g["degraded"][:, j - 1])
+        if flip:
+            descs.append(g["flip"] if j == 0 else g["degraded_flip"][:, j - 1])
+        else:
+            descs.append(g["plain"] if j == 0 else g["degraded"][:, j - 1])
         ids.append(ident)
         refs.append(first)
         which.append(b)
@@ -162,7 +165,8 @@ def calibrate_all(data: CalibrationData, bands, prior, targets, sizes, seed=0, l
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gathered", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev.npz")
+    ap.add_argument("--gathered", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev_v2.npz")
+    ap.add_argument("--plain-probes", action="store_true", help="probes plain, not flip-averaged (the default)")
     ap.add_argument("--out", type=Path, default=REPO / "src" / "openlfr" / "scoring" / "data" / "scoring_table.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sizes", default="", help="comma-separated watchlist sizes (default: all of SIZES)")
@@ -171,7 +175,7 @@ def main(argv=None):
     bands = make_bands(g)
     refs = np.zeros((len(names), 128), np.float32)
     refs[ident[first]] = g["flip"][first]
-    probes = band_probes(g, ident, first, bands, _Bands)
+    probes = band_probes(g, ident, first, bands, _Bands, flip=not args.plain_probes)
     for k, v in probes.items():
         print(f"band {k}: {len(v.desc)} probes", file=sys.stderr)
     data = CalibrationData(refs, probes)
@@ -191,6 +195,7 @@ def main(argv=None):
         "description": "Z-score thresholds per probe quality band, target FPIR and watchlist size",
         "score": "z = (distance - mean_s) / std_s; mean_s, std_s: distances of subject s's template to its "
                  f"{COHORT} nearest other subjects in the watchlist, shrunk towards the prior with {prior.weight:g} pseudo-members",
+        "probe_flip": not args.plain_probes,
         "cohort": {"k": COHORT, "prior": {"mean": round(prior.mean, 5), "std": round(prior.std, 5), "weight": prior.weight}},
         "bands": bands,
         "band_rule": f"the first band whose face width, sharpness floor (the {SHARP_Q}th percentile of lfw-dev chips at its level) "
@@ -200,7 +205,8 @@ def main(argv=None):
         "provenance": {
             "dataset": "lfw-dev (../shared/data/lfw-dev): 6,157 images of 2,829 identities",
             "references": "first image of each identity (by name), descriptor averaged with the mirrored chip",
-            "probes": "every image, plain descriptor; clean and degraded (openlfr.scoring.degrade: 64/48/32/24 px, JPEG 30-70, blur for half)",
+            "probes": ("every image, " + ("plain" if args.plain_probes else "flip-averaged") + " descriptor; clean and degraded")
+                      + " (openlfr.scoring.degrade: 64/48/32/24 px, JPEG 30-70, blur for half)",
             "faces": "evaluation policy (openlfr.evaluate.embedding.FaceLocator, HOG first)",
             "sizes": list(SIZES), "seed": args.seed,
             "date": dt.date.today().isoformat(), "commit": commit,

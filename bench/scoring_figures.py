@@ -4,7 +4,7 @@
 
 1. The evaluate-identify protocol (gallery: first image of the 806 identities with two or more
    images; mated probes: their other images; non-mated: the 2,023 single-image identities) as the
-   product embeds: references flip-averaged, probes plain. FNIR at FPIR 0.001 for raw distance and
+   product embeds: references flip-averaged, probes as the scoring model says (``probe_flip``). FNIR at FPIR 0.001 for raw distance and
    for the scoring model's Z-score (threshold measured on this data), and FNIR/FPIR at the
    packaged thresholds for 806 subjects, per probe band.
 2. Probes degraded to 32 px against the 2,829-subject watchlist (every identity's first image;
@@ -40,7 +40,7 @@ def ci(k, n):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gathered", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev.npz")
+    ap.add_argument("--gathered", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev_v2.npz")
     args = ap.parse_args(argv)
     from make_scoring_tables import load
 
@@ -61,7 +61,10 @@ def main(argv=None):
     mean, std = cohort_stats(G, m.prior, m.k)
     res = {}
     for label, lvl in [("clean", 0)] + [(f"{px}px", i + 1) for i, px in enumerate(LEVELS_PX)]:
-        P = g["plain"] if lvl == 0 else g["degraded"][:, lvl - 1]
+        if m.probe_flip:  # probes embedded as the product embeds them
+            P = g["flip"] if lvl == 0 else g["degraded_flip"][:, lvl - 1]
+        else:
+            P = g["plain"] if lvl == 0 else g["degraded"][:, lvl - 1]
         px = g["box_width"] if lvl == 0 else np.minimum(g["box_width"], LEVELS_PX[lvl - 1])
         bands = np.array([m.band_of(px[i], sharp[i, lvl], g["yaw"][i]) for i in range(len(P))], object)
         d_m, d_n = metrics.pairwise_distances(P[mated], G), metrics.pairwise_distances(P[nonm], G)
@@ -102,7 +105,7 @@ def main(argv=None):
     W = np.zeros((len(names), 128), np.float32)
     W[inv[first]] = g["flip"][first]
     j = 1 + LEVELS_PX.index(32)
-    P = g["degraded"][:, j - 1]
+    P = g["degraded_flip" if m.probe_flip else "degraded"][:, j - 1]
     D = metrics.pairwise_distances(P, W)
     D[np.arange(len(P)), inv] = np.inf
     before = choose_threshold(len(names), 0.001)

@@ -6,7 +6,7 @@ Per image: the face the evaluation's policy finds (``openlfr.evaluate.embedding.
 its box width, landmarks geometry (inter-ocular px, yaw, roll), the chip's sharpness, and the
 descriptors: plain and flip-averaged of the clean chip, and plain of the chip cut from the image
 degraded to each of ``openlfr.scoring.degrade.LEVELS_PX`` (JPEG 30-70, blur for half; seeded per
-image). Resumable: an interrupted run keeps what it saved.
+image), plain and flip-averaged. Resumable: an interrupted run keeps what it saved.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent.parent / "shared" / "data" / "lfw-dev")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev.npz")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev_v2.npz")
     args = ap.parse_args(argv)
     if not (args.data / "images").is_dir():
         args.data = Path("/work/shared/data/lfw-dev")
@@ -70,14 +70,15 @@ def main(argv=None):
         c = np.stack(chips)
         d = desc.compute(c)
         k = 1 + len(LEVELS_PX)
-        clean_idx = np.arange(0, len(c), k)
-        mirror = desc.compute(c[clean_idx][:, :, ::-1])
+        mirror_all = desc.compute(c[:, :, ::-1])  # every chip mirrored: flip-averaged probes too
+        mirror = mirror_all[np.arange(0, len(c), k)]
         for j, (who, rel, method, width, iod, yaw, roll, sharp) in enumerate(meta):
             block = d[j * k : (j + 1) * k]
             rows[rel] = {
                 "path": rel, "identity": who, "method": method, "box_width": width, "iod": iod, "yaw": yaw,
                 "roll": roll, "sharpness": np.array(sharp, np.float32), "plain": block[0],
                 "flip": (block[0] + mirror[j]) / 2, "degraded": block[1:],
+                "degraded_flip": (block[1:] + mirror_all[j * k + 1 : (j + 1) * k]) / 2,
             }
         _save(args.out, rows)
         n = start + len(chunk)

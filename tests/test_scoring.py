@@ -269,3 +269,14 @@ def test_report_shows_bands_expected_rate_and_too_poor(world):
     for band in "ABCDE":
         assert f"  band {band} (" in text
     assert "FNIR" in text and "measured at" in text
+
+
+def test_probes_embedded_as_the_model_was_calibrated(engine, astronaut, model):
+    """The live embedder flip-averages probes exactly when the packaged model was calibrated so."""
+    from openlfr.live.embedder import engine_compute
+
+    f = engine.align(astronaut, engine.detect(astronaut))[0]
+    chips = f.chip[None]
+    got = engine_compute(engine, model.probe_flip)(chips)
+    assert np.allclose(got, engine.descriptor.compute(chips, flip=model.probe_flip))
+    assert not np.allclose(engine_compute(engine, True)(chips), engine_compute(engine, False)(chips))

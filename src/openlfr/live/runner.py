@@ -488,7 +488,9 @@ class LiveRunner:
         c = self.cfg
         prev = self._install_signals()  # first: a SIGTERM from now on stops the run cleanly
         self.emit(self.start_event())
-        self.embedder = SharedEmbedder(engine_compute(self.engine), c.embed_batch, c.embed_wait_ms).start()
+        # the scoring model was calibrated on probes embedded as it says (flip-averaged or not)
+        flip = bool(self.engine.flip or (self.scoring is not None and self.scoring_model.probe_flip))
+        self.embedder = SharedEmbedder(engine_compute(self.engine, flip), c.embed_batch, c.embed_wait_ms).start()
         import itertools
 
         ids = itertools.count(1)

@@ -66,6 +66,11 @@ class ScoringModel:
         self.prior = Prior(float(c["prior"]["mean"]), float(c["prior"]["std"]), float(c["prior"]["weight"]))
         self.targets = sorted(float(x) for x in t["targets"])
 
+    @property
+    def probe_flip(self) -> bool:
+        """Probes are embedded flip-averaged (the chip and its mirror), as the thresholds were calibrated."""
+        return bool(self.table.get("probe_flip", False))
+
     # ----------------------------------------------------------------- identity
     @property
     def version(self) -> str:
