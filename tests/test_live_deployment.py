@@ -15,7 +15,7 @@ from openlfr.engine.pipeline import FaceEngine
 from openlfr.governance.clock import TestClock
 from openlfr.governance.live import open_deployment_run
 from openlfr.governance.service import NewImage
-from openlfr.governance.testing import make_world
+from openlfr.governance.testing import PASSWORD, make_world
 from openlfr.live.config import RunConfig
 from openlfr.live.demo import SUBJECT_ID, build_demo
 from openlfr.live.runner import LiveRunner
@@ -44,7 +44,7 @@ def _world_with_collins(db_url, scenario):
 def test_alerts_are_stored_before_they_are_announced(tmp_path, scenario):
     db = f"sqlite:///{tmp_path / 'openlfr.db'}"
     world, dep, collins = _world_with_collins(db, scenario)
-    run = open_deployment_run(db, dep, clock=world.clock)
+    run = open_deployment_run(db, dep, actor=world["operator"], clock=world.clock)
     assert run.threshold == 0.5 and run.cameras == ["walkway"]
     seen_in_store = []
 
@@ -72,7 +72,8 @@ def test_cli_refuses_inactive_deployment_and_unknown_camera(tmp_path, scenario):
     world = make_world(db, TestClock(datetime.now(timezone.utc)), subjects=1)
     planned = world.plan(cameras=["walkway"])  # planned, not authorised
     runner = CliRunner()
-    res = runner.invoke(app, ["run", "--deployment", str(planned), "--db", db, "--source", str(scenario.video), "--json"])
+    res = runner.invoke(app, ["run", "--deployment", str(planned), "--db", db, "--source", str(scenario.video), "--json",
+                              "--as", "operator"], env={"OPENLFR_ACTOR_PASSWORD": PASSWORD})
     assert res.exit_code == 2
     assert "not" in res.stderr and "active" in res.stderr or "authoris" in res.stderr
     assert world.gov.list_alerts(world["auditor"], planned) == []

@@ -280,10 +280,10 @@ class Governance:
         self.login(name, password)  # audits the failure and raises
         raise AuthenticationError(f"login failed for {name}")  # pragma: no cover (login raised)
 
-    def record_login(self, actor: Actor) -> None:
-        """The ``login`` entry of an ``authenticate``d actor."""
+    def record_login(self, user: Actor) -> None:
+        """The ``login`` entry of an ``authenticate``d user (part of logging in: no permission)."""
         with self.db.transaction() as s:
-            self._audit(s, actor.name, "login", f"user:{actor.user_id}", {})
+            self._audit(s, user.name, "login", f"user:{user.user_id}", {})
 
     def login(self, name: str, password: str) -> Actor:
         """Check credentials; audited either way (``login`` / ``login.failed``)."""
