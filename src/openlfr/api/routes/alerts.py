@@ -43,11 +43,12 @@ def reference(request: Request, alert_id: int = AlertId, p: Principal = Depends(
     return Response(data, media_type=mt, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/alerts/{alert_id}/adjudication", responses=ERR, summary="True or false alert (alert.adjudicate)")
+@router.post("/alerts/{alert_id}/adjudication", responses=ERR,
+             summary="True or false alert (alert.adjudicate); changing a decision needs a reason (alert.revise after an outcome or the end)")
 def adjudicate(body: AdjudicationBody, request: Request, alert_id: int = AlertId,
                p: Principal = Depends(permit("alert.adjudicate"))) -> dict:
     c = ctx(request)
-    c.gov.adjudicate(p.actor, alert_id, body.decision, body.note)
+    c.gov.adjudicate(p.actor, alert_id, body.decision, body.note, body.reason)
     c.notifier.poke()
     return queries.alert_detail(c.gov, p.actor, alert_id)
 
