@@ -729,10 +729,10 @@ def purge(
               f"{len(r.deployments_ended)} deployment(s) ended")
     a = r.automatic
     since = f"since the last purge report ({_local(a.since)})" if a.since else "before this first purge report"
-    if a.runs:
+    if a.entries:
         ended = f", {len(a.deployments_ended)} deployment(s) ended ({', '.join(map(str, a.deployments_ended))})" if a.deployments_ended else ""
         out.print(f"already purged automatically {since}: {a.alerts} alert(s), {a.snapshots} snapshot(s){ended}; "
-                  f"{a.runs} automatic run(s), {_local(a.first_at)} to {_local(a.last_at)}")
+                  f"{a.entries} audit entries by system:purge/system:schedule, {_local(a.first_at)} to {_local(a.last_at)}")
     else:
         out.print(f"nothing was purged automatically {since}")
 

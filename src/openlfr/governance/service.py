@@ -86,14 +86,14 @@ class AutoPurged:
     alerts: int = 0
     snapshots: int = 0
     deployments_ended: list[int] = field(default_factory=list)
-    runs: int = 0  # automatic purges that deleted something
+    entries: int = 0  # the audit entries they wrote (purges that deleted something, stops, snapshot deletions)
     first_at: str | None = None
     last_at: str | None = None
     since: str | None = None  # the previous purge report (None: since the log began)
 
     def to_json(self) -> dict:
         return {"alerts": self.alerts, "snapshots": self.snapshots, "deployments_ended": self.deployments_ended,
-                "runs": self.runs, "first_at": self.first_at, "last_at": self.last_at, "since": self.since}
+                "entries": self.entries, "first_at": self.first_at, "last_at": self.last_at, "since": self.since}
 
 
 @dataclass
@@ -1107,15 +1107,17 @@ class Governance:
         after = last[0] if last else 0
         out = AutoPurged(since=_iso(last[1]) if last else None)
         q = select(AuditEvent).where(AuditEvent.seq > after, AuditEvent.actor.like("system%"),
-                                     AuditEvent.action.in_(("purge", "deployment.stop"))).order_by(AuditEvent.seq)
+                                     AuditEvent.action.in_(("purge", "deployment.stop", "snapshot.delete"))).order_by(AuditEvent.seq)
         for ev in s.execute(q).scalars():
             det = json.loads(ev.details)
             if ev.action == "purge":
                 out.alerts += int(det.get("alerts", 0))
                 out.snapshots += int(det.get("snapshots", 0))
+            elif ev.action == "snapshot.delete":
+                out.snapshots += 1
             else:
                 out.deployments_ended.append(int(ev.target.split(":")[1]))
-            out.runs += 1
+            out.entries += 1
             out.first_at = out.first_at or _iso(ev.time)
             out.last_at = _iso(ev.time)
         return out
