@@ -91,16 +91,22 @@ def check_records(s: Session) -> tuple[int | None, str] | None:
 
     users = dict(s.execute(select(User.id, User.name)).all())
 
+    adjs: dict[int, list] = {}
+    for r in s.execute(select(Adjudication).order_by(Adjudication.id).execution_options(yield_per=2000)).scalars():
+        adjs.setdefault(r.alert_id, []).append(r)
+    engs: dict[int, list] = {}
+    for r in s.execute(select(Engagement).order_by(Engagement.id).execution_options(yield_per=2000)).scalars():
+        engs.setdefault(r.alert_id, []).append(r)
     for a_id, in s.execute(select(AlertRow.id).order_by(AlertRow.id)):
         ent = alerts.get(a_id, {"adj": [], "out": []})
-        rows = s.execute(select(Adjudication).where(Adjudication.alert_id == a_id).order_by(Adjudication.id)).scalars().all()
+        rows = adjs.get(a_id, [])
         problem = _compare(f"alert {a_id}'s adjudications", rows, ent["adj"],
                            lambda r, det: r.decision == det.get("decision") and (r.reason or "") == (det.get("reason") or "")
-                           and (det.get("adjudication_id") in (None, r.id)),
+                           and (r.note or "") == (det.get("note") or "") and (det.get("adjudication_id") in (None, r.id)),
                            lambda r: r.decision)
         if problem:
             return problem
-        rows = s.execute(select(Engagement).where(Engagement.alert_id == a_id).order_by(Engagement.id)).scalars().all()
+        rows = engs.get(a_id, [])
         problem = _compare(f"alert {a_id}'s outcomes", rows, ent["out"],
                            lambda r, det: r.result == det.get("result") and r.outcome == det.get("outcome"),
                            lambda r: f"{r.result}/{r.outcome}")
