@@ -45,7 +45,7 @@ from ..store.models import (
 from ..store.types import utc
 from ..store.scrub import scrub
 from . import audit
-from .adjudication import decide
+from .adjudication import DECISIONS, decide  # noqa: F401  (DECISIONS: re-exported)
 from .audit_key import AuditKey, load_key
 from .clock import Clock, SystemClock
 from .errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
@@ -56,7 +56,6 @@ from .roles import ADMINISTRATOR, Actor, check_roles, require
 CATEGORIES = ("wanted_by_courts", "wanted_on_suspicion", "missing_or_vulnerable", "risk_of_harm")
 # A volunteer of a test deployment (a "blue" watchlist entry) has this category and no other.
 VOLUNTEER = "volunteer"
-DECISIONS = ("true_alert", "false_alert")
 RESULTS = ("confirmed", "unconfirmed")
 OUTCOMES = ("arrest", "other_action", "no_further_action", "no_engagement")
 STATUSES = ("planned", "authorised", "active", "ended", "cancelled")
