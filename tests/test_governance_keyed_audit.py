@@ -271,3 +271,26 @@ def test_an_unkeyed_chain_from_before_0004_is_anchored_by_the_first_keyed_entry(
     with gov.db.transaction() as s:
         r = audit.verify(s, gov.key)
     assert not r.ok and r.first_broken == 4
+
+
+def test_api_export_sends_the_anchor_and_verify_takes_it(world):
+    from fastapi.testclient import TestClient
+
+    from openlfr.api import create_app
+    from openlfr.api.testing import fake_enroller, role_tokens
+
+    client = TestClient(create_app(world.gov.db.url, world.clock, enroller=fake_enroller))
+    h = {"Authorization": f"Bearer {role_tokens(world)['auditor']}"}
+    r = client.get("/api/audit/export", headers=h)
+    anchor = r.headers["X-Openlfr-Audit-Anchor"]
+    assert anchor.split("@")[0] == json.loads(r.text.splitlines()[-1])["hash"]
+    v = client.get("/api/audit/verify", params={"anchor": anchor}, headers=h).json()
+    assert v["ok"] and v["anchor"]
+    keep = _log(world)[2]
+    _exec(world, delete(AuditEvent).where(AuditEvent.seq > keep["seq"]),
+          update(AuditHead).where(AuditHead.id == 1).values(seq=keep["seq"], hash=keep["hash"],
+                                                            mac=audit.head_mac(world.gov.key, keep["seq"], keep["hash"])))
+    v = client.get("/api/audit/verify", params={"anchor": anchor}, headers=h).json()
+    assert not v["ok"] and "before the anchor" in v["reason"]
+    assert client.get("/api/audit/verify", params={"anchor": "nonsense"}, headers=h).status_code in (409, 422)
+    client.close()
