@@ -4,7 +4,7 @@ the stricter of the probe's band and the reference's. Faces seen that were too p
 (below the lowest quality band) are counted per camera beside the faces seen.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
