@@ -7,7 +7,7 @@ width is ``right - left + 1``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +17,10 @@ import numpy as np
 class Detection:
     box: tuple[int, int, int, int]  # left, top, right, bottom (inclusive, dlib convention)
     score: float
+    # from detectors that give them (RetinaFace): 5 points (eyes, nose, mouth corners; pixel
+    # indices as dlib's) and the detector's own box (x1, y1, x2, y2, float, exclusive)
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
+    raw_box: tuple[float, float, float, float] | None = field(default=None, compare=False, repr=False)
 
     @property
     def width(self) -> int:

