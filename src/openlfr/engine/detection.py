@@ -87,30 +87,54 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def pick_runtime(runtime: str) -> str:
+    """``auto`` -> ``$OPENLFR_RUNTIME`` if set, else ``torch`` on a CUDA GPU, else ``onnx``."""
+    if runtime == "auto":
+        runtime = os.environ.get(RUNTIME_ENV, "auto") or "auto"
+    if runtime == "auto":
+        runtime = "torch" if cuda_available() else "onnx"
+    if runtime not in ("onnx", "torch"):
+        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)")
+    return runtime
+
+
+DETECTORS = ("retina", "hog", "cnn")
+
+
 def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | None = None, threads: int | None = None,
-                  runtime: str = "auto", precision: str = "fp32"):
-    """``'hog'`` (dlib) or ``'cnn'`` (MMOD). ``upsample=None`` picks it from ``min_face`` for the
-    CNN (0 for faces of 80 px and up, 1 from 40, 2 from 20). The CNN's ``runtime``: ``onnx``
-    (onnxruntime, CPU), ``torch`` (PyTorch: CUDA when present, ``precision`` fp32/fp16/bf16)
-    or ``auto``: torch on a CUDA GPU, else onnx; ``$OPENLFR_RUNTIME`` overrides ``auto``."""
+                  runtime: str = "auto", precision: str = "fp32", threshold: float | None = None):
+    """``'retina'`` (RetinaFace, ``retina.py``), ``'hog'`` (dlib) or ``'cnn'`` (MMOD).
+    ``upsample=None`` picks it from ``min_face`` for HOG and the CNN (0 for faces of 80 px and
+    up, 1 from 40, 2 from 20; RetinaFace: 0 down to 20 px, 1 below). The networks' ``runtime``:
+    ``onnx`` (onnxruntime, CPU), ``torch`` (PyTorch: CUDA when present, ``precision``
+    fp32/fp16/bf16) or ``auto``: torch on a CUDA GPU, else onnx; ``$OPENLFR_RUNTIME`` overrides
+    ``auto``. ``threshold``: RetinaFace's score threshold (default 0.5)."""
     if name == "hog":
         from .mmod import auto_upsample
 
         return HogDetector(auto_upsample(min_face) if upsample is None else upsample, min_face)
+    if name == "retina":
+        from .retina import THRESHOLD, RetinaDetector
+
+        if upsample is None:
+            upsample = 1 if min_face and min_face < 20 else 0
+        thr = THRESHOLD if threshold is None else threshold
+        if pick_runtime(runtime) == "onnx":
+            if precision != "fp32":
+                raise ValueError("the onnxruntime RetinaFace detector is fp32 only; use runtime='torch' for fp16/bf16")
+            return RetinaDetector(thr, upsample, min_face, threads=threads)
+        from .torch_retina import TorchRetinaNetwork
+
+        return RetinaDetector(thr, upsample, min_face, network=TorchRetinaNetwork(precision=precision))
     if name in ("cnn", "mmod"):
-        if runtime == "auto":
-            runtime = os.environ.get(RUNTIME_ENV, "auto") or "auto"
-        if runtime == "auto":
-            runtime = "torch" if cuda_available() else "onnx"
+        runtime = pick_runtime(runtime)
         if runtime == "onnx":
             if precision != "fp32":
                 raise ValueError("the onnxruntime MMOD detector is fp32 only; use runtime='torch' for fp16/bf16")
             from .mmod import MmodDetector
 
             return MmodDetector(upsample=upsample, min_face=min_face, threads=threads)
-        if runtime == "torch":
-            from .torch_mmod import TorchMmodDetector
+        from .torch_mmod import TorchMmodDetector
 
-            return TorchMmodDetector(upsample=upsample, min_face=min_face, precision=precision, threads=threads)
-        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)")
-    raise ValueError(f"unknown detector {name!r}; use 'hog' or 'cnn'")
+        return TorchMmodDetector(upsample=upsample, min_face=min_face, precision=precision, threads=threads)
+    raise ValueError(f"unknown detector {name!r}; use 'retina', 'hog' or 'cnn'")

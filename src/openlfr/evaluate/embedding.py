@@ -50,9 +50,11 @@ from ..engine.detection import Detection
 from ..engine.images import ImageError, load_image
 
 POLICY_VERSION = 3
-METHODS = ("hog", "hog_upsample2", "cnn", "off_centre", "central_box", "cnn_upsample0")  # indices stored in caches
+METHODS = ("hog", "hog_upsample2", "cnn", "off_centre", "central_box", "cnn_upsample0", "retina",
+           "retina_upsample1")  # indices stored in caches
 # "cnn" is the MMOD detector at upsample 1 (the default chain's last resort), "cnn_upsample0" at 0.
-CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn", "hog")}
+CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn", "hog"),
+          "retina": ("retina", "retina_upsample1", "cnn")}
 
 
 def fallbacks_of(detector: str) -> tuple[str, ...]:
@@ -69,7 +71,7 @@ class EmbedOptions:
     flip: bool = False
     jitter: int = 0
     subpixel: bool = False  # chips from the landmarks before dlib rounds them to whole pixels
-    detector: str = "hog"  # the first detector of the chain: "hog" (upsample 1) or "cnn" (MMOD, upsample 0)
+    detector: str = "hog"  # the first detector of the chain: "hog" (upsample 1), "cnn" (MMOD, upsample 0) or "retina"
 
     def __post_init__(self):
         if self.detector not in CHAINS:
@@ -85,7 +87,8 @@ class EmbedOptions:
         }
 
     def describe(self) -> str:
-        parts = ["HOG (upsample 1), nearest-centre face" if self.detector == "hog" else "CNN (MMOD, upsample 0), nearest-centre face"]
+        parts = [{"hog": "HOG (upsample 1)", "cnn": "CNN (MMOD, upsample 0)",
+                  "retina": "RetinaFace (dlib-style boxes)"}[self.detector] + ", nearest-centre face"]
         if self.subpixel:
             parts.append("sub-pixel landmarks")
         if self.jitter:
@@ -159,7 +162,8 @@ def central_box(width: int, height: int) -> tuple[int, int, int, int]:
     return round(l * sx), round(t * sy), round(r * sx), round(b * sy)
 
 
-_DETECTOR_ARGS = {"hog": ("hog", 1), "hog_upsample2": ("hog", 2), "cnn": ("cnn", 1), "cnn_upsample0": ("cnn", 0)}
+_DETECTOR_ARGS = {"hog": ("hog", 1), "hog_upsample2": ("hog", 2), "cnn": ("cnn", 1), "cnn_upsample0": ("cnn", 0),
+                  "retina": ("retina", 0), "retina_upsample1": ("retina", 1)}
 
 
 class FaceLocator:
