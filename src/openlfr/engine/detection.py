@@ -33,6 +33,16 @@ class Detection:
     def iou(self, other: Detection | tuple[int, int, int, int]) -> float:
         return iou(self.box, other.box if isinstance(other, Detection) else other)
 
+    def mapped(self, s: float, dx: float = 0.0, dy: float = 0.0) -> Detection:
+        """This detection, found on an image resized by 1/``s`` and cropped at (``dx``, ``dy``),
+        in the original image's pixels (box edges as pixel edges; landmarks as pixel indices)."""
+        l, t, r, b = self.box
+        box = (int(round(dx + l * s)), int(round(dy + t * s)),
+               int(round(dx + (r + 1) * s - 1)), int(round(dy + (b + 1) * s - 1)))
+        pts = None if self.landmarks is None else (self.landmarks + 0.5) * s - 0.5 + np.array([dx, dy])
+        raw = None if self.raw_box is None else tuple(v * s + o for v, o in zip(self.raw_box, (dx, dy, dx, dy)))
+        return Detection(box, self.score, landmarks=pts, raw_box=raw)
+
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Intersection over union of two inclusive integer boxes (true union, not dlib's NMS test)."""

@@ -2,7 +2,7 @@
 
 ``FaceEngine`` glues the engine's parts together and is what the rest of openlfr uses::
 
-    engine = FaceEngine(detector="hog", upsample=1)
+    engine = FaceEngine()                # RetinaFace boxes (detector="hog" / "cnn": dlib's)
     faces = engine.analyze(rgb)          # list[Face], descriptors computed in one batch
 """
 
@@ -52,12 +52,15 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FaceEngine:
-    """Detector + 5-point landmarks + chips + quality + descriptor runtime."""
+    """Detector + 5-point landmarks + chips + quality + descriptor runtime.
+
+    The landmarks are dlib's 5-point model's, started from the detector's box (RetinaFace's
+    mapped to dlib's box convention: ``retina.dlib_box``), as the descriptor was trained on."""
 
     def __init__(
         self,
-        detector: str = "hog",
-        upsample: int = 1,
+        detector: str = "retina",
+        upsample: int | None = None,
         min_face: int | None = None,
         flip: bool = False,
         jitter: int = 0,
@@ -65,6 +68,8 @@ class FaceEngine:
         threads: int | None = None,
     ):
         self.detector_name = detector
+        if upsample is None:  # HOG and the CNN find faces from 40 px at 1; RetinaFace from ~20 px at 0
+            upsample = 0 if detector == "retina" else 1
         self.detector = make_detector(detector, upsample=upsample, min_face=min_face)
         self.flip = flip
         self.jitter = jitter

@@ -217,18 +217,8 @@ class RetinaDetector:
         for k, img in enumerate(images):
             dets = postprocess(loc[k], conf[k], landm[k], img.shape[0], img.shape[1], size, thr, self.nms_iou)
             if f != 1:
-                dets = [scaled(d, 1.0 / f) for d in dets]
+                dets = [d.mapped(1.0 / f) for d in dets]
             if self.min_face:
                 dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
             out.append(dets)
         return out
-
-
-def scaled(d: Detection, s: float, dx: float = 0.0, dy: float = 0.0) -> Detection:
-    """A detection found on an image resized by 1/s and offset: back to the original's pixels
-    (box edges as the scheduler maps them; landmarks and raw box as points)."""
-    l, t, r, b = d.box
-    box = (int(round(dx + l * s)), int(round(dy + t * s)), int(round(dx + (r + 1) * s - 1)), int(round(dy + (b + 1) * s - 1)))
-    pts = None if d.landmarks is None else (d.landmarks + 0.5) * s - 0.5 + np.array([dx, dy])
-    raw = None if d.raw_box is None else tuple(v * s + o for v, o in zip(d.raw_box, (dx, dy, dx, dy)))
-    return Detection(box, d.score, landmarks=pts, raw_box=raw)
