@@ -55,6 +55,32 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / float(area(a) + area(b) - inter)
 
 
+CONTAIN = 0.7  # nms: overlap over the smaller box's area beyond which the weaker box goes
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.4, contain: float = CONTAIN) -> np.ndarray:
+    """Greedy non-max suppression (true IoU on float boxes); indices kept, best first. A box is
+    also suppressed when it and a better one overlap by more than ``contain`` of the smaller's
+    area: RetinaFace sometimes finds a small "face" inside a large one (eyes and nose of a face
+    seen at a finer scale), which IoU alone keeps, and which a tracker would count as a second
+    person."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        ok = inter / np.maximum(area[i] + area[rest] - inter, 1e-9) <= iou
+        ok &= inter / np.maximum(np.minimum(area[i], area[rest]), 1e-9) <= contain
+        order = rest[ok]
+    return np.array(keep, np.int64)
+
+
 @lru_cache(maxsize=1)
 def _hog():
     import dlib

@@ -29,7 +29,7 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # noqa: E402
 
-from .detection import Detection  # noqa: E402
+from .detection import CONTAIN, Detection, nms  # noqa: E402,F401
 from .retina_weights import retina_onnx_bytes  # noqa: E402
 
 STEPS = (8, 16, 32)
@@ -88,23 +88,6 @@ def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray) -> tuple[np.
     boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)
     pts = c[:, None, :] + landm.reshape(-1, 5, 2) * VARIANCE[0] * s[:, None, :]
     return boxes, pts
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
-    """Greedy non-max suppression (true IoU on float boxes); indices kept, best first."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-9) <= iou]
-    return np.array(keep, np.int64)
 
 
 # dlib-style box from RetinaFace's, fitted by least squares on 300 LFW images against the MMOD

@@ -125,7 +125,7 @@ class CameraWorker(threading.Thread):
             detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
             track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
             min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
-            min_face=c.min_face, roi=c.roi, fps=source.fps, window=prof.window,
+            min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
         )
         t = self.cfg.tracking
         self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
@@ -144,7 +144,9 @@ class CameraWorker(threading.Thread):
         step = self.scheduler.step(rgb, None, predicted, frame.grey)
         if step.kind != "none":
             self.stats.detections += len(step.detections)
-            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d)
+            weak = step.start_score
+            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d,
+                                      starts=weak is None or d.score >= weak)
                      for d in step.detections]
             pairs, _new = self.tracker.update(tdets, t, frame.wall, frame.index, step.searched)
             self._best_shots(rgb, frame, pairs)

@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 
 from ..engine.detection import Detection
-from .tracker import iou_matrix, nms
+from ..engine.detection import CONTAIN
+from ..engine.detection import nms as box_nms
+from .tracker import iou_matrix
 
 HOG_WINDOW = 80  # dlib's frontal HOG and MMOD find faces of about 80 px at upsample 0
 
@@ -51,16 +53,18 @@ class Profile:
     window: int
     track_face_px: int
     scan_pixels: int
+    min_face: int | None = None
 
 
 # RetinaFace: on the marked crowd frames (tests/data/crowd_walk_boxes.xml) a 1080p frame scanned
 # at 0.67 finds 122 of 124 faces, all of those under 32 px among them (0.5: 108; docs/live.md);
 # faces of 16 px at scale 1, so the default min_face_px of 24 gives that 0.67. Windows around
-# tracks: a face of ~56 px sits in RetinaFace's best range, in a window of ~135 px.
+# tracks: a face of ~56 px sits in RetinaFace's best range, in a window of ~135 px. Faces under
+# 20 px (the far door's passers-by) are not tracked: no chip made from them can be recognised.
 PROFILES = {
     "hog": Profile(HOG_WINDOW, 90, 1920 * 1080),
     "cnn": Profile(HOG_WINDOW, 90, 1920 * 1080),
-    "retina": Profile(16, 56, 1920 * 1080),
+    "retina": Profile(16, 56, 1920 * 1080, 20),
 }
 
 
@@ -88,6 +92,9 @@ class DetectStep:
     detections: list[Detection]
     searched: list[tuple[float, float, float, float]]  # regions looked at (full-frame pixels)
     pixels: int = 0  # pixels the detector saw (after scaling), a measure of the work
+    # detections scoring below this (found in track windows at a lower threshold) may continue a
+    # track but not start one: hair or a hand beside a tracked face would become "faces seen"
+    start_score: float | None = None
 
 
 def _resize(img: np.ndarray, s: float) -> np.ndarray:
@@ -122,6 +129,7 @@ class DetectionScheduler:
         self.every = every if every > 0 else max(1, int(round(fps / 2)))
         self.motion = motion
         self.window_threshold = window_threshold  # detector threshold in track windows (None: the detector's)
+
         self.full_every = full_every if full_every > 0 else max(self.every, int(round(2 * fps)))
         self.track_every = track_every
         self.scale = scale
@@ -235,7 +243,8 @@ class DetectionScheduler:
             searched = [tuple(map(float, win)) for win, _ in jobs]
             self.window_px += px
             self.window_cpu_s += time.thread_time() - c0
-            return DetectStep("windows", self._filter(dets), searched, px)
+            strong = getattr(self.detector, "threshold", None) if self.window_threshold is not None else None
+            return DetectStep("windows", self._filter(dets), searched, px, strong)
         return DetectStep("none", [], [], 0)
 
     def _scan_regions(self, img: np.ndarray, index: int) -> list[tuple[int, int, int, int]]:
@@ -302,6 +311,8 @@ class DetectionScheduler:
         if self.min_face:
             dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
         if len(dets) > 1:
-            keep = nms(np.array([d.box for d in dets], float), np.array([d.score for d in dets]), 0.4)
+            boxes = np.array([d.box for d in dets], float)
+            boxes[:, 2:] += 1  # inclusive -> exclusive edges
+            keep = box_nms(boxes, np.array([d.score for d in dets], float), 0.4, CONTAIN)
             dets = [dets[i] for i in keep]
         return dets
