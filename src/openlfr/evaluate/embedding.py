@@ -13,7 +13,11 @@ For each image, with the default detector ``hog``:
    the image (``central_box``), which still goes through the landmarks and the aligned chip.
 
 With ``detector="cnn"`` the chain is the MMOD CNN at upsample 0 (``cnn_upsample0``), then at
-upsample 1 (``cnn``), then HOG at upsample 1 (``hog``), then steps 4 and 5. The CNN's boxes are
+upsample 1 (``cnn``), then HOG at upsample 1 (``hog``), then steps 4 and 5. With
+``detector="retina"``: RetinaFace (``retina``), then on the image enlarged 2x
+(``retina_upsample1``), then the CNN at upsample 1, then steps 4 and 5; a face RetinaFace found
+is aligned from its own 5 landmarks (``retina.dlib_points``), as ``FaceEngine`` does (the chip
+cut from the image as it is: LFW's faces are not small). The CNN's boxes are
 a better start for the 5-point landmarks (on lfw-dev: 99.23% with flip against 99.13% for HOG
 with flip and sub-pixel landmarks; docs/evaluation.md).
 
@@ -200,7 +204,12 @@ class FaceLocator:
                 method, det = "off_centre", nearest_centre(first_found, w, h)
             else:
                 method, det = "central_box", Detection(central_box(w, h), 0.0)
-        pts = self.engine.shape_predictor.predict_subpixel(rgb, det.box)
+        if det.landmarks is not None:  # RetinaFace: its own landmarks (FaceEngine.landmarks_and_chip)
+            from ..engine.retina import dlib_points
+
+            pts = dlib_points(det.landmarks)
+        else:
+            pts = self.engine.shape_predictor.predict_subpixel(rgb, det.box)
         return _Located(method, tuple(int(v) for v in det.box), np.asarray(pts, np.float64))
 
 
@@ -271,6 +280,11 @@ def _stores(options: EmbedOptions, enabled: bool) -> tuple[_Store, _Store]:
     base = {"policy": POLICY_VERSION, "models": _models_tag()}
     if options.detector != "hog":  # (the default chain keeps the keys of the caches made before the option)
         base["detector"] = options.detector
+    if options.detector == "retina":  # its weights, box mapping and landmark template
+        from ..engine import retina, retina_weights
+
+        base["retina"] = [retina_weights.ONNX_SHA256[:12], retina.BOX_SIDE, retina.BOX_SHIFT,
+                          retina.POINTS_TEMPLATE.round(4).tolist()]
     face_id = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
     desc = {
         **base,
