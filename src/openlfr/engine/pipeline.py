@@ -103,7 +103,12 @@ class FaceEngine:
         faces = []
         for det in detections:
             pts, chip = self.landmarks_and_chip(rgb, det)
-            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pts, det.score)))
+            pose = pts
+            if self.landmarks == "detector" and det.landmarks is not None:
+                from .retina import pose_points
+
+                pose = pose_points(det.landmarks)
+            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pose, det.score)))
         return faces
 
     def landmarks_and_chip(self, rgb: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray]:

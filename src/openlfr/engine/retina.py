@@ -90,12 +90,13 @@ def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray) -> tuple[np.
     return boxes, pts
 
 
-# dlib-style box from RetinaFace's, fitted by least squares on 300 LFW images against the MMOD
-# CNN's boxes (docs/engine.md): side = 0.81 w + 0.18 h of the raw box (residual 9% of the side,
-# about the CNN's own jitter); centre = the mean of the raw box's centre and the eyes-mouth
-# midpoint, moved by (-0.037, -0.047) sides (dlib's boxes sit a little left and high).
-BOX_SIDE = (0.809, 0.183)
-BOX_SHIFT = (-0.037, -0.047)
+# dlib-style box from RetinaFace's, fitted by least squares on 700 lfw-dev images outside the
+# pairs against the MMOD CNN's boxes (docs/engine.md): side = 0.687 w + 0.274 h of the raw box
+# (residual 9% of the side, about the CNN's own jitter); centre = the mean of the raw box's
+# centre and the eyes-mouth midpoint, moved by (-0.041, -0.048) sides (dlib's boxes sit a
+# little left and high).
+BOX_SIDE = (0.687, 0.274)
+BOX_SHIFT = (-0.041, -0.048)
 
 
 def dlib_box(raw: np.ndarray, pts: np.ndarray) -> tuple[int, int, int, int]:
@@ -115,9 +116,10 @@ def dlib_box(raw: np.ndarray, pts: np.ndarray) -> tuple[int, int, int, int]:
 # Where RetinaFace's 5 points (eyes, nose tip, mouth corners) fall in the unit square of dlib's
 # 5-point chip template (chips.TEMPLATE_5: eye corners and nose base): the mean over LFW images
 # of each point mapped by the similarity that takes dlib's own landmarks (from the MMOD CNN's box)
-# onto that template (fitted on lfw-dev images outside the pairs; docs/engine.md).
+# onto that template (fitted on the same 700 lfw-dev images outside the pairs; the spread of
+# each point is 0.02 (eyes) to 0.07 (nose) of the template's unit; docs/engine.md).
 POINTS_TEMPLATE = np.array([
-    [0.2180, 0.2034], [0.7664, 0.2018], [0.4836, 0.5155], [0.2551, 0.7758], [0.7176, 0.7758],
+    [0.2180, 0.2047], [0.7661, 0.2007], [0.4771, 0.5190], [0.2587, 0.7759], [0.7200, 0.7740],
 ])
 
 
@@ -143,6 +145,14 @@ def dlib_points(pts: np.ndarray) -> np.ndarray:
 
     a, b = similarity(np.asarray(pts, np.float64), POINTS_TEMPLATE)
     return (np.asarray(TEMPLATE_5) - b) @ np.linalg.inv(a).T
+
+
+def pose_points(pts: np.ndarray) -> np.ndarray:
+    """RetinaFace's 5 points in the layout ``quality.pose_from_landmarks`` reads (dlib's: two
+    points per eye, image-right eye first, then the nose), for the pose and size parts of the
+    quality score (``dlib_points`` are a template's, frontal by construction)."""
+    p = np.asarray(pts, np.float64)
+    return np.stack([p[1], p[1], p[0], p[0], p[2]])
 
 
 def postprocess(loc, conf, landm, height: int, width: int, size: tuple[int, int],

@@ -77,9 +77,8 @@ class Aligner:
         """RetinaFace's detections: the chip from its own landmarks; a face under ``small_face``
         px is re-detected on its enlarged neighbourhood first (``retina.enlarged``), on a
         one-thread detector of the aligner's own."""
-        from ..engine.chips import face_chip
         from ..engine.pipeline import Face
-        from ..engine.retina import RetinaDetector, dlib_points, enlarged
+        from ..engine.retina import RetinaDetector, dlib_points, enlarged, pose_points
 
         if self.small_face and det.width < self.small_face:
             if self._redetector is None:
@@ -90,10 +89,11 @@ class Aligner:
                 pts = dlib_points(bdet.landmarks)
                 chip = self._chip(big, pts)
                 pts = (pts + 0.5) / f - 0.5 + np.array([cl, ct])
-                return Face(det.box, det.score, pts, chip, assess(chip, pts, det.score))
+                raw = (bdet.landmarks + 0.5) / f - 0.5 + np.array([cl, ct])
+                return Face(det.box, det.score, pts, chip, assess(chip, pose_points(raw), det.score))
         pts = dlib_points(det.landmarks)
         chip = self._chip(rgb, pts)
-        return Face(det.box, det.score, pts, chip, assess(chip, pts, det.score))
+        return Face(det.box, det.score, pts, chip, assess(chip, pose_points(det.landmarks), det.score))
 
     def _chip(self, rgb: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """dlib's chip for 5 points rounded to whole pixels (native when dlib imports)."""
