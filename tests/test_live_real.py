@@ -1,18 +1,19 @@
 """Live recognition on the real videos of ../shared/data/video (skipped when absent).
 
 - hamilton_clip_640x360.mp4 against hamilton_refs/ (4 subjects): alerts for Lin-Manuel
-  Miranda and Alex Lacamoire, none for Joe Biden, alerts per person bounded by their tracks;
+  Miranda and Alex Lacamoire (at 0.6 and at the default calibrated threshold), none for Joe
+  Biden or Barack Obama, alerts per person bounded by their tracks;
 - crowd_walk_1920x1080.mp4 against every identity of lfw-dev (2,829 subjects, first image
-  each): no alert at the default threshold; faces seen close to the number of people whose
-  face is visible, counted by eye; the privacy invariant (test_live_privacy.py uses the same
-  watchlist).
+  each): no alert at the default threshold; at least 90% of the 124 faces marked by eye on 19
+  frames (tests/data/crowd_walk_boxes.xml) found by live tracks; faces seen within 1 of the
+  people whose face is visible, counted by eye; the privacy invariant (test_live_privacy.py uses
+  the same watchlist).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +135,7 @@ def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
             for a in (tr.state.get("alerts") or {}).values():
                 tracks.setdefault(a.subject, set()).add(tr.id)
 
-    # dlib's published threshold 0.6: Lacamoire's ~30-pixel face at the piano comes no closer
-    # than ~0.56 to his photo, above the 0.500 the default target (FPIR 0.1% at 4 subjects)
-    # gives; see docs/live.md.
+    # dlib's published threshold 0.6 (the default threshold: the test below).
     cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
                     alerts={"threshold": 0.6})
     r, summary, events = run_live(cfg, hook=hook)
@@ -158,17 +157,21 @@ def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
 
 
 @pytest.mark.slow
-def test_hamilton_default_threshold_says_why(shared_data):
+def test_hamilton_default_threshold_says_why_and_alerts_the_small_face(shared_data):
+    """At the default calibrated threshold (0.500 for 4 subjects at FPIR 0.1%): Miranda and
+    Lacamoire, whose face at the piano is ~25 px wide (re-detected enlarged and aligned from
+    RetinaFace's landmarks, docs/live.md), alert; Biden and Obama never do."""
     video = shared_data / "video"
-    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
-                    max_frames=90)
+    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs")
     r, summary, events = run_live(cfg)
     start = events[0]
     assert start["event"] == "start" and start["watchlist_subjects"] == 4
     assert 0.4 < start["threshold"] < 0.6
     assert "4-subject watchlist" in start["threshold_reason"] and "0.1%" in start["threshold_reason"]
-    assert "biden" not in summary["alerts_per_subject"]
-    assert summary["alerts_per_subject"].get("lin-manuel-miranda", 0) <= 2
+    per = summary["alerts_per_subject"]
+    assert "biden" not in per and "obama" not in per
+    assert per.get("lin-manuel-miranda", 0) >= 1 and per.get("alex-lacamoire", 0) >= 1, per
+    assert per["lin-manuel-miranda"] <= 3
 
 
 # The deployment's zone of recognition for this camera: the band where walkers' faces are
