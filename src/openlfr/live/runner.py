@@ -126,6 +126,7 @@ class CameraWorker(threading.Thread):
             track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
             min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
             min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
+            window_start=prof.window_start,
         )
         t = self.cfg.tracking
         self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)

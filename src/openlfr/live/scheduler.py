@@ -54,6 +54,7 @@ class Profile:
     track_face_px: int
     scan_pixels: int
     min_face: int | None = None
+    window_start: float | None = None  # least score of a window detection that starts a track
 
 
 # RetinaFace: on the marked crowd frames (tests/data/crowd_walk_boxes.xml) a 1080p frame scanned
@@ -61,10 +62,13 @@ class Profile:
 # faces of 16 px at scale 1, so the default min_face_px of 24 gives that 0.67. Windows around
 # tracks: a face of ~56 px sits in RetinaFace's best range, in a window of ~135 px. Faces under
 # 20 px (the far door's passers-by) are not tracked: no chip made from them can be recognised.
+# In the windows RetinaFace runs at a lower threshold (0.3, config.window_score_threshold) to keep
+# turned faces; a window detection starts a track of its own only at 0.9 and above (the hair
+# above a tracked face scores 0.5-0.8 there; a new face is found by the next scan anyway).
 PROFILES = {
     "hog": Profile(HOG_WINDOW, 90, 1920 * 1080),
     "cnn": Profile(HOG_WINDOW, 90, 1920 * 1080),
-    "retina": Profile(16, 56, 1920 * 1080, 20),
+    "retina": Profile(16, 56, 1920 * 1080, 20, 0.9),
 }
 
 
@@ -92,7 +96,7 @@ class DetectStep:
     detections: list[Detection]
     searched: list[tuple[float, float, float, float]]  # regions looked at (full-frame pixels)
     pixels: int = 0  # pixels the detector saw (after scaling), a measure of the work
-    # detections scoring below this (found in track windows at a lower threshold) may continue a
+    # detections scoring below this (found in track windows, at a lower threshold) may continue a
     # track but not start one: hair or a hand beside a tracked face would become "faces seen"
     start_score: float | None = None
 
@@ -123,12 +127,14 @@ class DetectionScheduler:
         motion: bool = True,
         full_every: int = 0,
         window_threshold: float | None = None,
+        window_start: float | None = None,
     ):
         """``detector``: an object with ``detect(rgb) -> list[Detection]`` (e.g. ``FaceEngine.detector``)."""
         self.detector = detector
         self.every = every if every > 0 else max(1, int(round(fps / 2)))
         self.motion = motion
         self.window_threshold = window_threshold  # detector threshold in track windows (None: the detector's)
+        self.window_start = window_start  # least score of a window detection that starts a track (None: any)
 
         self.full_every = full_every if full_every > 0 else max(self.every, int(round(2 * fps)))
         self.track_every = track_every
@@ -243,8 +249,7 @@ class DetectionScheduler:
             searched = [tuple(map(float, win)) for win, _ in jobs]
             self.window_px += px
             self.window_cpu_s += time.thread_time() - c0
-            strong = getattr(self.detector, "threshold", None) if self.window_threshold is not None else None
-            return DetectStep("windows", self._filter(dets), searched, px, strong)
+            return DetectStep("windows", self._filter(dets), searched, px, self.window_start)
         return DetectStep("none", [], [], 0)
 
     def _scan_regions(self, img: np.ndarray, index: int) -> list[tuple[int, int, int, int]]:
