@@ -1,4 +1,5 @@
-"""Face boxes and the face detectors: dlib's HOG (as is) and the MMOD CNN on onnxruntime.
+"""Face boxes and the face detectors: RetinaFace (``retina.py``, the default), dlib's HOG (as
+is) and the MMOD CNN on onnxruntime.
 
 Boxes follow dlib: ``(left, top, right, bottom)`` integers, right/bottom inclusive, so a box's
 width is ``right - left + 1``.
@@ -6,11 +7,12 @@ width is ``right - left + 1``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+
+from .runtime import choose_runtime
 
 
 @dataclass(frozen=True)
@@ -108,30 +110,12 @@ class HogDetector:
     __call__ = detect
 
 
-RUNTIME_ENV = "OPENLFR_RUNTIME"  # onnx | torch | auto: overrides the automatic choice
-
-
-def cuda_available() -> bool:
-    """Whether PyTorch (the torch/gpu extra) is installed and sees a CUDA GPU (without an NVIDIA
-    driver, torch is not even imported: it takes a second or two)."""
-    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
-        return False
+def pick_runtime(runtime: str, precision: str = "fp32") -> str:
+    """``onnx`` or ``torch`` (``runtime.choose_runtime``), with the detectors' error message."""
     try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def pick_runtime(runtime: str) -> str:
-    """``auto`` -> ``$OPENLFR_RUNTIME`` if set, else ``torch`` on a CUDA GPU, else ``onnx``."""
-    if runtime == "auto":
-        runtime = os.environ.get(RUNTIME_ENV, "auto") or "auto"
-    if runtime == "auto":
-        runtime = "torch" if cuda_available() else "onnx"
-    if runtime not in ("onnx", "torch"):
-        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)")
-    return runtime
+        return choose_runtime(runtime, precision)
+    except ValueError:
+        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)") from None
 
 
 DETECTORS = ("retina", "hog", "cnn")

@@ -26,11 +26,10 @@ from functools import lru_cache
 
 import numpy as np
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+import onnxruntime as ort  # (openlfr's __init__ has set ORT_DISABLE_TELEMETRY=1 by now)
 
-from .detection import CONTAIN, Detection, nms  # noqa: E402,F401
-from .retina_weights import retina_onnx_bytes  # noqa: E402
+from .detection import CONTAIN, Detection, nms  # noqa: F401
+from .retina_weights import retina_onnx_bytes
 
 STEPS = (8, 16, 32)
 ANCHORS = ((16, 32), (64, 128), (256, 512))
