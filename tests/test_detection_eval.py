@@ -9,7 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from openlfr.engine.detection import Detection
-from openlfr.evaluate.detection import BoxesError, Marked, average_precision, evaluate_detection, match, read_boxes, summarise
+from openlfr.evaluate.detection import (
+    BoxesError,
+    Marked,
+    average_precision,
+    evaluate_detection,
+    match,
+    read_boxes,
+    summarise,
+)
 
 XML = """<?xml version='1.0'?>
 <dataset><images>

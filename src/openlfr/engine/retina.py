@@ -25,10 +25,9 @@ import os
 from functools import lru_cache
 
 import numpy as np
-
 import onnxruntime as ort  # (openlfr's __init__ has set ORT_DISABLE_TELEMETRY=1 by now)
 
-from .detection import CONTAIN, Detection, nms  # noqa: F401
+from .detection import Detection, nms
 from .retina_weights import retina_onnx_bytes
 
 STEPS = (8, 16, 32)
@@ -38,7 +37,6 @@ MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
 ALIGN = 32  # inputs are padded to a multiple of this (the largest stride)
 THRESHOLD = 0.5  # default score threshold
 NMS_IOU = 0.4
-WINDOW = 20  # smallest face (px, raw box width) it finds reliably at scale 1
 
 
 @lru_cache(maxsize=16)

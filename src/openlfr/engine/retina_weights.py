@@ -68,4 +68,4 @@ def retina_onnx_bytes() -> bytes:
     return _read(weights_file())
 
 
-__all__ = ["retina_onnx_bytes", "weights_file", "ModelFileError", "PACKAGE", "VERSION", "ONNX_SHA256"]
+__all__ = ["ONNX_SHA256", "PACKAGE", "VERSION", "ModelFileError", "retina_onnx_bytes", "weights_file"]

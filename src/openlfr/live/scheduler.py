@@ -1,8 +1,9 @@
 """Where and when the detector runs on a live frame: the main lever for speed.
 
 A face detector over a whole 1080p frame costs far more than a frame interval (dlib's HOG:
-~0.3 s at 1920x1080 finding faces of 80 px and up; the MMOD CNN: over 1 s). So a camera does
-not detect everywhere on every frame:
+~0.3 s at 1920x1080 finding faces of 80 px and up; RetinaFace, the default: about as much at
+0.67 of the frame, finding faces of ~24 px; the MMOD CNN: over 1 s). So a camera does not
+detect everywhere on every frame (each detector's scale, window size and floors: ``PROFILES``):
 
 - **full scans** every ``every`` frames, of the frame (or of its zone of recognition ``roi``),
   resized by ``scale``. The scale and the detector's ``upsample`` set the smallest face a scan
@@ -36,8 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..engine.detection import Detection
-from ..engine.detection import CONTAIN
+from ..engine.detection import CONTAIN, Detection
 from ..engine.detection import nms as box_nms
 from .tracker import iou_matrix
 
