@@ -93,7 +93,7 @@ def run(
     as_user: Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="With --deployment (not --server): the operator running it ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked. Its alerts are recorded in their name.", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Alert when distance < threshold. Default: from --target-fpir and the watchlist's size.")] = None,
     target_fpir: Annotated[float, typer.Option(help="Target false alert rate per face seen, for the default threshold.")] = 0.001,
-    detector: Annotated[Detector, typer.Option(help="hog (fast) or cnn (MMOD: finds more faces, far slower).")] = Detector.hog,
+    detector: Annotated[Detector, typer.Option(help="retina (RetinaFace: finds turned and small faces), hog (dlib's frontal HOG) or cnn (MMOD: far slower).")] = Detector.retina,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line: alerts as they happen, then a summary.")] = False,
     annotate: Annotated[Optional[Path], typer.Option(help="Write a video (first camera) with alerts boxed and named, everything else blurred.")] = None,
     zone: Annotated[Optional[str], typer.Option(help="Zone of recognition: left,top,right,bottom fractions of the frame.")] = None,
