@@ -105,7 +105,10 @@ class DeviceChipWarper:
 
     def _as_chw(self, frame):
         torch = self.torch
-        t = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
+        if not isinstance(frame, torch.Tensor):
+            a = np.asarray(frame)
+            frame = torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
+        t = frame
         if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[2] != 3:
             raise ValueError("frame must be an (H, W, 3) uint8 RGB image")
         return t.to(self.device, non_blocking=True).permute(2, 0, 1).float()  # (3, H, W)

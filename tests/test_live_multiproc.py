@@ -1,0 +1,190 @@
+"""The processes shape of a live run (live/multiproc): camera processes around one inference
+service give the threaded run's alerts, stop cleanly (no process or shared-memory segment
+left), and survive a camera process being killed; the shape is chosen from the hardware."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openlfr.live.config import RunConfig
+from openlfr.live.multiproc import choose_shape
+from openlfr.live.multiproc.shape import process_count
+from openlfr.live.multiproc.shm import SlotRing
+
+
+def shm_segments() -> set[str]:
+    d = Path("/dev/shm")
+    return {p.name for p in d.glob("psm_*")} if d.is_dir() else set()
+
+
+def test_choose_shape_from_hardware():
+    assert choose_shape("auto", 1, cores=64, cuda=True) == "threads"  # one camera: the simple path
+    assert choose_shape("auto", 8, cores=2, cuda=True) == "threads"  # too few cores for processes
+    assert choose_shape("auto", 2, cores=16, cuda=True) == "processes"
+    assert choose_shape("auto", 3, cores=16, cuda=False) == "threads"
+    assert choose_shape("auto", 8, cores=16, cuda=False) == "processes"
+    assert choose_shape("processes", 1, cores=2, cuda=False) == "processes"
+    with pytest.raises(ValueError):
+        choose_shape("fibres", 2)
+    assert process_count(32, cores=16) == 15 and process_count(3, cores=16) == 3 and process_count(5, 2) == 2
+    assert RunConfig(sources=["a.mp4"]).shape == "auto"
+    with pytest.raises(ValueError):
+        RunConfig(sources=["a.mp4"], shape="fibres")
+
+
+def test_slot_ring_round_trip_and_unlink():
+    before = shm_segments()
+    ring = SlotRing.create(3, 64 * 64 * 3)
+    other = SlotRing.attach(*ring.spec())
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    slot = other.acquire()
+    shape, dtype = other.write(slot, img)
+    assert np.array_equal(ring.view(slot, shape, dtype), img)  # the other side sees it, no copy sent
+    other.release(slot)
+    assert not ring.fits(64 * 64 * 3 + 1)
+    with pytest.raises(ValueError):
+        ring.view(3, (1,), np.uint8)
+    assert other.close() and ring.close()
+    assert shm_segments() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# On the shared Hamilton clip (skipped without ../shared)
+
+
+def _cfg(video: Path, **kw) -> RunConfig:
+    clip = str(video / "hamilton_clip_640x360.mp4")
+    return RunConfig(sources=[f"a={clip}", f"b={clip}"], watchlist=video / "hamilton_refs",
+                     alerts={"threshold": 0.6}, **kw)
+
+
+def _alerts(events) -> list[tuple]:
+    return sorted((e["camera"], e["subject"], e["frame"], round(e["distance"], 3)) for e in events if e["event"] == "alert")
+
+
+@pytest.fixture(scope="module")
+def hamilton(shared_data):
+    video = shared_data / "video"
+    if not (video / "hamilton_clip_640x360.mp4").exists():
+        pytest.skip("hamilton clip absent")
+    return video
+
+
+@pytest.fixture(scope="module")
+def watchlist(hamilton):
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.watchlist.enrol import load_watchlist
+
+    wl, _ = load_watchlist(hamilton / "hamilton_refs", FaceEngine(detector="hog", upsample=1))
+    return wl
+
+
+@pytest.fixture(scope="module")
+def threaded(hamilton, watchlist):
+    from openlfr.live.runner import LiveRunner
+
+    events: list[dict] = []
+    r = LiveRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist)
+    r.prepare()
+    return r.run(), events
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    ref_summary, ref_events = threaded
+    assert {a[1] for a in _alerts(ref_events)} == {"alex-lacamoire", "lin-manuel-miranda"}
+    before = shm_segments()
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+    s = r.run()
+    assert _alerts(events) == _alerts(ref_events)
+    alerts = [e for e in events if e["event"] == "alert"]
+    assert sorted(e["alert"] for e in alerts) == list(range(1, len(alerts) + 1))  # one numbering for the run
+    for key in ("frames", "alerts", "alerts_per_subject", "dropped_frames", "threshold"):
+        assert s[key] == ref_summary[key], key
+    assert s["shape"] == "processes" and len(s["processes"]) == 2 and s["restarts"] == 0
+    assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
+    assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
+    assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
+    assert mp.active_children() == [] and shm_segments() == before
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_camera_process_restarts_without_losing_the_other(hamilton, watchlist, threaded):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    _, ref_events = threaded
+    before = shm_segments()
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+    killed: list[int] = []
+
+    def killer():  # kill camera b's process once it is running and has done some frames
+        end = time.monotonic() + 300
+        while time.monotonic() < end:
+            g = r.groups[1] if len(r.groups) > 1 else None
+            if g is not None and g.pid and r.stats[1].frames >= 5:
+                os.kill(g.pid, signal.SIGKILL)
+                killed.append(g.pid)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    s = r.run()
+    t.join()
+    assert killed, "camera b's process was never seen running"
+    assert s["restarts"] == 1
+    died = [e for e in events if e["event"] == "source" and e["camera"] == "b" and e["state"] == "error"]
+    assert died and "died" in died[0]["message"] and "restarting" in died[0]["message"]
+    # camera a never noticed: its alerts are the threaded run's
+    assert [a for a in _alerts(events) if a[0] == "a"] == [a for a in _alerts(ref_events) if a[0] == "a"]
+    cams = {c["name"]: c for c in s["cameras"]}
+    assert cams["a"]["frames"] == 100
+    assert cams["b"]["frames"] >= 100  # the restarted process read its file again, to the end
+    assert {a[1] for a in _alerts(events) if a[0] == "b"} >= {"lin-manuel-miranda"}
+    assert killed[0] not in {p["pid"] for p in s["processes"]}
+    assert mp.active_children() == [] and shm_segments() == before
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_stop_mid_run_is_clean(hamilton, watchlist):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    before = shm_segments()
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, realtime=True), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+
+    def stopper():
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not (len(r.stats) == 2 and all(st.frames >= 3 for st in r.stats)):
+            time.sleep(0.05)
+        r.stop()
+
+    t = threading.Thread(target=stopper)
+    t.start()
+    s = r.run()
+    t.join()
+    assert s["interrupted"] and s["restarts"] == 0
+    assert len(s["processes"]) == 2  # both sent their summary: stopped, not killed
+    assert all(0 < c["frames"] < 275 for c in s["cameras"])
+    assert mp.active_children() == [] and shm_segments() == before
