@@ -12,12 +12,14 @@ Measures (``--device``, default cuda when torch sees one):
 2. **MMOD at 1080p** (``TorchMmodDetector``, pyramid on the device): frames/s by batch of
    frames and precision, upsample 0 (faces from ~80 px) and 1 (~40 px); boxes compared with
    the onnxruntime detector's on the same frame.
-3. **End to end**: ``LiveRunner`` (the live run's readers, detection scheduler, tracker,
-   aligner, shared embedder, watchlist search) on N cameras, each a 1080p video read as fast
-   as it goes, with the CNN detector and descriptor on the device and the watchlist
-   (``--watchlist`` synthetic subjects) searched with ``torch-exact`` on the device: total
-   frames/s, so how many 25 fps cameras one device keeps up with; then N cameras read in real
-   time (25 fps) and the frames they drop.
+3. **End to end** (``--shape processes``, the default: ``ProcessRunner``, camera processes
+   around one inference service; ``--shape threads``: ``LiveRunner``, one process) on N
+   cameras, each a 1080p video read as fast as it goes, with the CNN detector (batched across
+   cameras) and the descriptor on the device, against ``--watchlist`` synthetic subjects plus
+   the faces of the video's first frames (so that alerts happen): total frames/s, so how many
+   25 fps cameras one device keeps up with, and the GPU's utilisation (sampled twice a
+   second); then N cameras read in real time (25 fps): the frames they drop and the latency
+   from a face's first frame to its alert.
 4. **Gallery**: 1,000,000 templates searched on the device (``torch-exact``), ms per probe.
 
 The video: ``--video`` or ``../shared/data/video/crowd_walk_1920x1080.mp4``, else a synthetic
@@ -243,8 +245,88 @@ def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> d
 # 3. End to end
 
 
+class GpuSampler:
+    """GPU utilisation sampled twice a second during a run (``torch.cuda.utilization`` through
+    NVML, else ``nvidia-smi``); nothing on a CPU."""
+
+    def __init__(self, device: str, every_s: float = 0.5):
+        import threading
+
+        self.device, self.every_s = device, every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> float | None:
+        if not self.device.startswith("cuda"):
+            return None
+        try:
+            import torch
+
+            return float(torch.cuda.utilization())
+        except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
+            import subprocess
+
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                return float(out.strip().splitlines()[0])
+            except Exception:  # noqa: BLE001
+                return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            v = self._sample()
+            if v is None:
+                return
+            self.samples.append(v)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return False
+
+    def summary(self) -> dict | None:
+        if not self.samples:
+            return None
+        return {"mean_percent": round(sum(self.samples) / len(self.samples), 1), "max_percent": max(self.samples),
+                "samples": len(self.samples)}
+
+
+def crowd_subjects(video: Path, wl, frames: int = 40, step: int = 10):
+    """The watchlist plus the faces of the video's first frames as subjects, so alerts happen
+    (and their latency can be measured): one subject per face found on frames 0, step, ..."""
+    import cv2
+
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.watchlist.model import Subject, Watchlist
+
+    engine = FaceEngine(detector="hog", upsample=0)
+    cap = cv2.VideoCapture(str(video))
+    templates = []
+    for i in range(frames):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            templates += [f.descriptor for f in engine.analyze(np.ascontiguousarray(bgr[:, :, ::-1]))]
+    cap.release()
+    if not templates:
+        return wl, 0
+    k = len(templates)
+    subjects = list(wl.subjects) + [Subject(f"V{i}", f"Video face {i}") for i in range(k)]
+    t = np.concatenate([wl.templates, np.stack(templates).astype(np.float32)])
+    labels = np.concatenate([wl.template_subject, len(wl.subjects) + np.arange(k)])
+    return Watchlist(subjects, t, labels, np.ones(len(t), np.float32)), k
+
+
 def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str,
-                batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
+                batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
+                shape: str = "processes", processes: int = 0) -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
     from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
@@ -254,55 +336,80 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
 
     cuda = device.startswith("cuda")
     cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
-                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0)
+                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0, shape=shape)
     engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
     det = TorchMmodDetector(upsample=0, device=device, precision=detector_precision, cudnn_tuning=detector_tuning)
     batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
     engine.detector = batcher or det
     engine.detector_name = "cnn"
     engine._descriptor = make_descriptor("torch", precision=precision) if cuda else make_descriptor("onnx")
-    r = LiveRunner(cfg, on_event=lambda e: None, engine=engine, watchlist=wl, threshold=0.5)
+    events: list[dict] = []
+    keep = lambda e: events.append(e) if e.get("event") == "alert" else None  # noqa: E731
+    if shape == "processes":
+        from openlfr.live.multiproc.runner import ProcessRunner
+
+        r = ProcessRunner(cfg, on_event=keep, engine=engine, watchlist=wl, threshold=0.5, processes=processes or None)
+    else:
+        r = LiveRunner(cfg, on_event=keep, engine=engine, watchlist=wl, threshold=0.5)
     r.prepare()
-    if index_kind != "exact":
+    if index_kind != "exact" and shape != "processes":  # (camera processes search their own exact index)
         idx = make_index(index_kind, **({"device": device} if index_kind == "torch-exact" else {}))
         idx.add(wl.templates, wl.template_subject)
         r.index = idx
     try:
-        s = r.run()
+        with GpuSampler(device) as gpu_use:
+            s = r.run()
     finally:
         if batcher is not None:
             batcher.close()
     cams = s["cameras"]
-    return {"cameras": n, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"], "fps_total": s["fps"],
-            "fps_per_camera": round(s["fps"] / n, 2), "cameras_at_25fps": round(s["fps"] / 25.0, 1),
-            "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
-            "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"],
-            "batched_detector": None if batcher is None else {"calls": batcher.images, "network_batches": batcher.batches}}
+    lat = sorted(e["latency_ms"] for e in events)
+    row = {"cameras": n, "shape": shape, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"],
+           "fps_total": s["fps"], "fps_per_camera": round(s["fps"] / n, 2), "cameras_at_25fps": round(s["fps"] / 25.0, 1),
+           "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
+           "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"],
+           "alerts": s["alerts"], "alert_latency_ms": {"p50": lat[len(lat) // 2], "p95": lat[int(0.95 * (len(lat) - 1))],
+                                                       "max": lat[-1]} if lat else None,
+           "gpu_utilisation": gpu_use.summary(),
+           "batched_detector": None if batcher is None else {"calls": batcher.images, "network_batches": batcher.batches}}
+    if shape == "processes":
+        row.update(processes=len(s["processes"]), service=s["service"], restarts=s["restarts"])
+    return row
 
 
 def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str,
-                     batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
+                     batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
+                     shape: str = "processes", processes: int = 0, save=lambda: None, out: dict | None = None) -> dict:
     index_kind = "torch-exact" if device.startswith("cuda") else "exact"
-    out: dict = {"video": str(video), "watchlist_subjects": len(wl), "index": index_kind, "descriptor_precision": precision,
-                 "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
-                 "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []}
-    opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning}
+    wl, k = crowd_subjects(video, wl)
+    out = {} if out is None else out
+    out.update({"video": str(video), "watchlist_subjects": len(wl), "video_faces_enrolled": k, "shape": shape,
+                "index": index_kind if shape != "processes" else "exact (numpy) in each camera process",
+                "descriptor_precision": precision,
+                "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
+                "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []})
+    opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning,
+            "shape": shape, "processes": processes}
     t0 = time.perf_counter()  # untimed warm-up: cuDNN tunes its kernels once per input shape
     run_cameras(min(16, max(cameras)), video, device, wl, min(frames, 40), False, precision, index_kind, **opts)
     out["warm_up_s"] = round(time.perf_counter() - t0, 1)
     log(f"end to end: warm-up run {out['warm_up_s']} s")
     for n in cameras:
         row = run_cameras(n, video, device, wl, frames, False, precision, index_kind, **opts)
-        log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps)")
+        log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps), "
+            f"GPU {row['gpu_utilisation']}")
         out["fast"].append(row)
+        save()
     if not quick:
         best = max(out["fast"], key=lambda r: r["fps_total"])
         n_rt = min(64, max(1, int(best["fps_total"] // 25)))  # (64: the decoders share the CPU)
-        for n in sorted({n_rt, max(1, n_rt // 2), 32}):
+        for n in sorted({n_rt, 32}):
             row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, **opts)
             row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)
-            log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped")
+            log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped, "
+                f"alert latency {row['alert_latency_ms']}")
             out["realtime"].append(row)
+            save()
     return out
 
 
@@ -381,11 +488,24 @@ def results_markdown(res: dict) -> str:
         lines += ["MMOD at " + "x".join(str(v) for v in m["frame"][:2][::-1]) + ": "
                   + ", ".join(f"{k} {v} frames/s" for k, v in m["frames_per_s"].items()) + ".", ""]
     if e:
+        lines.append(f"End to end, shape `{e.get('shape', 'threads')}` ({res.get('cpu_cores')} CPU cores), "
+                     f"{e.get('watchlist_subjects')} subjects ({e.get('video_faces_enrolled', 0)} of them faces of the video):")
+        lines.append("")
+
+        def gpu(row):
+            g = row.get("gpu_utilisation")
+            return f"GPU {g['mean_percent']}% mean, {g['max_percent']}% max" if g else "GPU utilisation n/a"
+
+        def lat(row):
+            a = row.get("alert_latency_ms")
+            return f"alert latency p50 {a['p50']} ms, p95 {a['p95']} ms ({row['alerts']} alerts)" if a else "no alert"
+
         for row in e.get("fast", []):
             lines.append(f"- {row['cameras']} cameras, as fast as possible: {row['fps_total']} frames/s in all "
-                         f"= {row['cameras_at_25fps']} cameras at 25 fps")
+                         f"= {row['cameras_at_25fps']} cameras at 25 fps; {gpu(row)}")
         for row in e.get("realtime", []):
-            lines.append(f"- {row['cameras']} cameras at 25 fps: {row.get('dropped_share', 0) * 100:.1f}% of frames dropped")
+            lines.append(f"- {row['cameras']} cameras at 25 fps: {row.get('dropped_share', 0) * 100:.1f}% of frames dropped; "
+                         f"{lat(row)}; {gpu(row)}")
         lines.append("")
     gal = res.get("gallery")
     if gal:
@@ -421,6 +541,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-detector-tuning", action="store_true",
                     help="end to end: cuDNN's heuristic kernels for the detector, no tuning per new window shape")
     ap.add_argument("--no-batch-detect", action="store_true", help="each camera calls the detector itself (no cross-camera batches)")
+    ap.add_argument("--shape", default="processes", choices=("processes", "threads"),
+                    help="end to end: camera processes around one inference service (default), or threads in one process")
+    ap.add_argument("--processes", type=int, default=0, help="camera processes (0: one per core but one)")
     ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
     ap.add_argument("--results", type=Path, default=None, help="write the GPU section of this markdown file")
@@ -463,9 +586,10 @@ def main(argv=None) -> int:
             save()
         if "e2e" not in skip:
             wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
-            res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision,
-                                                 not args.no_batch_detect, args.detector_precision,
-                                                 not args.no_detector_tuning)
+            res["end_to_end"] = {}
+            bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision, not args.no_batch_detect,
+                             args.detector_precision, not args.no_detector_tuning, args.shape, args.processes,
+                             save=save, out=res["end_to_end"])
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)
