@@ -20,9 +20,10 @@ from openlfr.live.multiproc.shape import process_count
 from openlfr.live.multiproc.shm import SlotRing
 
 
-def shm_segments() -> set[str]:
-    d = Path("/dev/shm")
-    return {p.name for p in d.glob("psm_*")} if d.is_dir() else set()
+def left(names) -> list[str]:
+    """Those of ``names`` still in /dev/shm (other runs on the machine may hold their own)."""
+    assert names
+    return [n for n in names if (Path("/dev/shm") / n.lstrip("/")).exists()]
 
 
 def test_choose_shape_from_hardware():
@@ -41,8 +42,8 @@ def test_choose_shape_from_hardware():
 
 
 def test_slot_ring_round_trip_and_unlink():
-    before = shm_segments()
     ring = SlotRing.create(3, 64 * 64 * 3)
+    assert left([ring.name]) == [ring.name]
     other = SlotRing.attach(*ring.spec())
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     slot = other.acquire()
@@ -53,7 +54,7 @@ def test_slot_ring_round_trip_and_unlink():
     with pytest.raises(ValueError):
         ring.view(3, (1,), np.uint8)
     assert other.close() and ring.close()
-    assert shm_segments() == before
+    assert left([ring.name]) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +106,6 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
 
     ref_summary, ref_events = threaded
     assert {a[1] for a in _alerts(ref_events)} == {"alex-lacamoire", "lin-manuel-miranda"}
-    before = shm_segments()
     events: list[dict] = []
     r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
     r.prepare()
@@ -119,7 +119,7 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
     assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
     assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
     assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
-    assert mp.active_children() == [] and shm_segments() == before
+    assert mp.active_children() == [] and left(r.segments) == []
 
 
 @pytest.mark.shared
@@ -129,7 +129,6 @@ def test_killed_camera_process_restarts_without_losing_the_other(hamilton, watch
     from openlfr.live.multiproc.runner import ProcessRunner
 
     _, ref_events = threaded
-    before = shm_segments()
     events: list[dict] = []
     r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
     r.prepare()
@@ -160,7 +159,8 @@ def test_killed_camera_process_restarts_without_losing_the_other(hamilton, watch
     assert cams["b"]["frames"] >= 100  # the restarted process read its file again, to the end
     assert {a[1] for a in _alerts(events) if a[0] == "b"} >= {"lin-manuel-miranda"}
     assert killed[0] not in {p["pid"] for p in s["processes"]}
-    assert mp.active_children() == [] and shm_segments() == before
+    assert len(r.segments) == 6  # 2 rings per process, and 2 more for the restarted one
+    assert mp.active_children() == [] and left(r.segments) == []
 
 
 @pytest.mark.shared
@@ -169,7 +169,6 @@ def test_killed_camera_process_restarts_without_losing_the_other(hamilton, watch
 def test_stop_mid_run_is_clean(hamilton, watchlist):
     from openlfr.live.multiproc.runner import ProcessRunner
 
-    before = shm_segments()
     events: list[dict] = []
     r = ProcessRunner(_cfg(hamilton, realtime=True), on_event=events.append, watchlist=watchlist, processes=2)
     r.prepare()
@@ -187,4 +186,50 @@ def test_stop_mid_run_is_clean(hamilton, watchlist):
     assert s["interrupted"] and s["restarts"] == 0
     assert len(s["processes"]) == 2  # both sent their summary: stopped, not killed
     assert all(0 < c["frames"] < 275 for c in s["cameras"])
-    assert mp.active_children() == [] and shm_segments() == before
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+def test_make_runner_follows_the_shape(tmp_path):
+    from openlfr.live.multiproc import make_runner
+    from openlfr.live.multiproc.runner import ProcessRunner
+    from openlfr.live.runner import LiveRunner
+
+    one = RunConfig(sources=["a.mp4"])
+    assert type(make_runner(one)) is LiveRunner  # one camera: today's path, whatever the machine
+    assert type(make_runner(RunConfig(sources=["a.mp4", "b.mp4"], shape="processes"))) is ProcessRunner
+    assert type(make_runner(RunConfig(sources=["a.mp4", "b.mp4"], shape="threads"))) is LiveRunner
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
+    """``openlfr run --shape processes`` on the demo scenario: the same single alert as the
+    threaded run (tests/test_live_cli.py), from a camera process."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from openlfr.cli import app
+    from openlfr.live.demo import SUBJECT_ID, build_demo
+
+    demo = build_demo(tmp_path)
+    made: list[str] = []
+    create = SlotRing.create.__func__
+
+    def recording(cls, slots, slot_bytes):
+        ring = create(cls, slots, slot_bytes)
+        made.append(ring.name)
+        return ring
+
+    monkeypatch.setattr(SlotRing, "create", classmethod(recording))
+    res = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--json",
+                                   "--shape", "processes"])
+    assert res.exit_code == 0, res.output
+    evs = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    alerts = [e for e in evs if e["event"] == "alert"]
+    assert len(alerts) == 1 and alerts[0]["subject"] == SUBJECT_ID and alerts[0]["alert"] == 1
+    s = evs[-1]
+    assert s["event"] == "summary" and s["shape"] == "processes" and s["frames"] == 100 and s["alerts"] == 1
+    assert mp.active_children() == [] and len(made) == 2 and left(made) == []
+    bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
+    assert bad.exit_code == 2 and "shape" in bad.output

@@ -72,6 +72,7 @@ class ProcessRunner(LiveRunner):
         self._alert_ids = itertools.count(1)
         self._alerts: dict[tuple[str, int], object] = {}
         self._by_name: dict[str, CameraStats] = {}
+        self.segments: list[str] = []  # names of every shared-memory segment made (all unlinked at the end)
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
@@ -90,6 +91,7 @@ class ProcessRunner(LiveRunner):
         g.done, g.current, g.pid, g.process = False, {}, None, None
         images = SlotRing.create(2 * len(g.cams) + 1, self._image_slot_bytes())
         chips = SlotRing.create(2, c.embed_batch * CHIP_BYTES)
+        self.segments += [images.name, chips.name]
         req_r, req_w = self.ctx.Pipe(duplex=False)
         resp_r, resp_w = self.ctx.Pipe(duplex=False)
         ev_r, ev_w = self.ctx.Pipe(duplex=False)
