@@ -51,6 +51,7 @@ class _Group:
     done: bool = False
     restarts: int = 0
     pid: int | None = None
+    ready_at: float | None = None  # monotonic time of its first generation's "ready"
     current: dict = field(default_factory=dict)  # camera name -> stats of this generation
     base: dict = field(default_factory=dict)  # camera name -> stats summed over dead generations
     process: dict | None = None  # the process accounting of its summary
@@ -166,8 +167,12 @@ class ProcessRunner(LiveRunner):
         procs = [g.process for g in self.groups if g.process]
         self.policy.suppressed = sum(p.get("suppressed", 0) for p in procs)
         self.summary = self._summary(elapsed, parent_cpu + sum(p["cpu_s"] for p in procs))
+        ready = [g.ready_at for g in self.groups if g.ready_at is not None]
+        startup = max(ready) - self.started if ready else 0.0  # spawning and preparing the processes
         self.summary.update(shape="processes", parent_cpu_s=round(parent_cpu, 3), processes=procs,
-                            service=self.service.to_json(), restarts=sum(g.restarts for g in self.groups))
+                            service=self.service.to_json(), restarts=sum(g.restarts for g in self.groups),
+                            startup_s=round(startup, 3),
+                            fps_after_startup=round(self.summary["frames"] / max(elapsed - startup, 1e-9), 2))
         self.emit(self.summary)
         return self.summary
 
@@ -241,6 +246,8 @@ class ProcessRunner(LiveRunner):
             self._merge(g)
         elif kind == "ready" and current:
             g.pid = msg[2]
+            if g.ready_at is None:
+                g.ready_at = time.monotonic()
             for i in g.cams:
                 st = self.stats[i]
                 if st.state == "starting":
