@@ -469,7 +469,14 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
-def results_markdown(res: dict) -> str:
+def marks(block: str = "gpu") -> tuple[str, str]:
+    """The markers of a RESULTS.md block (``gpu``: the GPU block; another name: its own block,
+    so that e.g. an end-to-end-only run does not replace the descriptor figures)."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+def results_markdown(res: dict, block: str = "gpu") -> str:
+    MARK_BEGIN, MARK_END = marks(block)
     d, m, e = res.get("descriptors", {}), res.get("mmod", {}), res.get("end_to_end", {})
     lines = [MARK_BEGIN, f"### {res['device_name']} ({res['device']}, torch {res['torch']}, {res['date']})", ""]
     if res.get("quick"):
@@ -528,7 +535,8 @@ def results_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_results(path: Path, block: str) -> None:
+def update_results(path: Path, block: str, name: str = "gpu") -> None:
+    MARK_BEGIN, MARK_END = marks(name)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n## GPU\n\n"
     if MARK_BEGIN in text and MARK_END in text:
         a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END) + 1
@@ -556,6 +564,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="processes", choices=("processes", "threads"),
                     help="end to end: camera processes around one inference service (default), or threads in one process")
     ap.add_argument("--processes", type=int, default=0, help="camera processes (0: one per core but one)")
+    ap.add_argument("--block", default="gpu", help="name of the RESULTS.md block to write (default gpu)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="end to end: start no new run after this many seconds from the start (what ran is kept)")
     ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
@@ -620,7 +629,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     if args.results:
-        update_results(args.results, results_markdown(res))
+        update_results(args.results, results_markdown(res, args.block), args.block)
     print(json.dumps(res, indent=2))
     return 0
 
