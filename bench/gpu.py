@@ -20,6 +20,10 @@ Measures (``--device``, default cuda when torch sees one):
    25 fps cameras one device keeps up with, and the GPU's utilisation (sampled twice a
    second); then N cameras read in real time (25 fps): the frames they drop and the latency
    from a face's first frame to its alert.
+2b. **Chips from decoded frames** (``chips``): frames decoded with ``live/decode.py`` (NVDEC
+   through torchcodec / PyNvVideoCodec when installed, kept on the device), chips cut on the
+   device (``engine/torch_chips.DeviceChipWarper``) and fed to the descriptor: faces/s, with the
+   chips' distance to the exact (dlib) chips.
 4. **Gallery**: 1,000,000 templates searched on the device (``torch-exact``), ms per probe.
 
 The video: ``--video`` or ``../shared/data/video/crowd_walk_1920x1080.mp4``, else a synthetic
@@ -238,6 +242,68 @@ def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> d
                 except Exception as e:  # noqa: BLE001 - e.g. out of memory at upsample 1, batch 8
                     out["frames_per_s"][key] = f"failed: {type(e).__name__}: {e}"
                 log(f"mmod {key}: {out['frames_per_s'][key]} frames/s")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 2b. Chips cut on the device from decoded frames
+
+
+def bench_device_chips(device: str, quick: bool, seconds: float, video: Path) -> dict:
+    """Frames decoded (NVDEC when available) and kept on the device; chips cut there
+    (``DeviceChipWarper``) and fed to the descriptor: faces/s with chips from decoded frames,
+    nothing copied from host memory but the landmarks."""
+    import torch
+
+    from openlfr.engine.chips import face_chip
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.torch_chips import DeviceChipWarper, plan_chips
+    from openlfr.engine.torch_runtime import TorchDescriptorModel
+    from openlfr.live.decode import open_decoder
+
+    cuda = device.startswith("cuda")
+    n_frames, per_frame = (4, 16) if quick else (32, 128)
+    dec = open_decoder(video, device if cuda else "cpu")
+    frames, t0 = [], time.perf_counter()
+    for f, _ in dec:
+        frames.append(f if dec.on_device else torch.from_numpy(np.ascontiguousarray(f)).to(device))
+        if len(frames) == n_frames:
+            break
+    sync(device)
+    out: dict = {"decoder": dec.backend, "frames_on_device": dec.on_device, "not_used": dec.tried,
+                 "decode_frames_per_s": round(len(frames) / (time.perf_counter() - t0), 1),
+                 "frames": len(frames), "faces_per_frame": per_frame}
+    dec.close()
+    first = np.ascontiguousarray(frames[0].cpu().numpy())
+    base = [f.landmarks for f in FaceEngine(detector="hog", upsample=1).analyze(first, descriptors=False)]
+    if not base:  # no face found: a 200-px face in the middle
+        from openlfr.engine.chips import TEMPLATE_5
+
+        h, w = first.shape[:2]
+        base = [np.asarray(TEMPLATE_5) * 200 + [w / 2 - 100, h / 2 - 100]]
+    out["faces_found_in_first_frame"] = len(base)
+    rng = np.random.default_rng(0)
+    lms = np.stack([base[i % len(base)] + rng.uniform(-3, 3, 2) for i in range(per_frame)])
+    warper = DeviceChipWarper(device)
+    ref = np.stack([face_chip(first, lm) for lm in base])
+    got = warper.chips(frames[0], base).cpu().numpy()
+    out["max_pixel_diff_vs_exact_chips"] = int(np.abs(ref.astype(int) - got.astype(int)).max())
+    prec = "fp16" if cuda else "fp32"
+    model = TorchDescriptorModel(prec, device=device, batch_size=per_frame * len(frames))
+    out["descriptor_distance_vs_exact_chips"] = float(np.linalg.norm(model.compute(ref) - model.compute(got), axis=1).max())
+    t1 = time.perf_counter()
+    for _ in range(10):
+        plan_chips(first.shape, lms)
+    out["plan_us_per_face"] = round((time.perf_counter() - t1) * 1e6 / (10 * per_frame), 2)
+
+    def warp_all():
+        return torch.cat([warper.chips(f, lms) for f in frames])
+
+    n = per_frame * len(frames)
+    out["warp_faces_per_s"] = round(rate(warp_all, n, seconds, device), 1)
+    with torch.inference_mode():
+        out[f"faces_per_s_{prec}_chips_from_decoded_frames"] = round(rate(lambda: model.net(warp_all()), n, seconds, device), 1)
+    log(f"device chips: {out}")
     return out
 
 
@@ -526,6 +592,14 @@ def results_markdown(res: dict, block: str = "gpu") -> str:
         for what in e.get("skipped", []):
             lines.append(f"- not run: {what}")
         lines.append("")
+    c = res.get("device_chips")
+    if c:
+        rate_key = next((k for k in c if k.startswith("faces_per_s_")), None)
+        lines += [f"Chips cut on the device from decoded frames ({c['decoder']}, frames on the device: {c['frames_on_device']}; "
+                  f"{c['frames']} frames x {c['faces_per_frame']} faces): warp {c['warp_faces_per_s']} faces/s, warp + descriptor "
+                  f"{c.get(rate_key)} faces/s ({rate_key}); host geometry {c['plan_us_per_face']} us a face; against the exact chips: "
+                  f"max pixel difference {c['max_pixel_diff_vs_exact_chips']}, descriptor distance "
+                  f"{c['descriptor_distance_vs_exact_chips']:.1e}; decoding {c['decode_frames_per_s']} frames/s.", ""]
     gal = res.get("gallery")
     if gal:
         lines.append(f"Gallery of {gal['templates']:,} on the device: "
@@ -567,7 +641,7 @@ def main(argv=None) -> int:
     ap.add_argument("--block", default="gpu", help="name of the RESULTS.md block to write (default gpu)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="end to end: start no new run after this many seconds from the start (what ran is kept)")
-    ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
+    ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,chips,e2e,gallery")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
     ap.add_argument("--results", type=Path, default=None, help="write the GPU section of this markdown file")
     args = ap.parse_args(argv)
@@ -618,6 +692,9 @@ def main(argv=None) -> int:
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)
+            save()
+        if "chips" not in skip:
+            res["device_chips"] = bench_device_chips(device, q, seconds, Path(video))
             save()
         n_gal = args.gallery if args.gallery is not None else (20_000 if q else 1_000_000)
         if "gallery" not in skip and n_gal:

@@ -36,6 +36,9 @@ def test_gpu_bench_quick_on_cpu(tmp_path, monkeypatch):
     assert res["end_to_end"]["shape"] == e["shape"] == "processes" and e["processes"] >= 1 and e["restarts"] == 0
     assert e["service"]["faces"] == e["embedded"] and e["gpu_utilisation"] is None  # (no GPU here)
     assert res["gallery"]["fp32"]["recall_at_1_vs_exact"] == 1.0
+    c = res["device_chips"]  # chips cut "on the device" (here the CPU) from decoded frames
+    assert c["decoder"] in ("pyav", "opencv") and c["max_pixel_diff_vs_exact_chips"] <= 2
+    assert c["descriptor_distance_vs_exact_chips"] < 0.01 and c["faces_per_s_fp32_chips_from_decoded_frames"] > 0
     text = md.read_text()
     assert "CPU figures stay." in text and gpu.MARK_BEGIN in text and "Quick mode" in text
     assert "shape `processes`" in text

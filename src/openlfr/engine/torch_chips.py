@@ -12,7 +12,8 @@ face) and only the pixel work runs on the device:
   image set to 0, values clamped and truncated to uint8 as dlib's ``assign_pixel`` does.
 
 All the chips of one frame that need no pyramid go through one ``grid_sample`` call (their
-grids stacked). Against dlib's chips (``chips.face_chip``, which is bit-exact with dlib) the
+grids stacked, made in one batched operation from the (N, 2, 3) maps that ``plan_chips``
+computes for all faces at once in numpy). Against dlib's chips (``chips.face_chip``, which is bit-exact with dlib) the
 only difference is float32 rounding in the interpolation: a pixel can differ by 1
 (tests/test_torch_chips.py checks pixels and descriptor distances on real faces).
 """
@@ -70,6 +71,89 @@ def plan_chip(image_shape: tuple[int, ...], landmarks: np.ndarray, size: int = 1
     return ChipPlan(crop, level + 1, ((m00, m01, b0), (m10, m11, b1)), d.rows, d.cols)
 
 
+def _template(size: int, padding: float) -> np.ndarray:
+    pad = float(np.float32(padding))
+    return (np.asarray(C.TEMPLATE_5, np.float64) + pad) * (1.0 / (2 * pad + 1)) * float(size)
+
+
+def _rect_down(r: np.ndarray) -> np.ndarray:
+    """``chips._rect_down`` on (N, 4) rectangles (l, t, r, b)."""
+    l, t = r[:, 0] / 2.0 - 1.25, r[:, 1] / 2.0 - 0.75
+    rr, b = r[:, 2] / 2.0 - 1.25, r[:, 3] / 2.0 - 0.75
+    return np.stack([np.minimum(l, rr), np.minimum(t, b), np.maximum(l, rr), np.maximum(t, b)], 1)
+
+
+def _area(r: np.ndarray) -> np.ndarray:
+    return np.where((r[:, 1] > r[:, 3]) | (r[:, 0] > r[:, 2]), 0.0, (r[:, 2] - r[:, 0] + 1) * (r[:, 3] - r[:, 1] + 1))
+
+
+def _corners(r: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """The 4 corners (tl, tr, bl, br) of each rectangle rotated by ``angle`` about its centre: (N, 4, 2)."""
+    cx, cy = (r[:, 0] + r[:, 2]) / 2.0, (r[:, 1] + r[:, 3]) / 2.0
+    px = np.stack([r[:, 0], r[:, 2], r[:, 0], r[:, 2]], 1) - cx[:, None]
+    py = np.stack([r[:, 1], r[:, 1], r[:, 3], r[:, 3]], 1) - cy[:, None]
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    return np.stack([cos * px - sin * py + cx[:, None], sin * px + cos * py + cy[:, None]], -1)
+
+
+def plan_chips(image_shape: tuple[int, ...], landmarks, size: int = 150, padding: float = 0.25):
+    """``plan_chip`` for N faces at once, vectorised (numpy): (crops (N, 4) int, halvings (N,),
+    affines (N, 2, 3)). The same geometry, in closed form (the 2-D least-squares similarity) and
+    numpy's order of operations: it agrees with ``plan_chip`` to ~1e-9 px. About 100x faster,
+    so the host's part stays small beside the device's at 300,000 faces/s."""
+    pts = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    n = len(pts)
+    nr, nc = int(image_shape[0]), int(image_shape[1])
+    frm = _template(size, padding)
+    df = frm - frm.mean(0)
+    dt = pts - pts.mean(1, keepdims=True)
+    sf = (df ** 2).sum()
+    a = (df[None, :, 0] * dt[:, :, 0] + df[None, :, 1] * dt[:, :, 1]).sum(1) / sf
+    b = (df[None, :, 0] * dt[:, :, 1] - df[None, :, 1] * dt[:, :, 0]).sum(1) / sf
+    # x' = a x - b y + tx, y' = b x + a y + ty
+    mf = frm.mean(0)
+    tx = pts[:, :, 0].mean(1) - (a * mf[0] - b * mf[1])
+    ty = pts[:, :, 1].mean(1) - (b * mf[0] + a * mf[1])
+    angle = np.arctan2(b, a)
+    scale = np.hypot(a, b)
+    h = size / 2.0
+    cx, cy = a * h - b * h + tx, b * h + a * h + ty
+    w = size * scale - 1
+    rect = np.stack([cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2], 1)
+    area = float(size * size)
+    grow = np.full(n, 2.0)
+    rd = _rect_down(rect)
+    while True:
+        more = _area(rd) > area
+        if not more.any():
+            break
+        rd = np.where(more[:, None], _rect_down(rd), rd)
+        grow = np.where(more, grow * 2 + 2, grow)
+    cs = _corners(rect, angle)
+    g = np.stack([cs[:, :, 0].min(1) - grow, cs[:, :, 1].min(1) - grow, cs[:, :, 0].max(1) + grow,
+                  cs[:, :, 1].max(1) + grow], 1)
+    g = np.stack([np.maximum(g[:, 0], 0.0), np.maximum(g[:, 1], 0.0), np.minimum(g[:, 2], nc - 1.0),
+                  np.minimum(g[:, 3], nr - 1.0)], 1)
+    box = np.floor(g + 0.5).astype(np.int64)
+    empty = (box[:, 0] > box[:, 2]) | (box[:, 1] > box[:, 3])
+    bl, bt = np.where(empty, 0, box[:, 0]), np.where(empty, 0, box[:, 1])
+    crops = np.stack([bl, bt, np.where(empty, 0, box[:, 2] - bl + 1), np.where(empty, 0, box[:, 3] - bt + 1)], 1)
+    rel = rect - np.stack([bl, bt, bl, bt], 1)
+    halvings = np.zeros(n, np.int64)
+    while True:
+        down = _rect_down(rel)
+        more = _area(down) > area
+        if not more.any():
+            break
+        rel = np.where(more[:, None], down, rel)
+        halvings += more
+    cs = _corners(rel, angle)
+    tl, tr, bl_ = cs[:, 0], cs[:, 1], cs[:, 2]
+    affines = np.stack([np.stack([(tr[:, 0] - tl[:, 0]) / (size - 1), (bl_[:, 0] - tl[:, 0]) / (size - 1), tl[:, 0]], 1),
+                        np.stack([(tr[:, 1] - tl[:, 1]) / (size - 1), (bl_[:, 1] - tl[:, 1]) / (size - 1), tl[:, 1]], 1)], 1)
+    return crops, halvings, affines
+
+
 def pyramid_down2(img):
     """dlib's ``pyramid_down<2>`` on a (3, H, W) float tensor of integer values (exact)."""
     import torch
@@ -102,6 +186,7 @@ class DeviceChipWarper:
         self.size, self.padding = int(size), float(padding)
         cr = torch.arange(self.size, dtype=torch.float64, device=self.device)
         self._rows, self._cols = torch.meshgrid(cr, cr, indexing="ij")  # chip pixel (row, col)
+        self._rows, self._cols = self._rows[None], self._cols[None]
 
     def _as_chw(self, frame):
         torch = self.torch
@@ -113,11 +198,12 @@ class DeviceChipWarper:
             raise ValueError("frame must be an (H, W, 3) uint8 RGB image")
         return t.to(self.device, non_blocking=True).permute(2, 0, 1).float()  # (3, H, W)
 
-    def _coords(self, plan: ChipPlan):
-        """Sample coordinates (rows, cols) in the source of ``plan`` (float64, dlib's order)."""
-        (m00, m01, b0), (m10, m11, b1) = plan.affine
-        x = (m00 * self._cols + m01 * self._rows) + b0
-        y = (m10 * self._cols + m11 * self._rows) + b1
+    def _grid(self, affines):
+        """Sample coordinates (x, y), each (N, size, size), of chips through (N, 2, 3) maps."""
+        A = self.torch.as_tensor(affines, dtype=self.torch.float64, device=self.device)
+        c, r = self._cols, self._rows
+        x = A[:, 0, 0, None, None] * c + A[:, 0, 1, None, None] * r + A[:, 0, 2, None, None]
+        y = A[:, 1, 0, None, None] * c + A[:, 1, 1, None, None] * r + A[:, 1, 2, None, None]
         return x, y
 
     def chips(self, frame, landmarks) -> "object":
@@ -125,34 +211,34 @@ class DeviceChipWarper:
         F = torch.nn.functional
         img = self._as_chw(frame)
         H, W = img.shape[-2:]
-        plans = [plan_chip((H, W), lm, self.size, self.padding) for lm in landmarks]
-        out = torch.zeros((len(plans), 3, self.size, self.size), dtype=torch.float32, device=self.device)
-        direct = [i for i, p in enumerate(plans) if p.halvings == 0 and p.crop[2] > 0]
-        if direct:  # one grid_sample for every chip sampled straight from the frame
-            grids, masks = [], []
-            for i in direct:
-                p = plans[i]
-                x, y = self._coords(p)
-                masks.append(self._valid(x, y, p.crop[2], p.crop[3]))
-                grids.append(torch.stack([(x + p.crop[0]) * (2.0 / (W - 1)) - 1, (y + p.crop[1]) * (2.0 / (H - 1)) - 1], -1))
-            grid = torch.cat(grids, 0).unsqueeze(0).float()  # (1, n*size, size, 2)
+        n = len(landmarks)
+        out = torch.zeros((n, 3, self.size, self.size), dtype=torch.float32, device=self.device)
+        if n == 0:
+            return out.to(torch.uint8).permute(0, 2, 3, 1)
+        crops, halvings, affines = plan_chips((H, W), np.asarray(landmarks, np.float64).reshape(n, 5, 2), self.size, self.padding)
+        direct = np.flatnonzero((halvings == 0) & (crops[:, 2] > 0))
+        if len(direct):  # one grid_sample for every chip sampled straight from the frame
+            x, y = self._grid(affines[direct])
+            cr = torch.as_tensor(crops[direct], dtype=torch.float64, device=self.device)
+            mask = self._valid(x, y, cr[:, 2, None, None], cr[:, 3, None, None])
+            gx = (x + cr[:, 0, None, None]) * (2.0 / (W - 1)) - 1
+            gy = (y + cr[:, 1, None, None]) * (2.0 / (H - 1)) - 1
+            grid = torch.stack([gx, gy], -1).reshape(1, len(direct) * self.size, self.size, 2).float()
             v = F.grid_sample(img.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
             v = v.reshape(3, len(direct), self.size, self.size).permute(1, 0, 2, 3)
-            out[direct] = v * torch.stack(masks).unsqueeze(1)
-        for i, p in enumerate(plans):
-            if i in direct or p.crop[2] == 0:
-                continue
-            l, t, w, h = p.crop
+            out[torch.as_tensor(direct, device=self.device)] = v * mask.unsqueeze(1)
+        for i in np.flatnonzero((halvings > 0) & (crops[:, 2] > 0)):  # large faces: crop, halve, sample
+            l, t, w, h = (int(v) for v in crops[i])
             src = img[:, t:t + h, l:l + w]
-            for _ in range(p.halvings):
+            for _ in range(int(halvings[i])):
                 src = pyramid_down2(src)
             sh, sw = src.shape[-2:]
             if sh < 2 or sw < 2:
                 continue
-            x, y = self._coords(p)
-            grid = torch.stack([x * (2.0 / (sw - 1)) - 1, y * (2.0 / (sh - 1)) - 1], -1).unsqueeze(0).float()
+            x, y = self._grid(affines[i:i + 1])
+            grid = torch.stack([x * (2.0 / (sw - 1)) - 1, y * (2.0 / (sh - 1)) - 1], -1).float()
             v = F.grid_sample(src.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-            out[i] = v * self._valid(x, y, sw, sh)
+            out[i] = v * self._valid(x, y, sw, sh)[0]
         # assign_pixel: clamp, then truncate
         return out.clamp_(0, 255).floor_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
