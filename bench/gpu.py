@@ -682,6 +682,9 @@ def main(argv=None) -> int:
         if "descriptors" not in skip:
             res["descriptors"] = bench_descriptors(device, q, seconds)
             save()
+        if "chips" not in skip:
+            res["device_chips"] = bench_device_chips(device, q, seconds, Path(video))
+            save()
         if "e2e" not in skip:
             wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
             res["end_to_end"] = {}
@@ -692,9 +695,6 @@ def main(argv=None) -> int:
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)
-            save()
-        if "chips" not in skip:
-            res["device_chips"] = bench_device_chips(device, q, seconds, Path(video))
             save()
         n_gal = args.gallery if args.gallery is not None else (20_000 if q else 1_000_000)
         if "gallery" not in skip and n_gal:

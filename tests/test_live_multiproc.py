@@ -204,7 +204,8 @@ def test_make_runner_follows_the_shape(tmp_path):
 @pytest.mark.timeout(300)
 def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
     """``openlfr run --shape processes`` on the demo scenario: the same single alert as the
-    threaded run (tests/test_live_cli.py), from a camera process."""
+    threaded run (tests/test_live_cli.py), from a camera process; here with a /dev/shm too
+    small for the rings (as in a container), so the chips go through the pipe instead."""
     import json
 
     from typer.testing import CliRunner
@@ -222,6 +223,13 @@ def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
         return ring
 
     monkeypatch.setattr(SlotRing, "create", classmethod(recording))
+    real_statvfs = os.statvfs
+
+    def tiny_shm(path):  # a container's /dev/shm: 64 KB free
+        st = real_statvfs(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 16, 16, st.f_files, st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", tiny_shm)
     res = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--json",
                                    "--shape", "processes"])
     assert res.exit_code == 0, res.output
@@ -230,6 +238,7 @@ def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
     assert len(alerts) == 1 and alerts[0]["subject"] == SUBJECT_ID and alerts[0]["alert"] == 1
     s = evs[-1]
     assert s["event"] == "summary" and s["shape"] == "processes" and s["frames"] == 100 and s["alerts"] == 1
+    assert s["service"]["oversize"] > 0 and s["service"]["faces"] == s["embedded"] > 0  # chips through the pipe
     assert mp.active_children() == [] and len(made) == 2 and left(made) == []
     bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
     assert bad.exit_code == 2 and "shape" in bad.output

@@ -36,6 +36,7 @@ from .shm import SlotRing
 log = logging.getLogger(__name__)
 
 CHIP_BYTES = 150 * 150 * 3
+CHIPS_PER_CALL = 32  # most chips a camera process sends in one request (its own embedder's batch)
 SUMMED = ("frames", "read", "dropped", "detections", "scans", "window_runs", "embedded", "aligned", "merged",
           "faces_seen", "reconnects", "busy_s", "cpu_s", "scan_cpu_s", "window_cpu_s", "scanned_mpx")
 
@@ -74,24 +75,55 @@ class ProcessRunner(LiveRunner):
         self._alerts: dict[tuple[str, int], object] = {}
         self._by_name: dict[str, CameraStats] = {}
         self.segments: list[str] = []  # names of every shared-memory segment made (all unlinked at the end)
+        self.shm_fallback = False  # True: /dev/shm too small, data through the pipes
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
         super().prepare()  # sources checked, engine, watchlist, threshold, policy
         self.close_sources()  # each camera process opens its own
 
-    def _image_slot_bytes(self) -> int:
-        # a scan looks at no more than scan_pixels (after scaling); windows are far smaller;
-        # RGB at most. Larger images still work (through the pipe, counted as oversize).
-        return int(self.cfg.detection.scan_pixels * 1.1) * 3 + 4096
+    def _ring_sizes(self, n_cams: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(slots, bytes) of a camera process's image ring and chip ring.
+
+        Images: one slot per camera (a worker waits for its detection), as large as a scan
+        (``scan_pixels`` after scaling, RGB); none needed when HOG runs in the process. Chips:
+        two slots of up to ``CHIPS_PER_CALL`` chips (the process's embedder batches up to that;
+        the service batches across processes). Larger images still work, through the pipe
+        (counted as ``oversize``), and so does everything when /dev/shm is too small for the
+        rings (a container's default is 64 MB): then they shrink to a token size."""
+        c = self.cfg
+        remote = c.detection.detector != "hog"
+        images = (n_cams, int(c.detection.scan_pixels * 1.1) * 3 + 4096) if remote else (1, 4096)
+        chips = (2, min(c.embed_batch, CHIPS_PER_CALL) * CHIP_BYTES)
+        return images, chips
+
+    def _plan_shm(self, groups: list[_Group]) -> None:
+        """Shrink the rings to token size (pipes carry the data) if /dev/shm cannot hold them."""
+        need = 0
+        for g in groups:
+            (a, b), (x, y) = self._ring_sizes(len(g.cams))
+            need += a * b + x * y
+        try:
+            st = os.statvfs("/dev/shm")
+            free = st.f_bavail * st.f_frsize
+        except OSError:  # no /dev/shm (not Linux): let SharedMemory decide
+            free = need * 2
+        self.shm_fallback = need > 0.8 * free
+        if self.shm_fallback:
+            log.warning("/dev/shm has %.0f MB free, the camera processes' rings need %.0f MB: frames and chips "
+                        "go through the pipes instead (slower; enlarge /dev/shm, e.g. docker --shm-size)",
+                        free / 1e6, need / 1e6)
 
     def _spawn(self, g: _Group) -> None:
         c = self.cfg
         g.generation += 1
         g.key = f"{g.index}.{g.generation}"
         g.done, g.current, g.pid, g.process = False, {}, None, None
-        images = SlotRing.create(2 * len(g.cams) + 1, self._image_slot_bytes())
-        chips = SlotRing.create(2, c.embed_batch * CHIP_BYTES)
+        (ni, bi), (nc, bc) = self._ring_sizes(len(g.cams))
+        if self.shm_fallback:
+            bi = bc = 4096
+        images = SlotRing.create(ni, bi)
+        chips = SlotRing.create(nc, bc)
         self.segments += [images.name, chips.name]
         req_r, req_w = self.ctx.Pipe(duplex=False)
         resp_r, resp_w = self.ctx.Pipe(duplex=False)
@@ -100,8 +132,9 @@ class ProcessRunner(LiveRunner):
         srcs = [self.sources[i] for i in g.cams]
         specs = [f"{s.name}={s.spec}" if _plain(s.name) else s.spec for s in srcs]
         det = self.engine.detector
+        cfg = group_config(c, specs, first=0 in g.cams).model_copy(update={"embed_batch": min(c.embed_batch, CHIPS_PER_CALL)})
         spec = CameraSpec(
-            key=g.key, group=g.index, cfg=group_config(c, specs, first=0 in g.cams), names=[s.name for s in srcs],
+            key=g.key, group=g.index, cfg=cfg, names=[s.name for s in srcs],
             watchlist=self.watchlist, threshold=self.threshold.threshold, images=images.spec(), chips=chips.spec(),
             detector_remote=c.detection.detector != "hog", detector_attributes=detector_attributes(det),
             flip=bool(getattr(self.engine, "flip", False)), jitter=int(getattr(self.engine, "jitter", 0) or 0),
@@ -129,6 +162,7 @@ class ProcessRunner(LiveRunner):
             self.stats.append(st)
             self._by_name[st.name] = st
         self.groups = [_Group(i, list(range(i, n, P))) for i in range(P)]
+        self._plan_shm(self.groups)
         self.started = time.monotonic()
         cpu0 = os.times()
         stop_deadline = None
