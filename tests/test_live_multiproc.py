@@ -242,3 +242,37 @@ def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
     assert mp.active_children() == [] and len(made) == 2 and left(made) == []
     bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
     assert bad.exit_code == 2 and "shape" in bad.output
+
+
+def test_service_answers_as_the_engine_does(astronaut):
+    """The service protocol in one process (client and service on two ends of real pipes and
+    rings): detections and descriptors equal the engine's own, extra detector arguments pass
+    through, an image larger than a slot goes through the pipe, a failure reaches the caller."""
+    import multiprocessing as mpc
+
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.live.multiproc.client import RemoteDescriptor, RemoteDetector, ServiceClient, ServiceError
+    from openlfr.live.multiproc.service import InferenceService
+
+    engine = FaceEngine(detector="hog", upsample=1)
+    svc = InferenceService(engine, embed_batch=8, embed_wait_ms=1.0).start()
+    images, chips = SlotRing.create(1, 300 * 300 * 3), SlotRing.create(2, 8 * 150 * 150 * 3)
+    req_r, req_w = mpc.Pipe(duplex=False)
+    resp_r, resp_w = mpc.Pipe(duplex=False)
+    svc.register("t.1", images, chips, req_r, resp_w)
+    client = ServiceClient("t.1", req_w, resp_r, images.spec(), chips.spec())
+    try:
+        det = RemoteDetector(client, {"accepts_grey": False})
+        small = np.ascontiguousarray(astronaut[:300, 100:400])
+        assert det.detect(small) == engine.detector.detect(small) != []  # through the ring
+        assert det.detect(astronaut) == engine.detector.detect(astronaut)  # 512x512: through the pipe
+        assert svc.stats.oversize == 1
+        faces = engine.align(astronaut, engine.detector.detect(astronaut))
+        cs = np.stack([f.chip for f in faces] * 3)
+        np.testing.assert_allclose(RemoteDescriptor(client).compute(cs), engine.descriptor.compute(cs), atol=1e-5)
+        with pytest.raises(ServiceError, match="TypeError"):
+            det.detect(small, "no such argument")
+    finally:
+        client.close()
+        svc.stop()
+    assert left([images.name, chips.name]) == []
