@@ -399,7 +399,9 @@ def test_login_rules(world):
         world.gov.create_user(world["administrator"], "short", ["auditor"], "abc")
     with pytest.raises(GovernanceError, match="unknown role"):
         world.gov.create_user(world["administrator"], "sys", ["system"], PASSWORD)
-    world.gov.set_password(world["auditor"], "auditor", "a new long password")
+    with pytest.raises(AuthenticationError, match="needs your current password"):
+        world.gov.set_password(world["auditor"], "auditor", "a new long password")
+    world.gov.set_password(world["auditor"], "auditor", "a new long password", old_password=PASSWORD)
     assert world.gov.login("auditor", "a new long password").roles == {"auditor"}
     with pytest.raises(Exception):
         world.gov.set_password(world["auditor"], "engagement_officer", "a new long password")

@@ -16,7 +16,6 @@ Exit codes: 0 done; 1 audit chain broken; 2 refused by a rule or bad input; 3 lo
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 import re
 import sys
@@ -32,8 +31,9 @@ from rich.table import Table
 
 from . import app
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# markup=False: names from users and files (e.g. "[/x].jpg") are printed as they are, never parsed.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)]
 AsOpt = Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="Act as this user ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked.", show_default=False)]
@@ -262,6 +262,7 @@ def _enrol_source(path: Path, min_face: int):
 
 
 def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
+    from ..engine.images import ImageError, media_type
     from ..governance.service import NewImage
 
     images = []
@@ -270,9 +271,14 @@ def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
         if int(wl.template_subject[j]) != subject_index:
             continue
         p = Path(paths[j])
+        data = p.read_bytes()
+        try:
+            kind = media_type(data, str(p))  # from the header, never from the file name
+        except ImageError:
+            kind = "application/octet-stream"
         images.append(NewImage(
-            data=p.read_bytes(), template=wl.templates[j], quality=float(wl.template_quality[j]),
-            source=source or str(p), taken_at=taken_at, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream",
+            data=data, template=wl.templates[j], quality=float(wl.template_quality[j]),
+            source=source or str(p), taken_at=taken_at, media_type=kind,
         ))
     return images
 
@@ -368,6 +374,8 @@ def watchlist_import(
 ) -> None:
     """Enrol many subjects from a folder or a CSV (quality-checked), each with reason and expiry."""
     gov, actor = _setup(db, as_user)
+    from ..governance.errors import GovernanceError, NotFound, PermissionDenied
+    from ..watchlist.enrol import display_path
     from ..watchlist.model import WatchlistError
 
     extras = _csv_extras(path)
@@ -393,11 +401,20 @@ def watchlist_import(
         err.print(f"rejected {p}: {why}")
     for s in report.excluded_subjects:
         err.print(f"excluded subject {s}: no accepted image")
-    n = 0
-    for i, s, cat, why, exp, src, taken_at in plans:
-        gov.enrol_subject(actor, watchlist, s.id, s.name, cat, why, exp, _new_images(wl, i, src, taken_at))
-        n += 1
-    out.print(f"{n} subject(s) enrolled from {path}: {len(report.accepted)} image(s) accepted, {len(report.rejected)} rejected")
+    n, failed = 0, []
+    for i, s, cat, why, exp, src, taken_at in plans:  # each subject in its own transaction: all of it or none
+        try:
+            gov.enrol_subject(actor, watchlist, s.id, s.name, cat, why, exp, _new_images(wl, i, src, taken_at))
+            n += 1
+        except (PermissionDenied, NotFound):  # the same for every subject: stop at the first
+            raise
+        except (GovernanceError, OSError) as e:
+            failed.append(s.id)
+            err.print(f"error: subject {s.id} not enrolled (none of its images): {e}")
+    out.print(f"{n} subject(s) enrolled from {display_path(path)}: {len(report.accepted)} image(s) accepted, {len(report.rejected)} rejected"
+              + (f"; {len(failed)} subject(s) not enrolled: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise typer.Exit(2)
 
 
 @watchlist_app.command("list")

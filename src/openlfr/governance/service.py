@@ -43,7 +43,7 @@ from ..store.models import (
     WatchlistRow,
 )
 from ..store.types import utc
-from . import audit
+from . import audit, credentials
 from .clock import Clock, SystemClock
 from .errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
 from .passwords import check_strength, dummy_verify, hash_password, needs_rehash, verify_password
@@ -189,6 +189,7 @@ class Governance:
             for r in sorted(roles):
                 s.add(UserRole(user_id=u.id, role=r))
             self._audit(s, actor, "user.change", f"user:{u.id}", {"roles": sorted(roles), "was": sorted(before)})
+            credentials.revoke_unallowed_worker_tokens(s, self.now(), actor.name, u.id, roles)
 
     def set_active(self, actor: Actor, name: str, active: bool) -> None:
         with self._tx(actor, "user.change") as s:
@@ -198,18 +199,11 @@ class Governance:
             u.active = active
             self._audit(s, actor, "user.change", f"user:{u.id}", {"active": active})
 
-    def set_password(self, actor: Actor, name: str, password: str) -> None:
-        """An administrator resets a password, or a user changes their own."""
-        try:
-            check_strength(password)
-        except ValueError as e:
-            raise GovernanceError(str(e)) from None
-        own = actor.user_id is not None and actor.name == name
-        ctx = self.db.transaction() if own else self._tx(actor, "user.change")
-        with ctx as s:
-            u = self._user(s, name)
-            u.password_hash = hash_password(password)
-            self._audit(s, actor, "user.change", f"user:{u.id}", {"password": "changed"})
+    def set_password(self, actor: Actor, name: str, password: str, old_password: str | None = None,
+                     keep_token_id: int | None = None) -> list[int]:
+        """A user changes their own (with the current one), or an administrator resets one; the
+        user's other sessions and tokens are revoked (``credentials.change_password``)."""
+        return credentials.change_password(self, actor, name, password, old_password, keep_token_id)
 
     def _keep_an_admin(self, s: Session, user_id: int) -> None:
         others = s.execute(

@@ -9,13 +9,14 @@ from fastapi.responses import Response
 
 from .. import queries
 from ..deps import ctx, permit
+from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, AdjudicationBody, ErrorOut, OutcomeBody
 from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 AlertId = Path(ge=1, le=MAX_ID)
-JPEG = {200: {"content": {"image/jpeg": {}}}}
+JPEG = {200: {"content": IMAGE_CONTENT}}
 
 
 @router.get("/alerts", responses=ERR, summary="Alerts, newest first, without crops (alert.read)")
@@ -30,17 +31,17 @@ def get_alert(request: Request, alert_id: int = AlertId, p: Principal = Depends(
 
 
 @router.get("/alerts/{alert_id}/probe.jpg", response_class=Response, responses={**ERR, **JPEG},
-            summary="The probe crop of an alert (alert.read)")
+            summary="The probe crop of an alert, re-encoded (alert.read)")
 def probe(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
     crop, _ = ctx(request).gov.alert_media(p.actor, alert_id)
-    return Response(crop, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return image_response(crop, f"the probe crop of alert {alert_id}")
 
 
 @router.get("/alerts/{alert_id}/reference", response_class=Response, responses={**ERR, **JPEG},
-            summary="The reference image of the alert's subject (alert.read)")
+            summary="The reference image of the alert's subject, re-encoded as the type found by decoding (alert.read)")
 def reference(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
-    data, mt = queries.alert_reference(ctx(request).gov, p.actor, alert_id)
-    return Response(data, media_type=mt, headers={"Cache-Control": "no-store"})
+    data, _ = queries.alert_reference(ctx(request).gov, p.actor, alert_id)
+    return image_response(data, f"the reference image of alert {alert_id}")
 
 
 @router.post("/alerts/{alert_id}/adjudication", responses=ERR, summary="True or false alert (alert.adjudicate)")
