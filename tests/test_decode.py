@@ -35,7 +35,7 @@ def test_cpu_device_falls_back_to_a_cpu_decoder(clip):
 
 
 def test_auto_without_gpu_gives_the_opencv_frames(clip):
-    from openlfr.engine.detection import cuda_available
+    from openlfr.engine.runtime import cuda_available
 
     if cuda_available():
         pytest.skip("this test is about machines without a GPU")

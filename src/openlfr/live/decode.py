@@ -187,7 +187,7 @@ def cuda_device(device: str | None) -> str | None:
     """The CUDA device to decode on, or None (``device``: auto, cpu, cuda, cuda:N)."""
     if device == "cpu":
         return None
-    from ..engine.detection import cuda_available
+    from ..engine.runtime import cuda_available
 
     if not cuda_available():
         if device not in (None, "auto"):

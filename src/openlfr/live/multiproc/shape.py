@@ -24,7 +24,7 @@ def choose_shape(shape: str, n_cameras: int, cores: int | None = None, cuda: boo
     if n_cameras <= 1 or cores < 4:
         return "threads"
     if cuda is None:
-        from ...engine.detection import cuda_available
+        from ...engine.runtime import cuda_available
 
         cuda = cuda_available()
     if cuda:
