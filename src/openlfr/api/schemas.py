@@ -217,6 +217,7 @@ class StopBody(Strict):
 class AdjudicationBody(Strict):
     decision: Literal["true_alert", "false_alert"]
     note: Note = ""
+    reason: Note = ""  # why an earlier decision is changed: required to change one (supervisor after an outcome or the end)
 
 
 class OutcomeBody(Strict):

@@ -101,7 +101,7 @@ class Tokens:
         self._lock = threading.Lock()
 
     def _audit(self, s, actor: str, action: str, target: str, details: dict) -> None:
-        audit.append(s, self.gov.now(), actor, action, target, details)
+        audit.append(s, self.gov.now(), actor, action, target, details, self.gov.key)
 
     def create(self, actor: Actor, kind: str, name: str = "", expires_at: datetime | None = None,
                deployment_id: int | None = None) -> tuple[str, ApiToken]:

@@ -60,6 +60,7 @@ class Role(str, Enum):
     authorising_officer = "authorising_officer"
     auditor = "auditor"
     administrator = "administrator"
+    supervisor = "supervisor"
 
 
 class Category(str, Enum):
@@ -83,11 +84,15 @@ def _handled(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from ..governance.audit import AuditChainBroken
         from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
         from ..store.db import StoreError
 
         try:
             return fn(*args, **kwargs)
+        except AuditChainBroken as e:
+            err.print(f"error: {e}")
+            raise typer.Exit(1)
         except PermissionDenied as e:
             err.print(f"refused: {e}")
             raise typer.Exit(4)
@@ -121,7 +126,8 @@ def _secret(prompt: str, confirm: bool = False) -> str:
     return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
-def _actor(gov, as_user: str | None, allow_password_env: bool = True):
+def actor_password(as_user: str | None, allow_password_env: bool = True) -> str:
+    """The acting user's password: $OPENLFR_ACTOR_PASSWORD, else $OPENLFR_PASSWORD, else asked."""
     if not as_user:
         err.print("error: who is acting? give --as USER (or set OPENLFR_USER)")
         raise typer.Exit(2)
@@ -130,7 +136,11 @@ def _actor(gov, as_user: str | None, allow_password_env: bool = True):
         password = os.environ.get("OPENLFR_PASSWORD")
     if password is None:
         password = _secret(f"Password for {as_user}")
-    return gov.login(as_user, password)
+    return password
+
+
+def _actor(gov, as_user: str | None, allow_password_env: bool = True):
+    return gov.login(as_user, actor_password(as_user, allow_password_env))
 
 
 def _setup(db: str | None, as_user: str | None):
@@ -669,13 +679,24 @@ def alert_adjudicate(
     alert: Annotated[int, typer.Argument()],
     decision: Annotated[Decision, typer.Argument(help="true (a true alert) or false (a false alert).")],
     note: Annotated[str, typer.Option()] = "",
+    reason: Annotated[str, typer.Option(help="Why an earlier decision is changed (required to change one).")] = "",
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """The operator's adjudication: true alert or false alert."""
+    """The operator's adjudication: true alert or false alert.
+
+    Decisions are append-only: changing one needs --reason, and after an engagement outcome or
+    the deployment's end only a supervisor may change it. Both decisions stay in the history."""
     gov, actor = _setup(db, as_user)
-    gov.adjudicate(actor, alert, decision.value, note)
-    out.print(f"alert {alert}: {decision.value} alert")
+    before = gov.adjudications(actor, alert) if actor.can("alert.read") else []
+    j = gov.adjudicate(actor, alert, decision.value, note, reason)
+    if before and before[-1]["id"] == j.id:
+        out.print(f"alert {alert}: already {decision.value} alert (decided by {before[-1]['by']}); nothing changed")
+    elif before:
+        out.print(f"alert {alert}: changed from {before[-1]['decision'].replace('_', ' ')} to {decision.value} alert "
+                  f"(reason recorded; {len(before) + 1} decisions in its history)")
+    else:
+        out.print(f"alert {alert}: {decision.value} alert")
 
 
 class Result(str, Enum):
@@ -721,30 +742,56 @@ def purge(
     if retention_days is not None:
         gov.set_retention_days(actor, retention_days)
     r = gov.purge(actor)
-    out.print(f"purged {r.alerts} alert(s) older than {r.retention_days} days and {r.snapshots} snapshot(s); "
+    out.print(f"purged now: {r.alerts} alert(s) older than {r.retention_days} days and {r.snapshots} snapshot(s); "
               f"{len(r.deployments_ended)} deployment(s) ended")
+    a = r.automatic
+    since = f"since the last purge report ({_local(a.since)})" if a.since else "before this first purge report"
+    if a.entries:
+        ended = f", {len(a.deployments_ended)} deployment(s) ended ({', '.join(map(str, a.deployments_ended))})" if a.deployments_ended else ""
+        out.print(f"already purged automatically {since}: {a.alerts} alert(s), {a.snapshots} snapshot(s){ended}; "
+                  f"{a.entries} audit entries by system:purge/system:schedule, {_local(a.first_at)} to {_local(a.last_at)}")
+    else:
+        out.print(f"nothing was purged automatically {since}")
 
 
 @audit_app.command("verify")
 @_handled
 def audit_verify(
     file: Annotated[Optional[Path], typer.Option("--file", help="Verify an exported log (JSON lines) instead of the database.", exists=True, dir_okay=False)] = None,
+    anchor: Annotated[Optional[str], typer.Option("--anchor", help="HASH@SEQ printed by `audit export` (kept elsewhere): any rewrite up to that entry, truncation included, is detected.", show_default=False)] = None,
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """Check the audit hash chain; exit 1 naming the first broken entry when it is not intact."""
-    from ..governance import audit
+    """Check the keyed audit chain (and the records it covers); exit 1 naming the first break.
 
+    Nothing is written before the check: the login is checked without an entry, the chain is
+    verified, and only then (when it is intact) is the login recorded."""
+    from ..governance import audit
+    from ..governance.audit_key import AuditKeyError, load_key
+
+    mark = audit.Anchor.parse(anchor) if anchor else None
     if file is not None:
-        with file.open(encoding="utf-8") as f:
-            result = audit.verify_records(audit.read_export(f))
+        try:
+            key = load_key(create=False)
+        except AuditKeyError as e:
+            key = None
+            err.print(f"note: {e}; MACs are not checked")
+        with file.open(encoding="utf-8", errors="replace") as f:
+            result = audit.verify_records(audit.read_export(f), key=key, anchor=mark)
     else:
-        gov, actor = _setup(db, as_user)
-        result = gov.verify_audit(actor)
+        from ..governance.service import Governance
+
+        gov = Governance(db, _clock())  # no automatic purge before the check: it would write
+        actor = gov.authenticate(as_user or "", actor_password(as_user))
+        result = gov.verify_audit(actor, mark)
+        if result.ok:
+            gov.record_login(actor)
     if result.ok:
         out.print(str(result))
         return
     err.print(str(result))
+    if file is None:
+        err.print("nothing was written to the log (it stays as found, for investigation)")
     raise typer.Exit(1)
 
 
@@ -755,7 +802,9 @@ def audit_export(
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """Export the audit log as JSON lines (verifiable with `openlfr audit verify --file`)."""
+    """Export the audit log as JSON lines (verifiable with `openlfr audit verify --file`), and
+    print its anchor HASH@SEQ on stderr: keep it elsewhere, and `audit verify --anchor` detects
+    any later rewrite up to that entry."""
     gov, actor = _setup(db, as_user)
     if out_file is None:
         n = gov.export_audit(actor, sys.stdout)
@@ -764,3 +813,5 @@ def audit_export(
         with out_file.open("w", encoding="utf-8") as f:
             n = gov.export_audit(actor, f)
         err.print(f"{n} entries written to {out_file}")
+    if n.anchor is not None:
+        err.print(f"anchor: {n.anchor}")

@@ -28,7 +28,7 @@ WORKER_PERMISSION = "deployment.run"
 
 
 def revoke_tokens(s: Session, now, actor_name: str, user_id: int, reason: str, kinds: tuple[str, ...] | None = None,
-                  keep_token_id: int | None = None) -> list[int]:
+                  keep_token_id: int | None = None, key=None) -> list[int]:
     """Revoke the user's live tokens (of ``kinds``; all kinds when None), except ``keep_token_id``."""
     q = select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
     if kinds is not None:
@@ -39,7 +39,7 @@ def revoke_tokens(s: Session, now, actor_name: str, user_id: int, reason: str, k
             continue
         row.revoked_at = now
         revoked.append(row.id)
-        audit.append(s, now, actor_name, "token.revoke", f"token:{row.id}", {"kind": row.kind, "reason": reason})
+        audit.append(s, now, actor_name, "token.revoke", f"token:{row.id}", {"kind": row.kind, "reason": reason}, key)
     return revoked
 
 
@@ -72,17 +72,17 @@ def change_password(gov, actor: Actor, name: str, new_password: str, old_passwor
         if wrong is None:
             u.password_hash = hash_password(new_password)
             revoked = revoke_tokens(s, now, actor.name, u.id, "password changed" if own else "password reset",
-                                    keep_token_id=keep_token_id if own else None)
+                                    keep_token_id=keep_token_id if own else None, key=gov.key)
             audit.append(s, now, actor.name, "user.change", f"user:{u.id}",
-                         {"password": "changed" if own else "reset", "tokens_revoked": len(revoked)})
+                         {"password": "changed" if own else "reset", "tokens_revoked": len(revoked)}, gov.key)
             return revoked
     with gov.db.transaction() as s:  # the refusal is audited, the password is not changed
-        audit.append(s, now, actor.name, "login.failed", f"user:{u.id}", {"reason": "wrong current password on a password change"})
+        audit.append(s, now, actor.name, "login.failed", f"user:{u.id}", {"reason": "wrong current password on a password change"}, gov.key)
     raise wrong
 
 
-def revoke_unallowed_worker_tokens(s: Session, now, actor_name: str, user_id: int, roles) -> list[int]:
+def revoke_unallowed_worker_tokens(s: Session, now, actor_name: str, user_id: int, roles, key=None) -> list[int]:
     """After a role change: the user's worker tokens, when their roles no longer allow ``deployment.run``."""
     if set(roles) & PERMISSIONS[WORKER_PERMISSION]:
         return []
-    return revoke_tokens(s, now, actor_name, user_id, f"roles changed: no longer {WORKER_PERMISSION}", kinds=("worker",))
+    return revoke_tokens(s, now, actor_name, user_id, f"roles changed: no longer {WORKER_PERMISSION}", kinds=("worker",), key=key)

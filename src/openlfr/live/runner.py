@@ -34,7 +34,7 @@ from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
-from .scheduler import DetectionScheduler, GreyHog
+from .scheduler import PROFILES, DetectionScheduler, GreyHog
 from .sink import split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
@@ -110,11 +110,23 @@ class CameraWorker(threading.Thread):
         self.queue = queue
         self.stats = stats
         c = self.cfg.detection
-        detector = GreyHog(c.upsample, c.threshold) if c.detector == "hog" else runner.engine.detector
+        prof = PROFILES[c.detector]
+        if c.detector == "hog":
+            detector, window_thr = GreyHog(c.upsample, c.threshold), c.window_threshold
+        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
+            from ..engine.detection import make_detector
+
+            detector = make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
+            detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
+            window_thr = c.window_score_threshold
+        else:
+            detector, window_thr = runner.engine.detector, None
         self.scheduler = DetectionScheduler(
-            detector, motion=c.motion, full_every=c.full_every, window_threshold=c.window_threshold, every=c.every, track_every=c.track_every, scale=c.scale,
-            scan_pixels=c.scan_pixels, min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px,
-            min_face=c.min_face, roi=c.roi, fps=source.fps,
+            detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
+            track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
+            min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
+            min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
+            window_start=prof.window_start,
         )
         t = self.cfg.tracking
         self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
@@ -133,7 +145,9 @@ class CameraWorker(threading.Thread):
         step = self.scheduler.step(rgb, None, predicted, frame.grey)
         if step.kind != "none":
             self.stats.detections += len(step.detections)
-            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d)
+            weak = step.start_score
+            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d,
+                                      starts=weak is None or d.score >= weak)
                      for d in step.detections]
             pairs, _new = self.tracker.update(tdets, t, frame.wall, frame.index, step.searched)
             self._best_shots(rgb, frame, pairs)
@@ -349,7 +363,7 @@ class LiveRunner:
             self.close_sources()
             raise RunError("no watchlist given")
         if self.watchlist is None:
-            enrol = self.enrol_engine or FaceEngine(detector="hog", upsample=1)
+            enrol = self.enrol_engine or FaceEngine()
             try:
                 self.watchlist, self.enrolment = load_watchlist(c.watchlist, enrol)
             except WatchlistError as e:
@@ -384,10 +398,10 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ events
     def alert_event(self, ev: AlertEvent) -> None:
-        stored = True
+        stored, stored_id = True, None
         if self.sink is not None:  # persisted first: nobody hears of an alert the store lost
             try:
-                self.sink.record(ev.alert)
+                stored_id = self.sink.record(ev.alert)
             except Exception as e:  # noqa: BLE001 - reported, and the run goes on or stops
                 stored = False
                 log.error("alert %s not stored: %s", ev.alert.id, e)
@@ -402,6 +416,9 @@ class LiveRunner:
         d["track"] = ev.track
         if self.sink is not None:
             d["stored"] = stored
+            # the database's alert id (None while a camera worker's alert waits in its disk buffer);
+            # "alert" is the run's own numbering
+            d["alert_id"] = stored_id if isinstance(stored_id, int) else None
         self.emit(d)
 
     def _source_event(self, ev: SourceEvent) -> None:

@@ -39,8 +39,7 @@ class CameraSpec:
     chips: tuple
     detector_remote: bool
     detector_attributes: dict
-    flip: bool = False
-    jitter: int = 0
+    engine_attributes: dict | None = None  # the parent engine's plain options (flip, jitter, landmarks...)
     log_level: int = logging.ERROR
 
 
@@ -85,13 +84,47 @@ class DetectorClock:
         Timed.__name__ = det_class.__name__
         return Timed
 
+    @classmethod
+    def wrap_factory(cls, make):
+        """``make_detector`` whose detectors time their ``detect`` / ``detect_batch`` calls."""
+
+        def timed_make(*a, **kw):
+            det = make(*a, **kw)
+            for name in ("detect", "detect_batch"):
+                fn = getattr(det, name, None)
+                if fn is None:
+                    continue
+
+                def timed(*x, _fn=fn, **y):
+                    c0 = time.thread_time()
+                    try:
+                        return _fn(*x, **y)
+                    finally:
+                        with cls.lock:
+                            cls.cpu_s += time.thread_time() - c0
+
+                setattr(det, name, timed)
+            return det
+
+        return timed_make
+
+    @classmethod
+    def install(cls) -> None:
+        """Time the detectors a camera worker makes itself (HOG; RetinaFace through
+        ``make_detector``). Accounting only: the detectors are unchanged."""
+        from ...engine import detection
+        from .. import runner as runner_mod
+
+        if hasattr(runner_mod, "GreyHog"):
+            runner_mod.GreyHog = cls.wrap(runner_mod.GreyHog)
+        detection.make_detector = cls.wrap_factory(detection.make_detector)
+
 
 def camera_main(spec: CameraSpec, requests, responses, events) -> None:
     """Entry point of a camera process (``multiprocessing`` spawn target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level, format=f"%(asctime)s %(levelname)s camera-process {spec.group}: %(message)s")
     from ...engine.pipeline import FaceEngine
-    from .. import runner as runner_mod
     from ..alerts import AlertEvent
     from ..runner import LiveRunner, RunError
     from .client import RemoteDescriptor, RemoteDetector, ServiceClient
@@ -106,13 +139,13 @@ def camera_main(spec: CameraSpec, requests, responses, events) -> None:
         except (OSError, ValueError):  # the parent is gone: the watcher stops the run
             pass
 
-    if hasattr(runner_mod, "GreyHog"):  # accounting only: CPU of the in-process HOG detector
-        runner_mod.GreyHog = DetectorClock.wrap(runner_mod.GreyHog)
+    DetectorClock.install()  # accounting only: CPU of the detectors that run in this process
     stop = threading.Event()
     client = ServiceClient(key, requests, responses, spec.images, spec.chips,
                            on_control=lambda m: stop.set() if m == "stop" else None)
-    engine = FaceEngine(detector="hog", upsample=spec.cfg.detection.upsample, flip=spec.flip, jitter=spec.jitter,
-                        descriptor=RemoteDescriptor(client))
+    engine = FaceEngine(detector="hog", upsample=spec.cfg.detection.upsample, descriptor=RemoteDescriptor(client))
+    for k, v in (spec.engine_attributes or {}).items():  # align (and embed) as the parent's engine does
+        setattr(engine, k, v)
     if spec.detector_remote:
         engine.detector = RemoteDetector(client, spec.detector_attributes)
         engine.detector_name = spec.cfg.detection.detector

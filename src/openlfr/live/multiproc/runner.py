@@ -27,6 +27,7 @@ from multiprocessing.connection import wait
 
 from ..alerts import AlertEvent
 from ..runner import CameraStats, LiveRunner
+from ..scheduler import PROFILES
 from .camera_process import CameraSpec, camera_main, group_config
 from .client import detector_attributes
 from .service import InferenceService
@@ -86,14 +87,15 @@ class ProcessRunner(LiveRunner):
         """(slots, bytes) of a camera process's image ring and chip ring.
 
         Images: one slot per camera (a worker waits for its detection), as large as a scan
-        (``scan_pixels`` after scaling, RGB); none needed when HOG runs in the process. Chips:
+        (``scan_pixels`` after scaling, RGB); none when the camera worker makes its own detector. Chips:
         two slots of up to ``CHIPS_PER_CALL`` chips (the process's embedder batches up to that;
         the service batches across processes). Larger images still work, through the pipe
         (counted as ``oversize``), and so does everything when /dev/shm is too small for the
         rings (a container's default is 64 MB): then they shrink to a token size."""
         c = self.cfg
-        remote = c.detection.detector != "hog"
-        images = (n_cams, int(c.detection.scan_pixels * 1.1) * 3 + 4096) if remote else (1, 4096)
+        remote = detector_is_remote(c.detection.detector)
+        scan = c.detection.scan_pixels or PROFILES[c.detection.detector].scan_pixels
+        images = (n_cams, int(scan * 1.1) * 3 + 4096) if remote else (1, 4096)
         chips = (2, min(c.embed_batch, CHIPS_PER_CALL) * CHIP_BYTES)
         return images, chips
 
@@ -136,8 +138,8 @@ class ProcessRunner(LiveRunner):
         spec = CameraSpec(
             key=g.key, group=g.index, cfg=cfg, names=[s.name for s in srcs],
             watchlist=self.watchlist, threshold=self.threshold.threshold, images=images.spec(), chips=chips.spec(),
-            detector_remote=c.detection.detector != "hog", detector_attributes=detector_attributes(det),
-            flip=bool(getattr(self.engine, "flip", False)), jitter=int(getattr(self.engine, "jitter", 0) or 0),
+            detector_remote=detector_is_remote(c.detection.detector), detector_attributes=detector_attributes(det),
+            engine_attributes=engine_attributes(self.engine),
             log_level=logging.getLogger().getEffectiveLevel(),
         )
         p = self.ctx.Process(target=camera_main, args=(spec, req_w, resp_r, ev_w),
@@ -363,6 +365,25 @@ class ProcessRunner(LiveRunner):
             self._spawn(g)
         else:
             g.done = True
+
+
+LOCAL_DETECTORS = ("hog", "retina")  # CameraWorker makes these itself, one per camera
+
+
+def detector_is_remote(name: str) -> bool:
+    """Whether camera processes call the service's detector (the engine's shared one)."""
+    return name not in LOCAL_DETECTORS
+
+
+def engine_attributes(engine) -> dict:
+    """The parent engine's plain options a camera process's engine must share (how faces are
+    aligned: ``landmarks``; ``flip`` / ``jitter``, which the service applies anyway)."""
+    out = {}
+    for k in ("flip", "jitter", "landmarks"):
+        v = getattr(engine, k, None)
+        if isinstance(v, (bool, int, str)):
+            out[k] = v
+    return out
 
 
 def _plain(name: str) -> bool:
