@@ -78,7 +78,8 @@ def run_processes(n: int, video: Path, wl, frames: int, detector: str) -> dict:
     host_cam = cam_cpu - decode - local_det
     # the scheduler's own accounting: CPU of scans and track windows, HOG included; the rest of
     # it is preparing the detector's input (crops, resizing, the motion mask)
-    prep = sum(c["scan_cpu_s"] + c["window_cpu_s"] for c in s["cameras"]) - local_det
+    prep = max(0.0, sum(c["scan_cpu_s"] + c["window_cpu_s"] for c in s["cameras"]) - local_det)  # (>= 0: a
+    # detector's warm-up call is timed as detector CPU but is no scan)
     host_parent = s["parent_cpu_s"] - nets
     per = lambda x: round(1000 * x / max(1, n_frames), 2)  # noqa: E731
     return {
@@ -139,7 +140,7 @@ def run_threads(video: Path, wl, frames: int, detector: str) -> dict:
     decode = sum(x.decode_cpu_s for x in r.sources)
     hog = DetectorClock.cpu_s
     nets = timed.cpu_s
-    prep = sum(c["scan_cpu_s"] + c["window_cpu_s"] for c in s["cameras"]) - hog
+    prep = max(0.0, sum(c["scan_cpu_s"] + c["window_cpu_s"] for c in s["cameras"]) - hog)
     n_frames = s["frames"]
     per = lambda x: round(1000 * x / max(1, n_frames), 2)  # noqa: E731
     return {"shape": "threads", "cameras": 1, "frames": n_frames, "wall_s": round(wall, 2), "fps_total": round(n_frames / wall, 1),
