@@ -104,6 +104,7 @@ def run(
     realtime: Annotated[Optional[bool], typer.Option("--realtime/--no-realtime", help="Read files at their frame rate, dropping frames under load (as a camera). Default: files as fast as processed.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
+    shape: Annotated[str, typer.Option(help="auto, threads (one process) or processes (camera processes around one inference service; many cameras, GPU).")] = "auto",
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
     from pydantic import ValidationError
@@ -117,7 +118,7 @@ def run(
         raise typer.Exit(2)
     try:
         cfg = RunConfig(
-            sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames,
+            sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames, shape=shape,
             detection={"detector": detector.value, "roi": _parse_zone(zone), "every": scan_every, "min_face_px": min_face},
             tracking={"max_absence_s": max_absence},
             alerts={"threshold": threshold, "target_fpir": target_fpir, "cooldown_s": cooldown},
@@ -195,7 +196,8 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
 
 def _execute(cfg, json_out: bool, **runner_args) -> dict:
     """Prepare and run a LiveRunner with the JSON-lines or the Rich display; exits 2 on bad input."""
-    from ..live.runner import LiveRunner, RunError
+    from ..live.multiproc import make_runner
+    from ..live.runner import RunError
 
     out = sys.stdout
 
@@ -205,7 +207,7 @@ def _execute(cfg, json_out: bool, **runner_args) -> dict:
 
     console = Console()
     display = None if json_out else _Display(console)
-    runner = LiveRunner(cfg, on_event=json_event if json_out else display, **runner_args)
+    runner = make_runner(cfg, on_event=json_event if json_out else display, **runner_args)
     if display is not None:
         display.runner = runner
     try:

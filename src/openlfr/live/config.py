@@ -117,6 +117,12 @@ class RunConfig(BaseModel):
     annotate: Optional[Path] = None
     max_frames: Optional[int] = Field(None, ge=1, description="stop each source after this many frames")
     maintain_every_s: float = Field(30.0, gt=0, description="deployment runs: purge and schedule check interval")
+    shape: Literal["auto", "threads", "processes"] = Field(
+        "auto",
+        description="threads: one process, a thread per camera; processes: camera processes around one "
+        "inference service (live/multiproc); auto: from the hardware and the number of cameras",
+    )
+    camera_processes: int = Field(0, ge=0, le=1024, description="processes shape: camera processes; 0 = one per core but one")
 
     @model_validator(mode="after")
     def _unique_sources(self):
