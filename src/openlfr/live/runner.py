@@ -419,6 +419,8 @@ class LiveRunner:
         except ScoringError as e:
             self.close_sources()
             raise RunError(f"scoring: {e}") from None
+        if m.probe_flip:  # probes embedded as calibrated (also by a multi-process run's service: the engine's flip)
+            self.engine.flip = True
         ev = m.evidence(self.n_subjects, target)
         self.threshold = ThresholdInfo(float(ev["threshold"]), prefix + ev["reason"], target, target, False)
 

@@ -40,6 +40,8 @@ class CameraSpec:
     detector_remote: bool
     detector_attributes: dict
     engine_attributes: dict | None = None  # the parent engine's plain options (flip, jitter, landmarks...)
+    scoring_target: float | None = None  # the parent decides with the scoring model at this target FPIR
+    reference_band: object = None  # (subjects,) worst band of each subject's references (overrides)
     log_level: int = logging.ERROR
 
 
@@ -172,7 +174,10 @@ def camera_main(spec: CameraSpec, requests, responses, events) -> None:
             return  # sent below, with the process accounting
         send("event", ev)
 
-    runner = CameraRunner(spec.cfg, on_event=on_event, engine=engine, watchlist=spec.watchlist, threshold=spec.threshold)
+    scoring = None if spec.scoring_target is None else {"kind": "openlfr scoring model", "target_fpir": spec.scoring_target}
+    runner = CameraRunner(spec.cfg, on_event=on_event, engine=engine, watchlist=spec.watchlist,
+                          threshold=None if scoring else spec.threshold, scoring_evidence=scoring,
+                          reference_band=spec.reference_band)
     try:
         runner.prepare()
     except RunError as e:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 CHIP_BYTES = 150 * 150 * 3
 CHIPS_PER_CALL = 32  # most chips a camera process sends in one request (its own embedder's batch)
-SUMMED = ("frames", "read", "dropped", "detections", "scans", "window_runs", "embedded", "aligned", "merged",
+SUMMED = ("frames", "read", "dropped", "detections", "scans", "window_runs", "embedded", "aligned", "merged", "too_poor",
           "faces_seen", "reconnects", "busy_s", "cpu_s", "scan_cpu_s", "window_cpu_s", "scanned_mpx")
 
 
@@ -64,9 +64,9 @@ class ProcessRunner(LiveRunner):
 
     def __init__(self, cfg, on_event=None, engine=None, watchlist=None, enrol_engine=None, sink=None,
                  threshold: float | None = None, processes: int | None = None, max_restarts: int = 3,
-                 start_method: str = "spawn"):
+                 start_method: str = "spawn", scoring_evidence: dict | None = None, reference_band=None):
         super().__init__(cfg, on_event=on_event, engine=engine, watchlist=watchlist, enrol_engine=enrol_engine,
-                         sink=sink, threshold=threshold)
+                         sink=sink, threshold=threshold, scoring_evidence=scoring_evidence, reference_band=reference_band)
         self.n_processes = processes if processes is not None else getattr(cfg, "camera_processes", 0)
         self.max_restarts = max_restarts
         self.ctx = mp.get_context(start_method)
@@ -138,6 +138,9 @@ class ProcessRunner(LiveRunner):
         spec = CameraSpec(
             key=g.key, group=g.index, cfg=cfg, names=[s.name for s in srcs],
             watchlist=self.watchlist, threshold=self.threshold.threshold, images=images.spec(), chips=chips.spec(),
+            # the scoring model decides in the process as here: per subject and band, not one distance
+            scoring_target=None if self.scoring is None else self.scoring.target,
+            reference_band=self.reference_band,
             detector_remote=detector_is_remote(c.detection.detector), detector_attributes=detector_attributes(det),
             engine_attributes=engine_attributes(self.engine),
             log_level=logging.getLogger().getEffectiveLevel(),
