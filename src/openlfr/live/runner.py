@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -539,14 +539,7 @@ class LiveRunner:
                 for r, st in zip(readers, self.stats):
                     st.read = r.frames_read
                     st.dropped = r.queue.dropped
-                if self.sink is not None:
-                    self._flush_faces_seen()
-                    if time.monotonic() - last_maintain >= c.maintain_every_s:
-                        last_maintain = time.monotonic()
-                        if not self.sink.maintain():
-                            log.warning("the deployment has ended: stopping")
-                            self.emit({"event": "deployment_ended"})
-                            self.stop()
+                last_maintain = self._keep_sink(last_maintain)
         finally:
             self.stop_event.set()
             for r in readers:
@@ -562,6 +555,21 @@ class LiveRunner:
         self.summary = self._summary(elapsed, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
         self.emit(self.summary)
         return self.summary
+
+    def _keep_sink(self, last_maintain: float) -> float:
+        """Between polls of a running job: hand the faces-seen counts to the sink and, every
+        ``maintain_every_s``, run the deployment's upkeep; stop once the deployment has ended.
+        Returns the time of the last upkeep."""
+        if self.sink is None:
+            return last_maintain
+        self._flush_faces_seen()
+        if time.monotonic() - last_maintain >= self.cfg.maintain_every_s:
+            last_maintain = time.monotonic()
+            if not self.sink.maintain():
+                log.warning("the deployment has ended: stopping")
+                self.emit({"event": "deployment_ended"})
+                self.stop()
+        return last_maintain
 
     def _flush_faces_seen(self) -> None:
         """Add each camera's new tracks to the deployment's faces-seen count."""

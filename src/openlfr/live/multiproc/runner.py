@@ -185,14 +185,7 @@ class ProcessRunner(LiveRunner):
                     elif time.monotonic() > stop_deadline:
                         log.warning("camera processes did not stop in time: terminating them")
                         break
-                if self.sink is not None:
-                    self._flush_faces_seen()
-                    if time.monotonic() - last_maintain >= c.maintain_every_s:
-                        last_maintain = time.monotonic()
-                        if not self.sink.maintain():
-                            log.warning("the deployment has ended: stopping")
-                            self.emit({"event": "deployment_ended"})
-                            self.stop()
+                last_maintain = self._keep_sink(last_maintain)
         finally:
             self.stop_event.set()
             self._stop_processes()

@@ -58,19 +58,6 @@ class ServiceStats:
     dropped_answers: int = 0  # answers to a camera process that had gone
     errors: int = 0
 
-    def control(self, key: str, message: str) -> bool:
-        """A control message to a client (``"stop"``) on its answer pipe (request id 0)."""
-        with self._lock:
-            client = self._clients.get(key)
-        if client is None or not client.alive:
-            return False
-        try:
-            with client.lock:
-                client.responses.send((0, True, message))
-        except (ValueError, OSError):
-            return False
-        return True
-
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
