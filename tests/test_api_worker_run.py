@@ -53,6 +53,6 @@ def test_run_posts_to_the_server(tmp_path, scenario, monkeypatch):
 
 
 def _audit(w):
-    from openlfr.api.queries import audit_page
+    from openlfr.governance.queries import audit_page
 
     return audit_page(w.gov, w["auditor"], limit=500)["entries"]

@@ -19,9 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
+from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied, StoreError
 from ..governance.service import Governance
-from ..store.db import StoreError
 from .deps import ApiError, Context, Notifier, resolve
 from .guard import BodyLimits, Guard
 from .security import LoginLimiter, Tokens

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from fastapi import Depends, Request
 
 from ..governance.errors import PermissionDenied
-from .security import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Principal, Tokens, authorize, same
+from .security import CSRF_HEADER, SESSION_COOKIE, LoginLimiter, Principal, Tokens, same
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -124,7 +124,7 @@ def permit(permission: str) -> Callable[..., Principal]:
 
     def dependency(request: Request, p: Principal = Depends(user)) -> Principal:
         try:
-            authorize(ctx(request).gov, p.actor, permission)
+            ctx(request).gov.authorize(p.actor, permission)
         except PermissionDenied as e:
             raise ApiError(403, "forbidden", str(e)) from None
         return p

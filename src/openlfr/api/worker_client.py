@@ -168,7 +168,7 @@ class AlertBuffer:
 
 
 def default_buffer_dir() -> Path:
-    from ..store.db import data_dir
+    from ..governance.storage import data_dir
 
     return data_dir() / "worker-buffer"
 

@@ -86,7 +86,7 @@ def _handled(fn):
     def wrapper(*args, **kwargs):
         from ..governance.audit import AuditChainBroken
         from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
-        from ..store.db import StoreError
+        from ..governance.errors import StoreError
 
         try:
             return fn(*args, **kwargs)

@@ -27,7 +27,8 @@ def serve(
     import uvicorn
 
     from ..api import create_app
-    from ..store.db import StoreError, redact, resolve_db_url
+    from ..governance.errors import StoreError
+    from ..governance.storage import redact, resolve_db_url
 
     url = resolve_db_url(db)
     try:
@@ -51,12 +52,12 @@ def token_create(
     as_user: AsOpt = None,
 ) -> None:
     """Create a bearer token acting as you (or a worker token bound to a deployment); printed once."""
-    from ..api.security import Tokens, authorize
+    from ..api.security import Tokens
 
     gov, actor = _setup(db, as_user)
     tokens = Tokens(gov)
     if worker is not None:
-        authorize(gov, actor, "deployment.run")
+        gov.authorize(actor, "deployment.run")
         secret, row = tokens.create(actor, "worker", name, deployment_id=worker)
     else:
         secret, row = tokens.create(actor, "api", name, gov.now() + timedelta(days=days))
@@ -74,11 +75,11 @@ def token_list(
     """Your tokens and console sessions (or everyone's)."""
     import json
 
-    from ..api.security import Principal, Tokens, authorize
+    from ..api.security import Principal, Tokens
 
     gov, actor = _setup(db, as_user)
     if all_users:
-        authorize(gov, actor, "user.list")
+        gov.authorize(actor, "user.list")
     p = Principal(actor=actor, kind="cli", token_id=0, user_id=actor.user_id)
     out.print(json.dumps(Tokens(gov).list(p, everyone=all_users), indent=2))
 

@@ -192,9 +192,7 @@ async def page(request: Request, permission: str | None = None) -> Page:
         raise NeedLogin()
     pg = Page(request, p)
     if permission:
-        from ..api.security import authorize
-
-        await run_in_threadpool(authorize, pg.gov, p.actor, permission)  # PermissionDenied -> 403 page
+        await run_in_threadpool(pg.gov.authorize, p.actor, permission)  # PermissionDenied -> 403 page
     return pg
 
 

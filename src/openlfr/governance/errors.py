@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..store.db import StoreError  # noqa: F401  (the store unreachable or not migrated: passed on to the entry points)
+
 
 class GovernanceError(Exception):
     """A rule refused the action (the message says which)."""

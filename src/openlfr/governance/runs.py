@@ -7,9 +7,10 @@ A part of the ``Governance`` front door (``service.py``); it acts only through i
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..store import repository as repo
@@ -19,10 +20,13 @@ from ..store.models import (
     Deployment,
     FacesSeen,
     SnapshotTemplate,
+    WorkerDelivery,
 )
 from .common import _iso
 from .errors import DeploymentNotActive, GovernanceError, NotFound
 from .roles import Actor
+
+DELIVERY_KEEP_DAYS = 7  # how long a worker delivery's idempotency key is remembered
 
 
 class LiveRuns:
@@ -146,11 +150,25 @@ class LiveRuns:
         return s.execute(select(Adjudication.id).where(Adjudication.alert_id == alert_id).limit(1)).first() is not None
 
     def _delivered(self, s: Session, delivery: tuple[str, int], alert_id: int | None) -> None:
-        from ..store.models import WorkerDelivery
-
         key, token_id = delivery
         s.add(WorkerDelivery(key=key, token_id=token_id, alert_id=alert_id, received_at=self.now()))
         s.flush()
+
+    def delivery(self, key: str, token_id: int) -> tuple[bool, int | None]:
+        """Whether a worker's delivery (an alert or a faces-seen count, by its idempotency key) was
+        already recorded, and the alert id it made. A key used by another worker is refused."""
+        with self.db.transaction() as s:
+            row = s.get(WorkerDelivery, key)
+            if row is None:
+                return False, None
+            if row.token_id != token_id:
+                raise GovernanceError("this idempotency key was used by another worker")
+            return True, row.alert_id
+
+    def forget_deliveries(self, keep_days: int = DELIVERY_KEEP_DAYS) -> None:
+        """Forget idempotency keys older than ``keep_days`` (a worker's buffer is older than that only if lost)."""
+        with self.db.transaction() as s:
+            s.execute(delete(WorkerDelivery).where(WorkerDelivery.received_at < self.now() - timedelta(days=keep_days)))
 
     def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1,
                          delivery: tuple[str, int] | None = None, too_poor: int = 0) -> int:

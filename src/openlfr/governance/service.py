@@ -64,6 +64,12 @@ class Governance(UserAdmin, WatchlistAdmin, DeploymentAdmin, LiveRuns, AlertRevi
     def now(self) -> datetime:
         return utc(self.clock.now())
 
+    def authorize(self, actor: Actor, permission: str) -> None:
+        """The permission check (``roles.PERMISSIONS``; a refusal is audited as
+        ``permission.denied``), for callers that check before acting: before expensive work, or
+        before a read of their own. Raises ``PermissionDenied``."""
+        self._require(actor, permission)
+
     def _require(self, actor: Actor, permission: str) -> None:
         """``require``, with the refusal audited (``permission.denied``)."""
         try:

@@ -7,12 +7,12 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from .. import queries
+from ...governance import queries
 from ...governance.errors import PermissionDenied
 from ..deps import ApiError, ctx, permit, user
 from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, AdjudicationBody, ErrorOut, OutcomeBody
-from ..security import Principal, authorize
+from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
@@ -49,7 +49,7 @@ def decider(request: Request, p: Principal = Depends(user)) -> Principal:
     """Operators decide (alert.adjudicate), supervisors revise (alert.revise); governance's
     adjudication rule says which applies to this alert."""
     try:
-        authorize(ctx(request).gov, p.actor, "alert.revise" if p.actor.can("alert.revise") else "alert.adjudicate")
+        ctx(request).gov.authorize(p.actor, "alert.revise" if p.actor.can("alert.revise") else "alert.adjudicate")
     except PermissionDenied as e:
         raise ApiError(403, "forbidden", str(e)) from None
     return p

@@ -8,7 +8,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from .. import queries
+from ...governance import queries
 from ..deps import ctx, permit
 from ..schemas import ErrorOut, clean_text
 from ..security import Principal

@@ -10,7 +10,7 @@ from ...governance.errors import AuthenticationError, PermissionDenied
 from ...governance.roles import PERMISSIONS
 from ..deps import ApiError, client_address, ctx, permit, user
 from ..schemas import MAX_ID, Done, ErrorOut, Me, TokenInfo, TokenOut, TokenRequest, WorkerTokenRequest
-from ..security import Principal, authorize
+from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["auth"])
 R401 = {401: {"model": ErrorOut}}
@@ -60,7 +60,7 @@ def list_tokens(request: Request, all: bool = Query(False), p: Principal = Depen
     c = ctx(request)
     if all:
         try:
-            authorize(c.gov, p.actor, "user.list")
+            c.gov.authorize(p.actor, "user.list")
         except PermissionDenied as e:
             raise ApiError(403, "forbidden", str(e)) from None
     return c.tokens.list(p, everyone=all)

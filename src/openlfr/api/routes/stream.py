@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...governance.errors import GovernanceError
-from .. import queries
+from ...governance import queries
 from ..deps import ctx, permit
 from ..schemas import ErrorOut
 from ..security import Principal

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from ...governance.errors import AuthenticationError, PermissionDenied
 from ..deps import ApiError, client_address, ctx, permit, user
 from ..schemas import Done, ErrorOut, PasswordChange, RetentionBody, UserChange, UserCreate, UserName
-from ..security import Principal, authorize
+from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["users"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}}
@@ -41,7 +41,7 @@ def set_password(body: PasswordChange, request: Request, name: UserName = Path()
     own = name == p.actor.name
     if not own:
         try:
-            authorize(c.gov, p.actor, "user.change")
+            c.gov.authorize(p.actor, "user.change")
         except PermissionDenied as e:
             raise ApiError(403, "forbidden", str(e)) from None
     addr = client_address(request)

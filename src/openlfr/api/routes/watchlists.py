@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from ...engine.images import RequestTooLarge
-from .. import queries
+from ...governance import queries
 from ..deps import ApiError, ctx, permit
 from ..enrol import FaceEnroller, Upload
 from ..media import IMAGE_CONTENT, image_response

@@ -11,35 +11,21 @@ from __future__ import annotations
 import base64
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from ...store.models import WorkerDelivery
 from ..deps import ApiError, ctx, worker
-from ..schemas import ErrorOut, FacesSeenBody, WorkerAlert, WorkerAlertOut, WorkerStatus, decode_b64
+from ..schemas import (
+    ErrorOut,
+    FacesSeenBody,
+    WorkerAlert,
+    WorkerAlertOut,
+    WorkerStatus,
+    decode_b64,
+)
 from ..security import Principal
 
 router = APIRouter(prefix="/api/worker", tags=["workers"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
-DELIVERY_KEEP_DAYS = 7
-
-
-def _delivered(gov, key: str, token_id: int) -> tuple[bool, int | None]:
-    with gov.db.transaction() as s:
-        row = s.get(WorkerDelivery, key)
-        if row is None:
-            return False, None
-        if row.token_id != token_id:
-            raise ApiError(409, "refused", "this idempotency key was used by another worker")
-        return True, row.alert_id
-
-
-def _prune(gov) -> None:
-    """Forget idempotency keys older than DELIVERY_KEEP_DAYS (a worker's buffer is older than that only if lost)."""
-    from datetime import timedelta
-
-    with gov.db.transaction() as s:
-        s.execute(delete(WorkerDelivery).where(WorkerDelivery.received_at < gov.now() - timedelta(days=DELIVERY_KEEP_DAYS)))
 
 
 @router.get("/run", responses=ERR, summary="The deployment's frozen watchlist snapshot, threshold and cameras")
@@ -60,7 +46,7 @@ def run(request: Request, p: Principal = Depends(worker)) -> dict:
 @router.post("/alerts", response_model=WorkerAlertOut, responses=ERR, summary="Record (or update) one alert")
 def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worker)) -> WorkerAlertOut:
     c = ctx(request)
-    seen, alert_id = _delivered(c.gov, body.idempotency_key, p.token_id)
+    seen, alert_id = c.gov.delivery(body.idempotency_key, p.token_id)
     if seen:
         return WorkerAlertOut(alert_id=alert_id or 0, duplicate=True)
     try:
@@ -74,11 +60,11 @@ def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worke
     try:  # the alert and its idempotency key commit together: a re-delivery can never make a second one
         alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert, delivery=(body.idempotency_key, p.token_id))
     except IntegrityError:  # a concurrent delivery of the same key won the race
-        seen, alert_id = _delivered(c.gov, body.idempotency_key, p.token_id)
+        seen, alert_id = c.gov.delivery(body.idempotency_key, p.token_id)
         if not seen:
             raise
         return WorkerAlertOut(alert_id=alert_id or 0, duplicate=True)
-    _prune(c.gov)
+    c.gov.forget_deliveries()
     c.notifier.poke()
     return WorkerAlertOut(alert_id=alert_id, duplicate=False)
 
@@ -86,17 +72,17 @@ def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worke
 @router.post("/faces-seen", responses=ERR, summary="Add faces seen (finished tracks) on a camera")
 def faces_seen(body: FacesSeenBody, request: Request, p: Principal = Depends(worker)) -> dict:
     c = ctx(request)
-    seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
+    seen, _ = c.gov.delivery(body.idempotency_key, p.token_id)
     if not seen:
         try:  # the count and its idempotency key commit together: counted exactly once
             c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count, delivery=(body.idempotency_key, p.token_id),
                                    too_poor=body.too_poor)
         except IntegrityError:
-            seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
+            seen, _ = c.gov.delivery(body.idempotency_key, p.token_id)
             if not seen:
                 raise
             return {"ok": True, "duplicate": True}
-        _prune(c.gov)
+        c.gov.forget_deliveries()
         c.notifier.poke()
     return {"ok": True, "duplicate": seen}
 

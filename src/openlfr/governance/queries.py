@@ -1,4 +1,5 @@
-"""Read-only views the console needs beyond the governance service methods.
+"""Read-only views the API and console need beyond the service methods (alert detail, images,
+audit pages, the change feed).
 
 Each public function first asks governance (``Governance.authorize``) whether the actor holds
 the permission (a refusal is audited there), then reads. Nothing here writes.
@@ -11,8 +12,6 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from ..governance.errors import NotFound
-from ..governance.roles import Actor
 from ..store import repository as repo
 from ..store.models import (
     Adjudication,
@@ -26,7 +25,8 @@ from ..store.models import (
     Template,
 )
 from ..store.types import utc
-from .security import authorize
+from .errors import NotFound
+from .roles import Actor
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -52,7 +52,7 @@ def probe_sharpness(jpeg: bytes) -> float | None:
 
 def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
     """One alert with its subject, deployment, reference images, decisions and outcomes (no crop)."""
-    authorize(gov, actor, "alert.read")
+    gov.authorize(actor, "alert.read")
     with gov.db.transaction() as s:
         a = s.get(AlertRow, int(alert_id))
         if a is None:
@@ -91,7 +91,7 @@ def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
 
 def alert_reference(gov, actor: Actor, alert_id: int) -> tuple[bytes, str]:
     """The first reference image of the alert's subject (bytes, media type), for the operator."""
-    authorize(gov, actor, "alert.read")
+    gov.authorize(actor, "alert.read")
     with gov.db.transaction() as s:
         a = s.get(AlertRow, int(alert_id))
         if a is None:
@@ -104,7 +104,7 @@ def alert_reference(gov, actor: Actor, alert_id: int) -> tuple[bytes, str]:
 
 
 def reference_image(gov, actor: Actor, image_id: int) -> tuple[bytes, str]:
-    authorize(gov, actor, "watchlist.read")
+    gov.authorize(actor, "watchlist.read")
     with gov.db.transaction() as s:
         im = s.get(ReferenceImage, int(image_id))
         if im is None:
@@ -115,7 +115,7 @@ def reference_image(gov, actor: Actor, image_id: int) -> tuple[bytes, str]:
 def audit_page(gov, actor: Actor, before: int | None = None, limit: int = 100, action: str | None = None,
                actor_name: str | None = None) -> dict:
     """Audit entries, newest first: ``before`` a seq (exclusive), optionally one action (prefix) or actor."""
-    authorize(gov, actor, "audit.read")
+    gov.authorize(actor, "audit.read")
     with gov.db.transaction() as s:
         q = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(int(limit))
         if before is not None:
