@@ -29,9 +29,9 @@ def false_alert_rate(false_alerts: int, faces: int) -> dict:
         text = "no faces seen yet"
     elif not enough:
         text = (f"too few faces seen for a rate ({num(faces)}; at least {num(MIN_FACES)} are needed): "
-                f"{false_alerts} false alert(s)" + (f", 95% CI up to {pct(ci[1], 2)}" if ci else ""))
+                f"{false_alerts} false alert(s)" + (f", 95% CI up to {pct(ci[1], 3)}" if ci else ""))
     else:
-        text = f"{pct(rate, 3)} = {false_alerts} / {num(faces)}" + (f" (95% CI {pct(ci[0], 2)} to {pct(ci[1], 2)})" if ci else "")
+        text = f"{pct(rate, 3)} = {false_alerts} / {num(faces)}" + (f" (95% CI {pct(ci[0], 3)} to {pct(ci[1], 3)})" if ci else "")
     return {"value": rate if enough else None, "ci95": ci, "enough": enough, "k": false_alerts, "n": faces, "text": text}
 
 
@@ -42,7 +42,7 @@ def alert_precision(true_alerts: int, adjudicated: int) -> dict:
     if not adjudicated:
         text = "no adjudicated alert yet"
     else:
-        text = f"{pct(value, 3)} = {true_alerts} / {adjudicated}" + (f" (95% CI {pct(ci[0], 2)} to {pct(ci[1], 2)})" if ci else "")
+        text = f"{pct(value, 3)} = {true_alerts} / {adjudicated}" + (f" (95% CI {pct(ci[0], 3)} to {pct(ci[1], 3)})" if ci else "")
         if adjudicated < MIN_ADJUDICATED:
             text += f"; only {adjudicated} adjudicated alert(s): a rough figure"
     return {"value": value, "ci95": ci, "enough": adjudicated >= MIN_ADJUDICATED, "k": true_alerts, "n": adjudicated,
