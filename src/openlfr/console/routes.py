@@ -137,7 +137,7 @@ async def alerts_page(request: Request, deployment: str | None = None, camera: s
 
     seq, q, cams = await run_in_threadpool(load)
     filters = {k: v for k, v in (("deployment", dep), ("camera", camera), ("status", status), ("subject", subject)) if v}
-    return pg.render("alerts.html", alerts=q.alerts, q=q, seq=seq, deployment=dep, camera=camera, status=status,
+    return pg.render("alerts.html", alerts=q.alerts, q=q, seq=seq, deployment=dep, camera=camera, status_filter=status,
                      subject=subject, cameras=cams, filters=filters, statuses=STATUSES, title="Live alerts")
 
 
@@ -237,13 +237,6 @@ async def deployment_page(request: Request, deployment_id: int):
     return pg.render("deployment.html", d=d, f=d["figures"], worker_token=token, server_url=str(request.base_url).rstrip("/"),
                      cameras=cams, publication=pub, warn_s=await run_in_threadpool(health.warning_after_s, pg.gov),
                      title=f"Deployment {deployment_id}")
-
-
-@router.get("/console/deployments/{deployment_id}/report", response_class=HTMLResponse)
-async def report_page(request: Request, deployment_id: int):
-    pg = await page(request, "deployment.read")
-    d = await _deployment(pg, deployment_id)
-    return pg.render("report.html", d=d, f=d["figures"], title=f"Report: deployment {deployment_id}")
 
 
 @router.post("/console/deployments/{deployment_id}/{action}")

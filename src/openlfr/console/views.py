@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from ..governance.errors import GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from ..governance.service import CATEGORIES, OUTCOMES, RESULTS
+from ..transparency.figures import MIN_FACES
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -88,6 +89,7 @@ templates.env.globals["CATEGORIES"] = CATEGORIES
 templates.env.globals["RESULTS"] = RESULTS
 templates.env.globals["OUTCOMES"] = OUTCOMES
 templates.env.globals["ROLES"] = ROLES
+templates.env.globals["min_faces"] = MIN_FACES  # fewer faces seen: no false alert rate
 
 
 def _secret_key() -> str:
@@ -301,9 +303,10 @@ def mount_console(app: FastAPI) -> None:
 
     app.state.console_secret = _secret_key()
     app.state.console_tokens = {}  # a new token, shown once on the next page of the session that made it
-    from . import public
+    from . import public, report_pages
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(report_pages.router)  # before routes: /report.pdf is not a deployment action
     app.include_router(routes.router)
     app.include_router(public.router)
 

@@ -89,6 +89,7 @@ async def stream(
         yield f"retry: 2000\n: openlfr live stream from seq {seq}\n\n"
         waiter = c.notifier.register()
         cams = CameraWatch(gov)
+        await asyncio.to_thread(cams.poll)  # the cameras as they are now: only changes are sent
         t0 = last_beat = last_check = time.monotonic()
         try:
             while True:

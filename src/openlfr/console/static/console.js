@@ -205,7 +205,8 @@
           set("fig-alerts", String(f.alerts));
           set("fig-adjudicated", String(f.adjudicated));
           set("fig-true-false", f.true_alerts + " / " + f.false_alerts);
-          set("fig-far", pct(f.false_alert_rate, 3));
+          var minFaces = Number(box.getAttribute("data-min-faces") || 0);
+          set("fig-far", f.faces_seen && f.faces_seen < minFaces ? "too few faces" : pct(f.false_alert_rate, 3));
           set("fig-precision", pct(f.alert_precision, 1));
           var st = document.getElementById("dep-status");
           if (st && st.textContent !== d.status) { st.textContent = d.status; st.className = "pill " + d.status; }
