@@ -97,7 +97,9 @@ def test_stop_is_clean(demo):
     assert events[-1]["event"] == "summary"
 
 
-def test_sigterm_on_the_command_line(demo, tmp_path):
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 0), ("SIGINT", 130)])
+def test_signal_on_the_command_line(demo, tmp_path, sig, status):
+    """SIGTERM stops a run cleanly (status 0); Ctrl-C (SIGINT) too, with status 130; the summary comes first."""
     import json
     import signal
     import subprocess
@@ -112,12 +114,12 @@ def test_sigterm_on_the_command_line(demo, tmp_path):
         first = p.stdout.readline()  # the start event: the run is under way
         assert json.loads(first)["event"] == "start"
         time.sleep(0.5)
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(getattr(signal, sig))
         out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, err
+    assert p.returncode == status, err
     last = json.loads(out.strip().splitlines()[-1])
     assert last["event"] == "summary" and last["interrupted"] is True and last["frames"] < 100
 

@@ -103,6 +103,7 @@ def run(
     realtime: Annotated[Optional[bool], typer.Option("--realtime/--no-realtime", help="Read files at their frame rate, dropping frames under load (as a camera). Default: files as fast as processed.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
+    as_user: Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="With --deployment (not --server): the operator running it ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked. Its alerts are recorded in their name.", show_default=False)] = None,
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
     from pydantic import ValidationError
@@ -129,7 +130,7 @@ def run(
     if server and deployment is None:
         err.print("[red]error:[/] --server needs --deployment ID")
         raise typer.Exit(2)
-    runner_args = _deployment_args(deployment, db, cfg, server, token) if deployment is not None else {}
+    runner_args = _deployment_args(deployment, db, cfg, server, token, as_user) if deployment is not None else {}
     try:
         summary = _execute(cfg, json_out, **runner_args)
     finally:
@@ -137,12 +138,15 @@ def run(
             left = runner_args["sink"].run.sink.close()
             if left:
                 err.print(f"[yellow]{left} alert(s) wait in the disk buffer for {server}: they go with the next run[/]")
+    if summary.get("signal") == "SIGINT":  # Ctrl-C: status 130 after the summary, as shells expect (SIGTERM: a clean stop, 0)
+        raise typer.Exit(130)
     failed = [c for c in summary["cameras"] if c["state"] == "error"]
     if failed and len(failed) == len(summary["cameras"]):
         raise typer.Exit(1)
 
 
-def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None = None, token: str | None = None) -> dict:
+def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None = None, token: str | None = None,
+                     as_user: str | None = None) -> dict:
     """Open the deployment's run (refused unless authorised, active and in its window) and name
     the sources after its cameras: ``--source NAME=SPEC``, or the only camera for one source."""
     from ..governance.errors import GovernanceError
@@ -154,6 +158,11 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
             from ..api.worker_client import open_remote_run
 
             run = open_remote_run(server, token, deployment_id)
+        elif as_user:  # the operator running it, logged in and audited as every governed command
+            from ..governance.service import Governance
+            from .governance import _actor
+
+            run = open_deployment_run(db, deployment_id, actor=_actor(Governance(db), as_user))
         else:
             run = open_deployment_run(db, deployment_id)
     except (GovernanceError, ValueError) as e:

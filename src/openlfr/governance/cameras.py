@@ -28,7 +28,6 @@ from sqlalchemy import select
 from ..store import repository as repo
 from ..store.models import CameraStatus, Deployment, Setting
 from ..store.types import utc
-from . import audit
 from .errors import GovernanceError
 from .roles import Actor
 
@@ -185,13 +184,13 @@ def sweep(gov, deployment_id: int | None = None) -> list[dict]:
 def _audit_change(s, gov, d: Deployment, row: CameraStatus, v: dict, now: datetime) -> None:
     if v["warning"] and row.warned_at is None:
         row.warned_at = now
-        audit.append(s, now, AUDIT_ACTOR, "camera.down", f"deployment:{d.id}", {
+        gov._audit(s, AUDIT_ACTOR, "camera.down", f"deployment:{d.id}", {
             "deployment_id": d.id, "camera": row.camera, "state": v["state"], "down_since": v["down_since"],
             "worker": row.worker, "message": v["message"]})
     elif not v["warning"] and row.warned_at is not None and v["state"] not in NOT_UP:
         down_s = (now - utc(row.down_since or row.warned_at)).total_seconds()
         row.warned_at = row.down_since = None
-        audit.append(s, now, AUDIT_ACTOR, "camera.restored", f"deployment:{d.id}", {
+        gov._audit(s, AUDIT_ACTOR, "camera.restored", f"deployment:{d.id}", {
             "deployment_id": d.id, "camera": row.camera, "state": v["state"], "worker": row.worker,
             "down_for_s": round(down_s, 1)})
 

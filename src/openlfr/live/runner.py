@@ -309,6 +309,7 @@ class LiveRunner:
         self.summary: dict | None = None
         self._faces_stored: dict[str, int] = {}
         self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
+        self.signalled: int | None = None
         self._health_due = False
         self._health_last: dict[str, tuple[int, float]] = {}
 
@@ -565,6 +566,7 @@ class LiveRunner:
             "embedded": self.embedder.faces,
             "embed_batches": self.embedder.batches,
             "interrupted": self.interrupted,
+            "signal": signal.Signals(self.signalled).name if self.signalled else None,
             "cameras": [s.to_json() for s in self.stats],
         }
 
@@ -576,6 +578,7 @@ class LiveRunner:
 
         def handler(signum, _frame):
             log.warning("signal %s: stopping", signal.Signals(signum).name)
+            self.signalled = signum  # the command exits 128 + signum after the summary (Ctrl-C: 130)
             self.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
