@@ -137,7 +137,7 @@ def _effective(row: CameraStatus, d: Deployment, now: datetime, stale_s: float =
     if row.state in ("up", *NOT_UP) and (now - utc(row.reported_at)).total_seconds() > stale_s:
         since = row.down_since or row.reported_at
         return "down", f"no report from its worker for {int((now - utc(row.reported_at)).total_seconds())} s", utc(since)
-    return row.state, row.message, utc(row.down_since) if row.down_since else None
+    return row.state, row.message, utc(row.down_since) if row.down_since and row.state in NOT_UP else None
 
 
 def _view(d: Deployment, camera: str, row: CameraStatus | None, now: datetime, warn_s: float) -> dict:
