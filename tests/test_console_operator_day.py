@@ -274,3 +274,23 @@ def test_public_records_need_no_login_and_hold_no_name(browser, site):
     # withdrawn: gone from the public pages, and audited
     publication.unpublish(w.gov, w["administrator"], ended)
     assert publication.public_records(w.gov) == []
+
+
+def test_banner_follows_the_alert_it_announces(browser, site):
+    w, ended, d, base = site
+    ctx, queue = login(browser, base, "operator")
+    queue.goto(f"{base}/console/alerts?camera=cam-b")
+    queue.wait_for_function("window.openlfr && window.openlfr.ready")
+    queue.locator("#live-state").filter(has_text="live").wait_for()
+    alert_id = w.alert(d, w.subjects[1], track=999, camera="cam-a")  # another camera: announced, not listed here
+    # (recorded straight in the database, as a local run does: the stream polls the log)
+
+    banner = queue.locator("#new-alert-banner")
+    banner.filter(has_text=f"New alert {alert_id}").wait_for()
+    assert banner.get_attribute("data-alert-id") == str(alert_id)
+    assert banner.get_by_role("link", name="Review now").get_attribute("href") == f"/console/alerts/{alert_id}"
+    assert queue.locator(f'#alert-queue tr[data-alert-id="{alert_id}"]').count() == 0  # filtered out of this list
+    w.gov.adjudicate(w["operator"], alert_id, "false_alert")  # decided elsewhere (another operator)
+    banner.filter(has_text="False alert").wait_for()
+    assert "done" in banner.get_attribute("class")
+    ctx.close()
