@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-dlib = pytest.importorskip("dlib")
+import dlib  # a required dependency (dlib-bin): never skipped
 
 from openlfr.engine.descriptor import DescriptorModel, build_descriptor_onnx  # noqa: E402
 from openlfr.engine.dnn_reader import load_network, read_network  # noqa: E402

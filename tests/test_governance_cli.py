@@ -261,13 +261,9 @@ def test_parse_when():
 
 
 def test_real_enrolment(fast_passwords, astronaut, tmp_path):  # noqa: F811
-    """`watchlist add` through the real face engine and its quality checks (SQLite; skipped without the engine)."""
-    try:
-        from openlfr.engine.pipeline import FaceEngine
+    """`watchlist add` through the real face engine and its quality checks (SQLite).
 
-        FaceEngine()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"face engine unavailable: {e}")
+    The engine is a required part of the install: if it cannot load, this test fails."""
     import cv2
 
     img = tmp_path / "astronaut.jpg"

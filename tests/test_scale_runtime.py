@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from openlfr.engine import detection  # noqa: E402
+from openlfr.engine import runtime  # noqa: E402
 from openlfr.engine.detection import iou, make_detector  # noqa: E402
 from openlfr.engine.mmod import MmodDetector, OnnxMmodNetwork  # noqa: E402
 from openlfr.engine.torch_mmod import TorchMmodDetector, TorchMmodNetwork  # noqa: E402
@@ -147,14 +147,14 @@ def test_bf16_detector_close(images, onnx_det):
 
 
 def test_make_detector_runtime_choice(monkeypatch):
-    monkeypatch.delenv(detection.RUNTIME_ENV, raising=False)
-    monkeypatch.setattr(detection, "cuda_available", lambda: False)
+    monkeypatch.delenv(runtime.RUNTIME_ENV, raising=False)
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
     auto = make_detector("cnn", upsample=0)
     assert type(auto) is MmodDetector and auto.runtime == "onnxruntime-cpu"
     assert isinstance(make_detector("cnn", upsample=0, runtime="torch"), TorchMmodDetector)
-    monkeypatch.setattr(detection, "cuda_available", lambda: True)  # a GPU: torch, unless overridden
+    monkeypatch.setattr(runtime, "cuda_available", lambda: True)  # a GPU: torch, unless overridden
     assert isinstance(make_detector("cnn", upsample=0), TorchMmodDetector)
-    monkeypatch.setenv(detection.RUNTIME_ENV, "onnx")
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "onnx")
     assert type(make_detector("cnn", upsample=0)) is MmodDetector
     with pytest.raises(ValueError, match="fp32 only"):
         make_detector("cnn", runtime="onnx", precision="fp16")
@@ -165,7 +165,7 @@ def test_make_detector_runtime_choice(monkeypatch):
 def test_make_descriptor_runtime_override(monkeypatch):
     from openlfr.engine.descriptor import make_descriptor
 
-    monkeypatch.setattr(detection, "cuda_available", lambda: False)
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
     monkeypatch.setenv("OPENLFR_RUNTIME", "torch")
     assert make_descriptor("auto").runtime == "torch-cpu"
     monkeypatch.setenv("OPENLFR_RUNTIME", "onnx")

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from .dnn_reader import Layer, Network, load_network
 from .models import DESCRIPTOR
 from .onnx_graph import GraphBuilder, TensorProto, conv_out, fold_affine, helper
+from .runtime import choose_runtime
 
 CHIP_SIZE = 150
 DIM = 128
@@ -217,14 +218,10 @@ def make_descriptor(runtime: str = "auto", precision: str = "fp32", threads: int
     """Choose a descriptor runtime: ``onnx`` (default CPU), ``torch`` (extra; CPU bf16 on AMX, or
     CUDA when present), or ``auto`` (torch on a CUDA GPU when installed, else onnx;
     ``$OPENLFR_RUNTIME`` overrides ``auto``)."""
-    if runtime == "auto":
-        runtime = os.environ.get("OPENLFR_RUNTIME", "auto") or "auto"
-    if runtime == "auto":
-        from .detection import cuda_available
-
-        runtime = "torch" if cuda_available() else "onnx"
-        if precision != "fp32" and runtime == "onnx":
-            runtime = "torch"
+    try:
+        runtime = choose_runtime(runtime, precision)
+    except ValueError:
+        raise ValueError(f"unknown descriptor runtime {runtime!r} (onnx, torch, auto)") from None
     if runtime == "onnx":
         if precision != "fp32":
             raise ValueError("the onnxruntime CPU runtime is fp32 only; use --runtime torch for bf16/fp16")
@@ -233,4 +230,3 @@ def make_descriptor(runtime: str = "auto", precision: str = "fp32", threads: int
         from .torch_runtime import TorchDescriptorModel
 
         return TorchDescriptorModel(precision=precision, threads=threads)
-    raise ValueError(f"unknown descriptor runtime {runtime!r} (onnx, torch, auto)")

@@ -6,11 +6,12 @@ width is ``right - left + 1``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from .runtime import choose_runtime
 
 
 @dataclass(frozen=True)
@@ -68,21 +69,6 @@ class HogDetector:
     __call__ = detect
 
 
-RUNTIME_ENV = "OPENLFR_RUNTIME"  # onnx | torch | auto: overrides the automatic choice
-
-
-def cuda_available() -> bool:
-    """Whether PyTorch (the torch/gpu extra) is installed and sees a CUDA GPU (without an NVIDIA
-    driver, torch is not even imported: it takes a second or two)."""
-    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
-        return False
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | None = None, threads: int | None = None,
                   runtime: str = "auto", precision: str = "fp32"):
     """``'hog'`` (dlib) or ``'cnn'`` (MMOD). ``upsample=None`` picks it from ``min_face`` for the
@@ -94,10 +80,10 @@ def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | N
 
         return HogDetector(auto_upsample(min_face) if upsample is None else upsample, min_face)
     if name in ("cnn", "mmod"):
-        if runtime == "auto":
-            runtime = os.environ.get(RUNTIME_ENV, "auto") or "auto"
-        if runtime == "auto":
-            runtime = "torch" if cuda_available() else "onnx"
+        try:
+            runtime = choose_runtime(runtime)
+        except ValueError:
+            raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)") from None
         if runtime == "onnx":
             if precision != "fp32":
                 raise ValueError("the onnxruntime MMOD detector is fp32 only; use runtime='torch' for fp16/bf16")
@@ -108,5 +94,4 @@ def make_detector(name: str = "hog", upsample: int | None = 1, min_face: int | N
             from .torch_mmod import TorchMmodDetector
 
             return TorchMmodDetector(upsample=upsample, min_face=min_face, precision=precision, threads=threads)
-        raise ValueError(f"unknown detector runtime {runtime!r} (onnx, torch, auto)")
     raise ValueError(f"unknown detector {name!r}; use 'hog' or 'cnn'")

@@ -365,8 +365,4 @@ class BatchingDetector:
                 item[1].set_exception(RuntimeError("detector stopped"))
 
 
-def cuda_available() -> bool:
-    return bool(torch.cuda.is_available())
-
-
-__all__ = ["MmodNet", "TorchMmodNetwork", "TorchMmodDetector", "BatchingDetector", "device_tiled_pyramid", "cuda_available"]
+__all__ = ["MmodNet", "TorchMmodNetwork", "TorchMmodDetector", "BatchingDetector", "device_tiled_pyramid"]
