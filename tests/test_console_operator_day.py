@@ -42,6 +42,7 @@ from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
 from openlfr.store.models import SnapshotTemplate, SubjectRow, User  # noqa: E402
 from openlfr.store.testing import backend_url, fast_passwords  # noqa: E402,F401
+from openlfr.transparency.public import public_records  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-dev-shm-usage"]
@@ -229,7 +230,7 @@ def test_public_records_need_no_login_and_hold_no_name(browser, site):
     import httpx
 
     w, ended, d, base = site
-    assert publication.public_records(w.gov) == []
+    assert public_records(w.gov) == []
     with pytest.raises(Exception, match="may not"):
         publication.publish(w.gov, w["operator"], ended, "Superintendent")
     with pytest.raises(Exception, match="only an ended"):
@@ -273,7 +274,7 @@ def test_public_records_need_no_login_and_hold_no_name(browser, site):
         assert "data:image" not in body and "/9j/" not in body and "probe" not in body.lower()
     # withdrawn: gone from the public pages, and audited
     publication.unpublish(w.gov, w["administrator"], ended)
-    assert publication.public_records(w.gov) == []
+    assert public_records(w.gov) == []
 
 
 def test_banner_follows_the_alert_it_announces(browser, site):

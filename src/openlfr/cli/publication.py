@@ -29,7 +29,9 @@ def deployment_publish(
     gov, actor = _setup(db, as_user)
     publication.publish(gov, actor, deployment, authorising_rank)
     if json_out:
-        return _print_json(publication.record(gov, deployment, publication.published(gov)[deployment]))
+        from ..transparency.public import record
+
+        return _print_json(record(gov, deployment, publication.published(gov)[deployment]))
     out.print(f"deployment {deployment} published: its record is on /public (no name, image or template)")
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..governance.publication import PUBLIC_FIELDS, public_records
+from ..transparency.public import PUBLIC_FIELDS, public_records
 from ..transparency.figures import MIN_FACES
 from .views import Page
 

@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..api import queries
 from ..governance.errors import NotFound
-from ..governance.publication import READER
+from ..governance.publication import records_version
 from ..transparency import figures as honest
+from ..transparency.public import READER
 from ..transparency.report import CHART_TITLES, Report, charts, collect, duration, render_pdf, sections, when
 from .views import page
 
@@ -37,7 +37,7 @@ def _report(pg, deployment_id: int) -> tuple[Report, dict]:
     if not (1 <= deployment_id < 2**31):
         raise NotFound(f"no deployment {deployment_id}")
     pg.gov.get_deployment(pg.actor, deployment_id)  # deployment.read, and 404 for an unknown id
-    key = (id(pg.gov), deployment_id, queries.head_seq(pg.gov))
+    key = (id(pg.gov), deployment_id, records_version(pg.gov))
     with _lock:
         hit = _cache.get(key)
     if hit is not None:
