@@ -581,6 +581,9 @@ def deployment_show(
     d = gov.get_deployment(actor, deployment)
     if json_out:
         return _print_json(d)
+    from ..transparency.figures import alert_precision as precision_text
+    from ..transparency.figures import false_alert_rate as far_text
+
     t = Table(title=f"deployment {d['id']}: {d['name']}", show_header=False)
     t.add_column("field")
     t.add_column("value")
@@ -602,8 +605,8 @@ def deployment_show(
         ("faces seen", f"{d['faces_seen']['total']}" + ("" if not d["faces_seen"]["by_camera"] else
                        " (" + ", ".join(f"{c} {n}" for c, n in d["faces_seen"]["by_camera"].items()) + ")")),
         ("alerts", f"{fa['total']} (true {fa['true_alerts']}, false {fa['false_alerts']}, unadjudicated {fa['unadjudicated']})"),
-        ("false alert rate", "-" if d["false_alert_rate"] is None else f"{d['false_alert_rate']:.4%} (false alerts / faces seen)"),
-        ("alert precision", "-" if d["alert_precision"] is None else f"{d['alert_precision']:.1%} (true alerts / adjudicated alerts)"),
+        ("false alert rate", f"{far_text(fa['false_alerts'], d['faces_seen']['total'])['text']} (false alerts / faces seen)"),
+        ("alert precision", f"{precision_text(fa['true_alerts'], fa['true_alerts'] + fa['false_alerts'])['text']} (true alerts / adjudicated alerts)"),
     ]
     ev = d.get("threshold_evidence")
     if ev:  # openlfr calibrate --store-for
