@@ -26,3 +26,11 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_key_outside_home(tmp_path_factory):
+    """The audit chain's key (governance/audit_key.py) in a test folder, never in ~/.config."""
+    if not os.environ.get("OPENLFR_AUDIT_KEY") and not os.environ.get("OPENLFR_AUDIT_KEY_FILE"):
+        os.environ["OPENLFR_AUDIT_KEY_FILE"] = str(tmp_path_factory.mktemp("audit-key") / "audit.key")
+    yield

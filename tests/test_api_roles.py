@@ -268,6 +268,10 @@ def test_session_cookie_and_csrf(lite):
     r = c.post(f"/console/alerts/{env.alert1}/adjudicate", data={"decision": "false_alert"}, follow_redirects=False)
     assert r.status_code == 403
     r = c.post(f"/console/alerts/{env.alert1}/adjudicate", data={"decision": "false_alert", "csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303  # refused by the rule (a change needs a reason): back with a message
+    assert c.get(f"/api/alerts/{env.alert1}").json()["adjudication"] == "true_alert"
+    r = c.post(f"/console/alerts/{env.alert1}/adjudicate", data={"decision": "false_alert", "reason": "wrong key", "csrf_token": csrf},
+               follow_redirects=False)
     assert r.status_code == 303
     assert c.get(f"/api/alerts/{env.alert1}").json()["adjudication"] == "false_alert"
     # the login form needs its own token

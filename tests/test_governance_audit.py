@@ -70,14 +70,20 @@ def test_edited_entry_is_named(world):
     assert not r.ok and r.first_broken == 7 and "edited" in r.reason
 
 
-def test_edited_details_and_rehashed_entry_is_named_by_its_successor(world):
+@pytest.mark.parametrize("with_key", [False, True])
+def test_edited_details_and_rehashed_entry_is_named(world, with_key):
+    """Without the audit key the rehashed entry itself fails; with it, its successor no longer chains."""
     log = entries(world)
     e = log[9]
     details = dict(e["details"], forged=True)
-    forged = audit.entry_hash(e["seq"], e["time"], e["actor"], e["action"], e["target"], details, e["prev_hash"])
+    forged = audit.entry_hash(e["seq"], e["time"], e["actor"], e["action"], e["target"], details, e["prev_hash"],
+                              world.gov.key if with_key else None)
     _exec(world, update(AuditEvent).where(AuditEvent.seq == e["seq"]).values(details=audit.canonical_json(details), hash=forged))
     r = verify(world)
-    assert not r.ok and r.first_broken == e["seq"] + 1 and "prev_hash" in r.reason
+    if with_key:
+        assert not r.ok and r.first_broken == e["seq"] + 1 and "prev_hash" in r.reason
+    else:
+        assert not r.ok and r.first_broken == e["seq"] and "without the audit key" in r.reason
 
 
 def test_deleted_entry_is_named(world):
@@ -104,12 +110,13 @@ def test_inserted_entry_is_named(world):
 
 
 def test_well_forged_appended_entry_is_caught_by_the_head(world):
+    """Even with the key, an entry appended without moving the (MAC'd) head is named."""
     log = entries(world)
     last = log[-1]
-    h = audit.entry_hash(last["seq"] + 1, last["time"], "intruder", "login", "", {}, last["hash"])
+    h = audit.entry_hash(last["seq"] + 1, last["time"], "intruder", "login", "", {}, last["hash"], world.gov.key)
     with world.gov.db.transaction() as s:
         s.execute(insert(AuditEvent).values(seq=last["seq"] + 1, time=s.get(AuditEvent, last["seq"]).time, actor="intruder",
-                                            action="login", target="", details="{}", prev_hash=last["hash"], hash=h))
+                                            action="login", target="", details="{}", prev_hash=last["hash"], hash=h, keyed=True))
     r = verify(world)
     assert not r.ok and r.first_broken == last["seq"] + 1 and "not written by openlfr" in r.reason
 
@@ -117,12 +124,13 @@ def test_well_forged_appended_entry_is_caught_by_the_head(world):
 def test_inserted_in_the_middle_of_an_export(world):
     log = entries(world)
     forged = dict(log[3], actor="intruder", seq=5, prev_hash=log[3]["hash"])
-    forged["hash"] = audit.entry_hash(5, forged["time"], forged["actor"], forged["action"], forged["target"], forged["details"], log[3]["hash"])
+    forged["hash"] = audit.entry_hash(5, forged["time"], forged["actor"], forged["action"], forged["target"], forged["details"],
+                                      log[3]["hash"], world.gov.key)
     tampered = log[:4] + [forged] + [dict(e, seq=e["seq"] + 1) for e in log[4:]]
-    r = audit.verify_records(tampered)
+    r = audit.verify_records(tampered, key=world.gov.key)
     assert not r.ok and r.first_broken == 6  # the entry after the insertion no longer chains
-    assert audit.verify_records(log).ok
-    assert not audit.verify_records(log[:3] + log[4:]).ok
+    assert audit.verify_records(log, key=world.gov.key).ok
+    assert not audit.verify_records(log[:3] + log[4:], key=world.gov.key).ok
 
 
 def test_export_round_trip_and_audit_export_is_itself_audited(world, tmp_path):
@@ -130,7 +138,8 @@ def test_export_round_trip_and_audit_export_is_itself_audited(world, tmp_path):
     n = world.gov.export_audit(world["auditor"], buf)
     lines = buf.getvalue().splitlines()
     assert len(lines) == n
-    assert audit.verify_records(audit.read_export(lines)).ok
+    assert audit.verify_records(audit.read_export(lines), key=world.gov.key).ok
+    assert n.anchor is not None and n.anchor.seq == n and str(n.anchor) == f"{json.loads(lines[-1])['hash']}@{n}"
     assert entries(world)[-1]["action"] == "audit.export"
     assert verify(world).ok
 

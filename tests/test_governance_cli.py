@@ -163,7 +163,9 @@ def test_full_flow(cli):
     assert "active until" in r.stdout
 
     # what `openlfr run --deployment 2` does
-    live = open_deployment_run(run.url, 2, clock=run.clock)
+    from openlfr.governance import Governance
+
+    live = open_deployment_run(run.url, 2, actor=Governance(run.url, run.clock).login("operator", PW["operator"]), clock=run.clock)
     assert {s.name for s in live.subjects} == {"Jo Bloggs", "Al Smith"} and live.threshold == 0.55
     jo = next(s.id for s in live.subjects if s.name == "Jo Bloggs")
     al = next(s.id for s in live.subjects if s.name == "Al Smith")

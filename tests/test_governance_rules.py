@@ -336,11 +336,13 @@ def test_erasure_deletes_everything_and_records_only_that_it_happened(world):
 def test_open_deployment_run(world, db_url):  # noqa: F811
     d = world.plan(start_in=timedelta(0))
     with pytest.raises(DeploymentNotActive):
-        open_deployment_run(db_url, d, clock=world.clock)
+        open_deployment_run(db_url, d, actor=world["operator"], clock=world.clock)
     world.gov.authorise_deployment(world["authorising_officer"], d)
     world.gov.start_deployment(world["operator"], d)
-    run = open_deployment_run(db_url, d, clock=world.clock)
-    assert run.threshold == 0.6 and run.cameras == ["cam-a", "cam-b"] and run.sink.actor.name == "system:live"
+    with pytest.raises(GovernanceError, match="acts as someone"):  # never anonymous (issue 11, item 2)
+        open_deployment_run(db_url, d, clock=world.clock)
+    run = open_deployment_run(db_url, d, actor=world["operator"], clock=world.clock)
+    assert run.threshold == 0.6 and run.cameras == ["cam-a", "cam-b"] and run.sink.actor.name == "operator"
     aid = run.sink.record(d, {"camera": "cam-b", "track": 3, "subject_id": run.subjects[0].id, "distance": 0.2,
                               "crop": b"\xff\xd8", "template": run.watchlist_templates[0]})
     assert aid > 0 and run.is_active() and run.maintain()
@@ -399,7 +401,9 @@ def test_login_rules(world):
         world.gov.create_user(world["administrator"], "short", ["auditor"], "abc")
     with pytest.raises(GovernanceError, match="unknown role"):
         world.gov.create_user(world["administrator"], "sys", ["system"], PASSWORD)
-    world.gov.set_password(world["auditor"], "auditor", "a new long password")
+    with pytest.raises(AuthenticationError, match="needs your current password"):
+        world.gov.set_password(world["auditor"], "auditor", "a new long password")
+    world.gov.set_password(world["auditor"], "auditor", "a new long password", old_password=PASSWORD)
     assert world.gov.login("auditor", "a new long password").roles == {"auditor"}
     with pytest.raises(Exception):
         world.gov.set_password(world["auditor"], "engagement_officer", "a new long password")

@@ -15,7 +15,7 @@ from openlfr.engine.pipeline import FaceEngine
 from openlfr.governance.clock import TestClock
 from openlfr.governance.live import open_deployment_run
 from openlfr.governance.service import NewImage
-from openlfr.governance.testing import make_world
+from openlfr.governance.testing import PASSWORD, make_world
 from openlfr.live.config import RunConfig
 from openlfr.live.demo import SUBJECT_ID, build_demo
 from openlfr.live.runner import LiveRunner
@@ -27,7 +27,7 @@ def scenario(tmp_path_factory):
     return build_demo(tmp_path_factory.mktemp("demo"))
 
 
-def _world_with_collins(db_url, scenario):
+def _world_with_collins(db_url, scenario, start_in=timedelta(minutes=1)):
     clock = TestClock(datetime.now(timezone.utc).replace(microsecond=0))
     world = make_world(db_url, clock, subjects=1)
     ref = scenario.watchlist / f"{SUBJECT_ID}.jpg"
@@ -37,14 +37,14 @@ def _world_with_collins(db_url, scenario):
         clock.now() + timedelta(days=30),
         [NewImage(data=ref.read_bytes(), template=face.descriptor, quality=face.quality.score, source="demo reference")],
     )
-    dep = world.active_deployment(start_in=timedelta(minutes=1), cameras=["walkway"], threshold=0.5)
+    dep = world.active_deployment(start_in=start_in, cameras=["walkway"], threshold=0.5)
     return world, dep, collins.id
 
 
 def test_alerts_are_stored_before_they_are_announced(tmp_path, scenario):
     db = f"sqlite:///{tmp_path / 'openlfr.db'}"
     world, dep, collins = _world_with_collins(db, scenario)
-    run = open_deployment_run(db, dep, clock=world.clock)
+    run = open_deployment_run(db, dep, actor=world["operator"], clock=world.clock)
     assert run.threshold == 0.5 and run.cameras == ["walkway"]
     seen_in_store = []
 
@@ -72,7 +72,8 @@ def test_cli_refuses_inactive_deployment_and_unknown_camera(tmp_path, scenario):
     world = make_world(db, TestClock(datetime.now(timezone.utc)), subjects=1)
     planned = world.plan(cameras=["walkway"])  # planned, not authorised
     runner = CliRunner()
-    res = runner.invoke(app, ["run", "--deployment", str(planned), "--db", db, "--source", str(scenario.video), "--json"])
+    res = runner.invoke(app, ["run", "--deployment", str(planned), "--db", db, "--source", str(scenario.video), "--json",
+                              "--as", "operator"], env={"OPENLFR_ACTOR_PASSWORD": PASSWORD})
     assert res.exit_code == 2
     assert "not" in res.stderr and "active" in res.stderr or "authoris" in res.stderr
     assert world.gov.list_alerts(world["auditor"], planned) == []
@@ -94,3 +95,30 @@ def test_source_names():
     assert split_source_name("rtsp://host/s?x=1") == (None, "rtsp://host/s?x=1")
     assert split_source_name("0") == (None, "0")
     assert split_source_name("/videos/a.mp4") == (None, "/videos/a.mp4")
+
+
+def test_cli_run_acts_as_its_operator_and_names_the_stored_alert(tmp_path, scenario):
+    """Issue 11, item 2: a camera run is never anonymous; its JSON names the database's alert id."""
+    import json
+
+    from openlfr.governance import audit
+
+    db = f"sqlite:///{tmp_path / 'openlfr.db'}"
+    world, dep, collins = _world_with_collins(db, scenario, start_in=timedelta(0))  # the real time is inside the window
+    args = ["run", "--deployment", str(dep), "--db", db, "--source", str(scenario.video), "--json"]
+    runner = CliRunner()
+    res = runner.invoke(app, args, env={"OPENLFR_USER": None})
+    assert res.exit_code == 2 and "--as" in res.stderr
+    res = runner.invoke(app, args + ["--as", "auditor"], env={"OPENLFR_ACTOR_PASSWORD": PASSWORD})
+    assert res.exit_code == 4  # not an operator
+    res = runner.invoke(app, args + ["--as", "operator"], env={"OPENLFR_ACTOR_PASSWORD": PASSWORD})
+    assert res.exit_code == 0, res.output
+    events = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    alerts = [e for e in events if e["event"] == "alert"]
+    stored = world.gov.list_alerts(world["auditor"], dep)
+    assert len(alerts) == 1 and alerts[0]["alert_id"] == stored[0]["id"] and stored[0]["subject_id"] == collins
+    with world.gov.db.transaction() as s:
+        log = [audit.record_of(e) for e in s.execute(__import__("sqlalchemy").select(audit.AuditEvent)).scalars()]
+    run_entries = [e for e in log if e["action"] in ("deployment.run", "alert.create", "faces_seen.count")]
+    assert {e["actor"] for e in run_entries} == {"operator"} and len(run_entries) >= 3
+    assert not any(e["actor"] == "system:live" for e in log)

@@ -2,8 +2,9 @@
 
 The code block under "### Governed deployments" is read from README.md and run line by line in
 bash, verbatim, except for what a reader must supply anyway: the watchlist folder (``refs/``:
-the Hamilton reference photos), the camera (``rtsp://...``: the Hamilton clip) and the
-passwords (``$ADMIN_PW``..., given in the environment). Every step must succeed; then the
+the Hamilton reference photos), the camera (``rtsp://...``: the Hamilton clip), the
+passwords (``$ADMIN_PW``..., given in the environment) and the audit anchor the export printed
+(``HASH@SEQ``). Every step must succeed; then the
 database holds what the walkthrough says: an adjudicated, engaged alert, an ended deployment,
 a published record, a report and an audit export.
 
@@ -74,6 +75,10 @@ def test_readme_walkthrough_runs_as_written(shared_data, shell_env, tmp_path):
         # what a reader supplies: the watchlist folder and the camera; nothing else is changed
         line = cmd.replace(" refs/ ", f" {video / 'hamilton_refs'}/ ")
         line = re.sub(r"cam-a=rtsp://\S+", f"cam-a={video / 'hamilton_clip_640x360.mp4'}", line)
+        if "HASH@SEQ" in line:  # the anchor the reader kept from the export, as printed there
+            anchor = re.search(r"^anchor: (\S+)$", ran[-1][1].stderr, re.M)
+            assert anchor, ran[-1][1].stderr
+            line = line.replace("HASH@SEQ", anchor.group(1))
         if "--as " in line:  # every step that acts as someone says how its password is given
             assert "OPENLFR_ACTOR_PASSWORD=$" in line, cmd
         r = bash(line, shell_env, tmp_path, stdin="")  # no terminal, nothing on stdin: a missing password fails

@@ -27,10 +27,11 @@ WRITER = r"""
 import sys
 import time
 import numpy as np
-from openlfr.governance import open_deployment_run
+from openlfr.governance import Governance, open_deployment_run
+from openlfr.governance.testing import PASSWORD
 
 url, dep, subject, camera, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-run = open_deployment_run(url, dep)
+run = open_deployment_run(url, dep, actor=Governance(url).login("operator", PASSWORD))
 if len(sys.argv) > 6:  # wait for the starting gun, so that the writers really overlap
     import os
     print("ready", flush=True)

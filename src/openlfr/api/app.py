@@ -9,6 +9,7 @@ CSRF), 404 not found, 409 refused by a governance rule (or the deployment is not
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Callable
@@ -21,11 +22,31 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
 from ..governance.service import Governance
 from ..store.db import StoreError
-from .deps import ApiError, Context, Notifier
+from .deps import ApiError, Context, Notifier, resolve
+from .guard import BodyLimits, Guard
 from .security import LoginLimiter, Tokens
 
 log = logging.getLogger(__name__)
-MAX_BODY = 64 * 1024 * 1024
+
+
+class _App(FastAPI):
+    """FastAPI with ``Guard`` outside its whole stack (error responses included): body limits,
+    authentication before uploads, security headers on every response."""
+
+    def build_middleware_stack(self):
+        return Guard(super().build_middleware_stack(), self.state.body_limits, self._principal_of)
+
+    def openapi(self) -> dict:
+        """FastAPI's document, with every 422 described as the server sends it (``detail`` a string)."""
+        if self.openapi_schema is None:
+            describe_validation_errors(super().openapi())
+        return self.openapi_schema
+
+    def _principal_of(self, scope):
+        try:
+            return resolve(Request({**scope, "app": self}))
+        except ApiError:
+            return None
 
 TAGS = [
     {"name": "auth", "description": "Bearer tokens (from a user name and password), worker tokens, revocation, who am I"},
@@ -37,6 +58,32 @@ TAGS = [
     {"name": "audit", "description": "The hash-chained audit log"},
     {"name": "workers", "description": "Camera workers (openlfr run --server): worker token only"},
 ]
+
+
+def describe_validation_errors(spec: dict) -> dict:
+    """Point every 422 response at ``ValidationErrorOut`` (FastAPI's default says ``detail`` is a
+    list, but ``_install_errors`` answers ``{"detail": "...", "error": "validation", "errors": [...]}``)."""
+    from .schemas import ValidationErrorOut
+
+    comps = spec.setdefault("components", {}).setdefault("schemas", {})
+    defs = ValidationErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    comps.update(defs.pop("$defs", {}))
+    comps["ValidationErrorOut"] = defs
+    ref = {"$ref": "#/components/schemas/ValidationErrorOut"}
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            r = op.get("responses", {}).get("422") if isinstance(op, dict) else None
+            if r is None:
+                continue
+            schema = r.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith(("/HTTPValidationError", "/ErrorOut")) or not schema:
+                r["content"] = {"application/json": {"schema": ref}}
+                r["description"] = "Invalid request: what is wrong, in words (detail) and by field (errors)"
+    text = json.dumps(spec.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"/{name}\"" not in text:
+            comps.pop(name, None)
+    return spec
 
 
 def _error(status: int, error: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -126,11 +173,12 @@ def _install_errors(app: FastAPI) -> None:
 
 def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | None = None, gov: Governance | None = None,
                login_limiter: LoginLimiter | None = None, secure_cookies: bool | None = None,
-               stream_poll_s: float = 1.0) -> FastAPI:
+               stream_poll_s: float = 1.0, body_limits: BodyLimits | None = None) -> FastAPI:
     """The API and console on ``db_url`` (resolved like every command: --db, $OPENLFR_DB, data dir).
 
     ``clock``: governance's clock (a ``TestClock`` in tests). ``enroller``: turns uploaded reference
     images into templates with a quality report (default: the face engine, loaded on first use).
+    ``body_limits``: request body sizes per route class (default: ``BodyLimits.from_env()``).
     """
     gov = gov or Governance(db_url, clock)
     context = Context(gov=gov, tokens=Tokens(gov), limiter=login_limiter or LoginLimiter(), notifier=Notifier(),
@@ -159,7 +207,7 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
         finally:
             task.cancel()
 
-    app = FastAPI(
+    app = _App(
         title="openlfr",
         version=_version(),
         description="Accountable live facial recognition: the operator console's API. Authenticate with "
@@ -170,23 +218,7 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
         lifespan=lifespan,
     )
     app.state.ctx = context
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return _error(400, "bad_request", "Content-Length is not a number")
-            if int(length) > MAX_BODY:
-                return _error(413, "too_large", f"the request body is larger than {MAX_BODY // (1024 * 1024)} MiB")
-        response = await call_next(request)
-        h = response.headers
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "same-origin")
-        h.setdefault("X-Frame-Options", "DENY")
-        if request.url.path.startswith("/api"):
-            h.setdefault("Cache-Control", "no-store")
-        return response
+    app.state.body_limits = body_limits or BodyLimits.from_env()
 
     from .routes import alerts, audit, auth, cameras, deployments, publication, stream, users, watchlists, worker
 

@@ -7,12 +7,13 @@ to a private temporary folder (mode 0700) that is removed straight after.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from ..governance.service import NewImage
 
@@ -61,35 +62,50 @@ class FaceEnroller:
         return self._engine
 
     def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None) -> EnrolResult:
-        from ..watchlist.enrol import enrol_subjects
-        from ..watchlist.model import Subject, WatchlistError
+        from ..engine.images import ImageError, PixelBudget, RequestTooLarge, probe
+        from ..watchlist.enrol import EnrolmentReport, NoAcceptedImage, enrol_subjects
+        from ..watchlist.model import Subject
 
+        # Headers first (nothing decoded): each image's size and the request's pixels in all.
+        budget, early, kinds = PixelBudget(), [], {}
+        for i, up in enumerate(uploads):
+            label = up.filename or f"image {i + 1}"
+            try:
+                w, h, fmt = probe(up.data, label)
+            except RequestTooLarge:
+                raise
+            except ImageError as e:
+                early.append((i, str(e).removeprefix(f"{label}: ")))
+                continue
+            budget.take(w, h, label)  # RequestTooLarge: the whole request is refused (413)
+            kinds[i] = fmt
         with self._lock, tempfile.TemporaryDirectory(prefix="openlfr-enrol-") as tmp:
             os.chmod(tmp, 0o700)
-            paths, names = [], {}
+            paths, names, index = [], {}, {}
             for i, up in enumerate(uploads):
                 p = Path(tmp) / _safe_name(i, up.filename)
-                p.write_bytes(up.data)
-                paths.append(str(p))
                 names[str(p)] = up.filename or p.name
+                if i in kinds:
+                    p.write_bytes(up.data)
+                    paths.append(str(p))
+                    index[str(p)] = i
+            rejected_early = [(str(Path(tmp) / _safe_name(i, uploads[i].filename)), why) for i, why in early]
             try:
+                if not paths:
+                    raise NoAcceptedImage("no image passed the quality checks", EnrolmentReport(ref, excluded_subjects=[ref]))
                 wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref)
-            except WatchlistError:
-                from ..watchlist.enrol import EnrolmentReport, check_image
-
-                rep = EnrolmentReport(ref)
-                for p in paths:
-                    _, why = check_image(p, self.engine(), self.min_face, 0.1)
-                    rep.rejected.append((p, why or "rejected"))
-                raise EnrolmentRejected("no image passed the quality checks", _report(rep, names)) from None
+            except NoAcceptedImage as e:  # the checks' own report: no image is decoded again
+                e.report.rejected[:0] = rejected_early
+                raise EnrolmentRejected("no image passed the quality checks", _report(e.report, names)) from None
+            report.rejected[:0] = rejected_early
             images = []
             for j in range(wl.n_templates):
-                p = wl.template_image[j]
-                up = uploads[paths.index(p)]
+                i = index[wl.template_image[j]]
+                up = uploads[i]
                 images.append(NewImage(
                     data=up.data, template=wl.templates[j], quality=float(wl.template_quality[j]),
                     source=source or up.filename or "upload", taken_at=taken_at,
-                    media_type=up.media_type or mimetypes.guess_type(up.filename or "")[0] or "application/octet-stream"))
+                    media_type=Image.MIME.get(kinds[i]) or "application/octet-stream"))
             return EnrolResult(images, _report(report, names))
 
 

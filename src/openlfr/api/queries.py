@@ -76,8 +76,9 @@ def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
             "updates": a.updates,
             "reference_images": [{"id": i, "source": src, "taken_at": _iso(t)} for i, src, t in images],
             "reference_quality": None if quality is None else round(float(quality), 4),
-            "adjudications": [{"decision": j.decision, "by": repo.user_name(s, j.user_id), "at": _iso(j.decided_at), "note": j.note}
-                              for j in adjs],
+            "adjudications": [{"decision": j.decision, "by": repo.user_name(s, j.user_id), "at": _iso(j.decided_at), "note": j.note,
+                               "reason": j.reason} for j in adjs],
+            "sighting": a.sighting,
             "engagements": [{"result": e.result, "outcome": e.outcome, "by": repo.user_name(s, e.user_id),
                              "at": _iso(e.recorded_at), "note": e.note} for e in engs],
         }

@@ -89,6 +89,21 @@ class ErrorOut(BaseModel):
                                    "rate_limited, csrf, too_large, unavailable, ...")
 
 
+class ValidationItem(BaseModel):
+    loc: list[str] = Field(description="Where: body, query, path or header, then the field")
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """What a 422 from request validation is (the OpenAPI document says so for every operation)."""
+
+    detail: str = Field(description="Every problem, in words: 'field: message; ...'")
+    error: str = Field(description="validation (or quality: no uploaded image passed the checks)")
+    errors: list[ValidationItem] = Field(default_factory=list, description="Each problem, by field")
+    report: Optional[dict] = Field(None, description="Enrolment: the quality report (why each image was rejected)")
+
+
 # -- auth and tokens ----------------------------------------------------------------------------
 
 
@@ -150,6 +165,7 @@ class UserChange(Strict):
 
 class PasswordChange(Strict):
     password: Password
+    old_password: Optional[str] = Field(None, max_length=1000, description="Your current password: needed to change your own")
 
 
 class RetentionBody(Strict):
@@ -201,6 +217,7 @@ class StopBody(Strict):
 class AdjudicationBody(Strict):
     decision: Literal["true_alert", "false_alert"]
     note: Note = ""
+    reason: Note = ""  # why an earlier decision is changed: required to change one (supervisor after an outcome or the end)
 
 
 class OutcomeBody(Strict):

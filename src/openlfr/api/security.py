@@ -101,7 +101,7 @@ class Tokens:
         self._lock = threading.Lock()
 
     def _audit(self, s, actor: str, action: str, target: str, details: dict) -> None:
-        audit.append(s, self.gov.now(), actor, action, target, details)
+        audit.append(s, self.gov.now(), actor, action, target, details, self.gov.key)
 
     def create(self, actor: Actor, kind: str, name: str = "", expires_at: datetime | None = None,
                deployment_id: int | None = None) -> tuple[str, ApiToken]:
@@ -147,6 +147,8 @@ class Tokens:
             if user is None or not user.active:
                 return None
             if row.kind == "worker":
+                if not Actor(name=user.name, roles=repo.roles_of(s, user.id)).can("deployment.run"):
+                    return None  # its user no longer runs deployments (their tokens are revoked then too)
                 actor = Actor(name=f"system:worker:{row.id}", roles=frozenset({SYSTEM}))
             else:
                 actor = Actor(name=user.name, roles=repo.roles_of(s, user.id), user_id=user.id)
@@ -203,6 +205,15 @@ class Tokens:
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else utc(t).isoformat()
+
+
+def proxy_settings(trusted_proxy: str | None) -> dict:
+    """uvicorn's options for ``X-Forwarded-For``: believed only from ``trusted_proxy`` (addresses,
+    comma-separated, e.g. the TLS proxy in front); never by default. The login rate limit counts
+    failures per client address, so a header anyone can send must not choose that address."""
+    if not trusted_proxy or not trusted_proxy.strip():
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted_proxy.strip()}
 
 
 class LoginLimiter:

@@ -55,12 +55,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yields its base URL; stops it afterwards."""
+def live_server(app, port: int | None = None, trusted_proxy: str | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread, as ``openlfr serve`` does; yields its base URL; stops it afterwards."""
     import uvicorn
 
+    from .security import proxy_settings
+
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=1,
+                            **proxy_settings(trusted_proxy))
     server = uvicorn.Server(config)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()

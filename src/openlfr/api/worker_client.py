@@ -15,7 +15,7 @@ whether its alerts go to the database or to a server.
 **Delivery.** Each alert gets an idempotency key (a UUID) when it is raised. ``record`` posts
 it at once; the server answers with the alert id once the alert is committed. When the server
 cannot be reached (or answers 5xx/429), the alert is appended to a buffer file on disk
-(``<data dir>/worker-buffer/deployment-<id>.jsonl``, mode 0600; alerts only: probe crop,
+(``<data dir>/worker-buffer/deployment-<id>.jsonl``, mode 0600; alerts (probe crop,
 template, scores, time, camera) with its key, and ``record`` returns None. A background thread
 delivers the buffer in order, with back-off, as soon as the server answers again; later alerts
 queue behind it. Re-delivering a key the server has seen changes nothing (it answers with the
@@ -23,8 +23,12 @@ same alert id), so a reply lost on the way never makes a duplicate. Delivered en
 file, which is removed when empty. An alert the server refuses for good (the deployment has
 ended, the subject was erased) is dropped from the buffer and counted in ``refused``.
 
-Faces seen (counts, no personal data) are kept in memory while the server is away and sent
-when it is back, each batch with its own key.
+Faces seen (counts, no personal data) go the same way, in the same buffer and in order with
+the alerts: each count gets its own idempotency key when it is counted, and waits on disk
+(``{"faces_seen": {...}}`` lines) while the server is away, so a worker that exits (or is
+killed) before the server is back loses no count, and a re-delivered count is never counted
+twice (the server commits the count and its key together). They are the denominator of the
+published false alert rate.
 """
 
 from __future__ import annotations
@@ -181,7 +185,6 @@ class RemoteAlertSink:
         self.delivered = 0
         self.refused = 0
         self.ended = False
-        self._faces: list[dict] = []
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()  # one delivery pass at a time, in order
         self._wake = threading.Event()
@@ -216,7 +219,7 @@ class RemoteAlertSink:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self.buffer) + len(self._faces)
+            return len(self.buffer)
 
     def flush(self) -> int:
         """Deliver what waits, in order, until the server fails again; returns how many alerts went.
@@ -229,33 +232,25 @@ class RemoteAlertSink:
                 with self._lock:
                     if not len(self.buffer):
                         break
-                    body = self.buffer.items[0]
+                    item = self.buffer.items[0]
+                faces = item.get("faces_seen")
                 try:
-                    self.client.call("POST", "/api/worker/alerts", body)
-                    sent += 1
-                    self.delivered += 1
+                    if faces is not None:
+                        self.client.call("POST", "/api/worker/faces-seen", faces)
+                    else:
+                        self.client.call("POST", "/api/worker/alerts", item)
+                        sent += 1
+                        self.delivered += 1
                 except ServerUnavailable:
                     return sent
                 except Refused as e:
-                    self.refused += 1
-                    log.warning("buffered alert refused by the server, dropped: %s", e.detail)
+                    if faces is None:
+                        self.refused += 1
+                    log.warning("buffered %s refused by the server, dropped: %s", "faces seen" if faces is not None else "alert", e.detail)
                     if e.error == "not_active":
                         self.ended = True
                 with self._lock:
                     self.buffer.drop_first()
-            while True:
-                with self._lock:
-                    if not self._faces:
-                        break
-                    batch = self._faces[0]
-                try:
-                    self.client.call("POST", "/api/worker/faces-seen", batch)
-                except ServerUnavailable:
-                    break
-                except Refused as e:
-                    log.warning("faces seen refused by the server, dropped: %s", e.detail)
-                with self._lock:
-                    self._faces.pop(0)
         return sent
 
     # -- faces seen ---------------------------------------------------------------------------
@@ -265,14 +260,15 @@ class RemoteAlertSink:
             raise GovernanceError(f"this worker's token is for deployment {self.deployment_id}, not {deployment_id}")
         with self._lock:
             batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n)}
-            if self._faces or len(self.buffer):
-                self._faces.append(batch)
+            if len(self.buffer):
+                self.buffer.append({"faces_seen": batch})  # in order, behind what waits already
                 self._start()
                 return
             try:
                 self.client.call("POST", "/api/worker/faces-seen", batch)
-            except ServerUnavailable:
-                self._faces.append(batch)
+            except ServerUnavailable as e:
+                log.warning("server unavailable (%s): faces seen buffered on disk", e)
+                self.buffer.append({"faces_seen": batch})
                 self._start()
             except Refused as e:
                 raise _refusal(e) from None

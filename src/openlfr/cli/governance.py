@@ -16,7 +16,6 @@ Exit codes: 0 done; 1 audit chain broken; 2 refused by a rule or bad input; 3 lo
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 import re
 import sys
@@ -32,8 +31,9 @@ from rich.table import Table
 
 from . import app
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# markup=False: names from users and files (e.g. "[/x].jpg") are printed as they are, never parsed.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)]
 AsOpt = Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="Act as this user ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked.", show_default=False)]
@@ -60,6 +60,7 @@ class Role(str, Enum):
     authorising_officer = "authorising_officer"
     auditor = "auditor"
     administrator = "administrator"
+    supervisor = "supervisor"
 
 
 class Category(str, Enum):
@@ -83,11 +84,15 @@ def _handled(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from ..governance.audit import AuditChainBroken
         from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
         from ..store.db import StoreError
 
         try:
             return fn(*args, **kwargs)
+        except AuditChainBroken as e:
+            err.print(f"error: {e}")
+            raise typer.Exit(1)
         except PermissionDenied as e:
             err.print(f"refused: {e}")
             raise typer.Exit(4)
@@ -121,7 +126,8 @@ def _secret(prompt: str, confirm: bool = False, env: str = "OPENLFR_PASSWORD") -
     return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
-def _actor(gov, as_user: str | None, allow_password_env: bool = True):
+def actor_password(as_user: str | None, allow_password_env: bool = True) -> str:
+    """The acting user's password: $OPENLFR_ACTOR_PASSWORD, else $OPENLFR_PASSWORD, else asked."""
     if not as_user:
         err.print("error: who is acting? give --as USER (or set OPENLFR_USER)")
         raise typer.Exit(2)
@@ -130,7 +136,11 @@ def _actor(gov, as_user: str | None, allow_password_env: bool = True):
         password = os.environ.get("OPENLFR_PASSWORD")
     if password is None:
         password = _secret(f"Password for {as_user}", env="OPENLFR_ACTOR_PASSWORD")
-    return gov.login(as_user, password)
+    return password
+
+
+def _actor(gov, as_user: str | None, allow_password_env: bool = True):
+    return gov.login(as_user, actor_password(as_user, allow_password_env))
 
 
 def _setup(db: str | None, as_user: str | None):
@@ -262,6 +272,7 @@ def _enrol_source(path: Path, min_face: int):
 
 
 def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
+    from ..engine.images import ImageError, media_type
     from ..governance.service import NewImage
 
     images = []
@@ -270,9 +281,14 @@ def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
         if int(wl.template_subject[j]) != subject_index:
             continue
         p = Path(paths[j])
+        data = p.read_bytes()
+        try:
+            kind = media_type(data, str(p))  # from the header, never from the file name
+        except ImageError:
+            kind = "application/octet-stream"
         images.append(NewImage(
-            data=p.read_bytes(), template=wl.templates[j], quality=float(wl.template_quality[j]),
-            source=source or str(p), taken_at=taken_at, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream",
+            data=data, template=wl.templates[j], quality=float(wl.template_quality[j]),
+            source=source or str(p), taken_at=taken_at, media_type=kind,
         ))
     return images
 
@@ -368,6 +384,8 @@ def watchlist_import(
 ) -> None:
     """Enrol many subjects from a folder or a CSV (quality-checked), each with reason and expiry."""
     gov, actor = _setup(db, as_user)
+    from ..governance.errors import GovernanceError, NotFound, PermissionDenied
+    from ..watchlist.enrol import display_path
     from ..watchlist.model import WatchlistError
 
     extras = _csv_extras(path)
@@ -393,11 +411,20 @@ def watchlist_import(
         err.print(f"rejected {p}: {why}")
     for s in report.excluded_subjects:
         err.print(f"excluded subject {s}: no accepted image")
-    n = 0
-    for i, s, cat, why, exp, src, taken_at in plans:
-        gov.enrol_subject(actor, watchlist, s.id, s.name, cat, why, exp, _new_images(wl, i, src, taken_at))
-        n += 1
-    out.print(f"{n} subject(s) enrolled from {path}: {len(report.accepted)} image(s) accepted, {len(report.rejected)} rejected")
+    n, failed = 0, []
+    for i, s, cat, why, exp, src, taken_at in plans:  # each subject in its own transaction: all of it or none
+        try:
+            gov.enrol_subject(actor, watchlist, s.id, s.name, cat, why, exp, _new_images(wl, i, src, taken_at))
+            n += 1
+        except (PermissionDenied, NotFound):  # the same for every subject: stop at the first
+            raise
+        except (GovernanceError, OSError) as e:
+            failed.append(s.id)
+            err.print(f"error: subject {s.id} not enrolled (none of its images): {e}")
+    out.print(f"{n} subject(s) enrolled from {display_path(path)}: {len(report.accepted)} image(s) accepted, {len(report.rejected)} rejected"
+              + (f"; {len(failed)} subject(s) not enrolled: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise typer.Exit(2)
 
 
 @watchlist_app.command("list")
@@ -664,13 +691,24 @@ def alert_adjudicate(
     alert: Annotated[int, typer.Argument()],
     decision: Annotated[Decision, typer.Argument(help="true (a true alert) or false (a false alert).")],
     note: Annotated[str, typer.Option()] = "",
+    reason: Annotated[str, typer.Option(help="Why an earlier decision is changed (required to change one).")] = "",
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """The operator's adjudication: true alert or false alert."""
+    """The operator's adjudication: true alert or false alert.
+
+    Decisions are append-only: changing one needs --reason, and after an engagement outcome or
+    the deployment's end only a supervisor may change it. Both decisions stay in the history."""
     gov, actor = _setup(db, as_user)
-    gov.adjudicate(actor, alert, decision.value, note)
-    out.print(f"alert {alert}: {decision.value} alert")
+    before = gov.adjudications(actor, alert) if actor.can("alert.read") else []
+    j = gov.adjudicate(actor, alert, decision.value, note, reason)
+    if before and before[-1]["id"] == j.id:
+        out.print(f"alert {alert}: already {decision.value} alert (decided by {before[-1]['by']}); nothing changed")
+    elif before:
+        out.print(f"alert {alert}: changed from {before[-1]['decision'].replace('_', ' ')} to {decision.value} alert "
+                  f"(reason recorded; {len(before) + 1} decisions in its history)")
+    else:
+        out.print(f"alert {alert}: {decision.value} alert")
 
 
 class Result(str, Enum):
@@ -716,30 +754,56 @@ def purge(
     if retention_days is not None:
         gov.set_retention_days(actor, retention_days)
     r = gov.purge(actor)
-    out.print(f"purged {r.alerts} alert(s) older than {r.retention_days} days and {r.snapshots} snapshot(s); "
+    out.print(f"purged now: {r.alerts} alert(s) older than {r.retention_days} days and {r.snapshots} snapshot(s); "
               f"{len(r.deployments_ended)} deployment(s) ended")
+    a = r.automatic
+    since = f"since the last purge report ({_local(a.since)})" if a.since else "before this first purge report"
+    if a.entries:
+        ended = f", {len(a.deployments_ended)} deployment(s) ended ({', '.join(map(str, a.deployments_ended))})" if a.deployments_ended else ""
+        out.print(f"already purged automatically {since}: {a.alerts} alert(s), {a.snapshots} snapshot(s){ended}; "
+                  f"{a.entries} audit entries by system:purge/system:schedule, {_local(a.first_at)} to {_local(a.last_at)}")
+    else:
+        out.print(f"nothing was purged automatically {since}")
 
 
 @audit_app.command("verify")
 @_handled
 def audit_verify(
     file: Annotated[Optional[Path], typer.Option("--file", help="Verify an exported log (JSON lines) instead of the database.", exists=True, dir_okay=False)] = None,
+    anchor: Annotated[Optional[str], typer.Option("--anchor", help="HASH@SEQ printed by `audit export` (kept elsewhere): any rewrite up to that entry, truncation included, is detected.", show_default=False)] = None,
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """Check the audit hash chain; exit 1 naming the first broken entry when it is not intact."""
-    from ..governance import audit
+    """Check the keyed audit chain (and the records it covers); exit 1 naming the first break.
 
+    Nothing is written before the check: the login is checked without an entry, the chain is
+    verified, and only then (when it is intact) is the login recorded."""
+    from ..governance import audit
+    from ..governance.audit_key import AuditKeyError, load_key
+
+    mark = audit.Anchor.parse(anchor) if anchor else None
     if file is not None:
-        with file.open(encoding="utf-8") as f:
-            result = audit.verify_records(audit.read_export(f))
+        try:
+            key = load_key(create=False)
+        except AuditKeyError as e:
+            key = None
+            err.print(f"note: {e}; MACs are not checked")
+        with file.open(encoding="utf-8", errors="replace") as f:
+            result = audit.verify_records(audit.read_export(f), key=key, anchor=mark)
     else:
-        gov, actor = _setup(db, as_user)
-        result = gov.verify_audit(actor)
+        from ..governance.service import Governance
+
+        gov = Governance(db, _clock())  # no automatic purge before the check: it would write
+        actor = gov.authenticate(as_user or "", actor_password(as_user))
+        result = gov.verify_audit(actor, mark)
+        if result.ok:
+            gov.record_login(actor)
     if result.ok:
         out.print(str(result))
         return
     err.print(str(result))
+    if file is None:
+        err.print("nothing was written to the log (it stays as found, for investigation)")
     raise typer.Exit(1)
 
 
@@ -750,7 +814,9 @@ def audit_export(
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """Export the audit log as JSON lines (verifiable with `openlfr audit verify --file`)."""
+    """Export the audit log as JSON lines (verifiable with `openlfr audit verify --file`), and
+    print its anchor HASH@SEQ on stderr: keep it elsewhere, and `audit verify --anchor` detects
+    any later rewrite up to that entry."""
     gov, actor = _setup(db, as_user)
     if out_file is None:
         n = gov.export_audit(actor, sys.stdout)
@@ -759,3 +825,5 @@ def audit_export(
         with out_file.open("w", encoding="utf-8") as f:
             n = gov.export_audit(actor, f)
         err.print(f"{n} entries written to {out_file}")
+    if n.anchor is not None:
+        err.print(f"anchor: {n.anchor}")

@@ -90,6 +90,7 @@ def run(
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL for --deployment (else $OPENLFR_DB, else SQLite in the data directory).", show_default=False)] = None,
     server: Annotated[Optional[str], typer.Option("--server", help="With --deployment: post alerts to this openlfr serve URL (a camera worker) instead of the database; alerts wait in a disk buffer while it is away.", show_default=False)] = None,
     token: Annotated[Optional[str], typer.Option("--token", envvar="OPENLFR_WORKER_TOKEN", help="The deployment's worker token for --server ($OPENLFR_WORKER_TOKEN).", show_default=False)] = None,
+    as_user: Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="With --deployment (not --server): the operator running it ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked. Its alerts are recorded in their name.", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Alert when distance < threshold. Default: from --target-fpir and the watchlist's size.")] = None,
     target_fpir: Annotated[float, typer.Option(help="Target false alert rate per face seen, for the default threshold.")] = 0.001,
     detector: Annotated[Detector, typer.Option(help="hog (fast) or cnn (MMOD: finds more faces, far slower).")] = Detector.hog,
@@ -103,7 +104,6 @@ def run(
     realtime: Annotated[Optional[bool], typer.Option("--realtime/--no-realtime", help="Read files at their frame rate, dropping frames under load (as a camera). Default: files as fast as processed.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
-    as_user: Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="With --deployment (not --server): the operator running it ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked. Its alerts are recorded in their name.", show_default=False)] = None,
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
     from pydantic import ValidationError
@@ -137,7 +137,7 @@ def run(
         if server:  # deliver what the disk buffer still holds (it stays on disk for the next run otherwise)
             left = runner_args["sink"].run.sink.close()
             if left:
-                err.print(f"[yellow]{left} alert(s) wait in the disk buffer for {server}: they go with the next run[/]")
+                err.print(f"[yellow]{left} alert(s) or faces-seen count(s) wait in the disk buffer for {server}: they go with the next run[/]")
     if summary.get("signal") == "SIGINT":  # Ctrl-C: status 130 after the summary, as shells expect (SIGTERM: a clean stop, 0)
         raise typer.Exit(130)
     failed = [c for c in summary["cameras"] if c["state"] == "error"]
@@ -147,24 +147,38 @@ def run(
 
 def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None = None, token: str | None = None,
                      as_user: str | None = None) -> dict:
-    """Open the deployment's run (refused unless authorised, active and in its window) and name
-    the sources after its cameras: ``--source NAME=SPEC``, or the only camera for one source."""
-    from ..governance.errors import GovernanceError
-    from ..governance.live import open_deployment_run
+    """Open the deployment's run as someone (refused unless authorised, active and in its window)
+    and name the sources after its cameras: ``--source NAME=SPEC``, or the only camera for one source.
+
+    A run is never anonymous: on the database it acts as ``--as USER`` (an operator, logged in
+    and audited as every governed command); with ``--server`` as the deployment's worker token."""
+    from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
     from ..live.sink import DeploymentSink, split_source_name
 
     try:
         if server:
             from ..api.worker_client import open_remote_run
 
+            if as_user:
+                err.print("[yellow]note:[/] with --server the run acts as its worker token; --as is not used")
             run = open_remote_run(server, token, deployment_id)
-        elif as_user:  # the operator running it, logged in and audited as every governed command
-            from ..governance.service import Governance
-            from .governance import _actor
-
-            run = open_deployment_run(db, deployment_id, actor=_actor(Governance(db), as_user))
         else:
-            run = open_deployment_run(db, deployment_id)
+            from ..governance.live import open_deployment_run
+            from ..governance.service import Governance
+            from .governance import actor_password
+
+            if not as_user:
+                err.print("[red]error:[/] who runs it? give --as USER (an operator; or set OPENLFR_USER), "
+                          "or --server URL with the deployment's worker token")
+                raise typer.Exit(2)
+            actor = Governance(db).login(as_user, actor_password(as_user))
+            run = open_deployment_run(db, deployment_id, actor=actor)
+    except AuthenticationError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(3)
+    except PermissionDenied as e:
+        err.print(f"[red]refused:[/] {e}")
+        raise typer.Exit(4)
     except (GovernanceError, ValueError) as e:
         err.print(f"[red]error:[/] deployment {deployment_id}: {e}")
         raise typer.Exit(2)

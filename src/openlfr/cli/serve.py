@@ -21,6 +21,7 @@ def serve(
     db: DbOpt = None,
     secure_cookies: Annotated[Optional[bool], typer.Option("--secure-cookies/--no-secure-cookies", help="Mark cookies Secure (default: when the request came over HTTPS).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    trusted_proxy: Annotated[Optional[str], typer.Option("--trusted-proxy", envvar="OPENLFR_TRUSTED_PROXY", help="Address(es) of the reverse proxy in front (comma-separated): only then is X-Forwarded-For believed (client addresses for the login rate limit and the logs).", show_default=False)] = None,
 ) -> None:
     """The REST API (/api, /openapi.json, /docs), the live alert stream and the operator console."""
     import uvicorn
@@ -31,11 +32,13 @@ def serve(
     url = resolve_db_url(db)
     try:
         application = create_app(url, secure_cookies=secure_cookies)
-    except StoreError as e:
+    except (StoreError, ValueError) as e:  # ValueError: a bad $OPENLFR_MAX_* size
         err.print(f"error: {e}")
         raise typer.Exit(2)
     err.print(f"openlfr console on http://{host}:{port}/ (database {redact(url)})")
-    uvicorn.run(application, host=host, port=port, log_level=log_level, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+    from ..api.security import proxy_settings
+
+    uvicorn.run(application, host=host, port=port, log_level=log_level, **proxy_settings(trusted_proxy))
 
 
 @token_app.command("create")

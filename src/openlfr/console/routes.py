@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..api import queries
 from ..api.deps import ApiError, client_address
 from ..api.routes.deployments import explain, figures
-from ..api.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelogin_csrf, same
+from ..api.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, authorize, prelogin_csrf, same
 from ..governance.errors import AuthenticationError, GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from .views import Page, _read_flash, _safe_next, _secure, act, form_of, home_of, int_field, page, redirect, text
@@ -152,13 +152,15 @@ async def alert_page(request: Request, alert_id: int):
 
 @router.post("/console/alerts/{alert_id}/adjudicate")
 async def adjudicate(request: Request, alert_id: int):
-    pg = await page(request, "alert.adjudicate")
+    pg = await page(request)
+    # operators decide, supervisors revise (governance/adjudication.py decides which applies)
+    await run_in_threadpool(authorize, pg.gov, pg.actor, "alert.revise" if pg.can("alert.revise") else "alert.adjudicate")
     form = await form_of(pg)
     decision = text(form, "decision", 20, required=True)
     if decision not in ("true_alert", "false_alert"):
         raise ApiError(422, "validation", "decision: true_alert or false_alert")
-    note = text(form, "note")
-    return await act(pg, lambda: pg.gov.adjudicate(pg.actor, alert_id, decision, note), f"/console/alerts/{alert_id}",
+    note, reason = text(form, "note"), text(form, "reason")
+    return await act(pg, lambda: pg.gov.adjudicate(pg.actor, alert_id, decision, note, reason), f"/console/alerts/{alert_id}",
                      f"Alert {alert_id}: {decision.replace('_', ' ')} recorded.")
 
 

@@ -186,7 +186,8 @@ DOING = {
     "deployment.authorise": "authorise deployments", "deployment.start": "start deployments",
     "deployment.stop": "stop deployments", "deployment.read": "see deployments", "deployment.run": "run cameras",
     "deployment.publish": "publish deployments' public records", "alert.read": "see alerts",
-    "alert.adjudicate": "review alerts", "alert.outcome": "record what happened after an alert",
+    "alert.adjudicate": "review alerts", "alert.revise": "change a decision on an alert",
+    "alert.outcome": "record what happened after an alert",
     "volunteer.record": "record volunteers' passes", "retention.configure": "change the retention settings",
     "purge.run": "run the purge", "audit.read": "read the audit log", "alert.record": "record alerts",
 }

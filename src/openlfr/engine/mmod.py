@@ -37,7 +37,9 @@ from functools import lru_cache
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # no telemetry (as openlfr/__init__ does), before onnxruntime loads
+import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper
 
 from .detection import Detection

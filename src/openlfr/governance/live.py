@@ -2,7 +2,7 @@
 
 ::
 
-    run = open_deployment_run(db_url, deployment_id, actor=None)   # refuses unless active
+    run = open_deployment_run(db_url, deployment_id, actor=operator)   # refuses unless active
     run.watchlist_templates   # (M, 128) float32, the frozen snapshot
     run.template_subject_ids  # (M,) int64: subject id of each template
     run.subjects              # [RunSubject(id, name, category)]
@@ -113,13 +113,17 @@ class DeploymentRun:
 def open_deployment_run(db_url: str | None, deployment_id: int, actor: Actor | None = None, clock: Clock | None = None) -> DeploymentRun:
     """Everything ``openlfr run --deployment ID`` needs; refuses unless the deployment is active.
 
-    ``actor`` defaults to the system actor ``system:live``; a user actor needs the operator role.
+    ``actor``: who runs it (an operator's ``Actor`` from ``Governance.login``; a camera worker's
+    is its token's). Required: a run is never anonymous, its alerts are recorded in that name.
     """
     from .service import Governance
 
+    if actor is None:
+        raise GovernanceError("a deployment run acts as someone: pass the operator's Actor (Governance.login), "
+                              "or run as a camera worker with its token")
     gov = Governance(db_url, clock)
     gov.housekeeping()
-    return gov.open_run(actor or Actor.system("live"), int(deployment_id))
+    return gov.open_run(actor, int(deployment_id))
 
 
 def _get(alert, *names, default=None):

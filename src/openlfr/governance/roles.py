@@ -18,9 +18,10 @@ WATCHLIST_MANAGER = "watchlist_manager"  # enrols, expires and erases subjects
 AUTHORISING_OFFICER = "authorising_officer"  # authorises deployments
 AUDITOR = "auditor"  # reads everything, changes nothing
 ADMINISTRATOR = "administrator"  # users, retention settings, purge
+SUPERVISOR = "supervisor"  # reviews alerts; the only role that may change a decision once acted on (alert.revise)
 SYSTEM = "system"
 
-ROLES = (OPERATOR, ENGAGEMENT_OFFICER, WATCHLIST_MANAGER, AUTHORISING_OFFICER, AUDITOR, ADMINISTRATOR)
+ROLES = (OPERATOR, ENGAGEMENT_OFFICER, WATCHLIST_MANAGER, AUTHORISING_OFFICER, AUDITOR, ADMINISTRATOR, SUPERVISOR)
 
 _ALL = frozenset(ROLES)
 
@@ -46,8 +47,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "deployment.publish": frozenset({ADMINISTRATOR}),  # choose what the public transparency pages show
     # alerts
     "alert.record": frozenset({OPERATOR, SYSTEM}),
-    "alert.read": frozenset({OPERATOR, ENGAGEMENT_OFFICER, AUDITOR}),
-    "alert.adjudicate": frozenset({OPERATOR}),
+    "alert.read": frozenset({OPERATOR, ENGAGEMENT_OFFICER, AUDITOR, SUPERVISOR}),
+    "alert.adjudicate": frozenset({OPERATOR}),  # first decisions; an operator's own correction while it runs (governance/adjudication.py)
+    "alert.revise": frozenset({SUPERVISOR}),  # change a decision (with a reason) at any time, after an outcome or the end too
     "alert.outcome": frozenset({ENGAGEMENT_OFFICER}),
     "volunteer.record": frozenset({OPERATOR}),  # passes of test-deployment volunteers (field TPIR)
     # retention

@@ -43,7 +43,10 @@ from ..store.models import (
     WatchlistRow,
 )
 from ..store.types import utc
-from . import audit
+from ..store.scrub import scrub
+from . import audit, credentials
+from .adjudication import DECISIONS, decide  # noqa: F401  (DECISIONS: re-exported)
+from .audit_key import AuditKey, load_key
 from .clock import Clock, SystemClock
 from .errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
 from .passwords import check_strength, dummy_verify, hash_password, needs_rehash, verify_password
@@ -53,7 +56,6 @@ from .roles import ADMINISTRATOR, Actor, check_roles, require
 CATEGORIES = ("wanted_by_courts", "wanted_on_suspicion", "missing_or_vulnerable", "risk_of_harm")
 # A volunteer of a test deployment (a "blue" watchlist entry) has this category and no other.
 VOLUNTEER = "volunteer"
-DECISIONS = ("true_alert", "false_alert")
 RESULTS = ("confirmed", "unconfirmed")
 OUTCOMES = ("arrest", "other_action", "no_further_action", "no_engagement")
 STATUSES = ("planned", "authorised", "active", "ended", "cancelled")
@@ -76,19 +78,50 @@ class NewImage:
 
 
 @dataclass
+class AutoPurged:
+    """What the automatic purge (``system:purge``, ``system:schedule``) did since the last purge a
+    person ran: ``openlfr purge`` reports it, so its output is true even when nothing is left to do."""
+
+    alerts: int = 0
+    snapshots: int = 0
+    deployments_ended: list[int] = field(default_factory=list)
+    entries: int = 0  # the audit entries they wrote (purges that deleted something, stops, snapshot deletions)
+    first_at: str | None = None
+    last_at: str | None = None
+    since: str | None = None  # the previous purge report (None: since the log began)
+
+    def to_json(self) -> dict:
+        return {"alerts": self.alerts, "snapshots": self.snapshots, "deployments_ended": self.deployments_ended,
+                "entries": self.entries, "first_at": self.first_at, "last_at": self.last_at, "since": self.since}
+
+
+@dataclass
 class PurgeReport:
     alerts: int = 0
     snapshots: int = 0
     deployments_ended: list[int] = field(default_factory=list)
     retention_days: int = DEFAULT_RETENTION_DAYS
+    automatic: AutoPurged | None = None  # a person's purge: what the automatic purge did before it
 
     @property
     def anything(self) -> bool:
         return bool(self.alerts or self.snapshots or self.deployments_ended)
 
     def to_json(self) -> dict:
-        return {"alerts": self.alerts, "snapshots": self.snapshots, "deployments_ended": self.deployments_ended,
-                "retention_days": self.retention_days}
+        out = {"alerts": self.alerts, "snapshots": self.snapshots, "deployments_ended": self.deployments_ended,
+               "retention_days": self.retention_days}
+        if self.automatic is not None:
+            out["automatic_since_last_report"] = self.automatic.to_json()
+        return out
+
+
+class Exported(int):
+    """How many entries an export wrote, and the anchor of the last one."""
+
+    def __new__(cls, n: int, anchor: audit.Anchor | None):
+        obj = super().__new__(cls, n)
+        obj.anchor = anchor
+        return obj
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -98,9 +131,10 @@ def _iso(t: datetime | None) -> str | None:
 class Governance:
     """Users, watchlists, deployments, alerts, retention and the audit log."""
 
-    def __init__(self, db: Database | str | None = None, clock: Clock | None = None):
+    def __init__(self, db: Database | str | None = None, clock: Clock | None = None, key: AuditKey | None = None):
         self.db = db if isinstance(db, Database) else open_db(db)
         self.clock = clock or SystemClock()
+        self.key = key or load_key()  # the audit chain's key: outside the database (audit_key.py)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -113,7 +147,7 @@ class Governance:
             require(actor, permission)
         except PermissionDenied:
             with self.db.transaction() as s:
-                audit.append(s, self.now(), actor.name, "permission.denied", permission, {})
+                audit.append(s, self.now(), actor.name, "permission.denied", permission, {}, self.key)
             raise
 
     @contextmanager
@@ -123,7 +157,7 @@ class Governance:
             yield s
 
     def _audit(self, s: Session, actor: Actor | str, action: str, target: str = "", details: dict | None = None) -> None:
-        audit.append(s, self.now(), actor if isinstance(actor, str) else actor.name, action, target, details)
+        audit.append(s, self.now(), actor if isinstance(actor, str) else actor.name, action, target, details, self.key)
 
     # -- users ------------------------------------------------------------------------------
 
@@ -189,6 +223,7 @@ class Governance:
             for r in sorted(roles):
                 s.add(UserRole(user_id=u.id, role=r))
             self._audit(s, actor, "user.change", f"user:{u.id}", {"roles": sorted(roles), "was": sorted(before)})
+            credentials.revoke_unallowed_worker_tokens(s, self.now(), actor.name, u.id, roles, key=self.key)
 
     def set_active(self, actor: Actor, name: str, active: bool) -> None:
         with self._tx(actor, "user.change") as s:
@@ -198,18 +233,11 @@ class Governance:
             u.active = active
             self._audit(s, actor, "user.change", f"user:{u.id}", {"active": active})
 
-    def set_password(self, actor: Actor, name: str, password: str) -> None:
-        """An administrator resets a password, or a user changes their own."""
-        try:
-            check_strength(password)
-        except ValueError as e:
-            raise GovernanceError(str(e)) from None
-        own = actor.user_id is not None and actor.name == name
-        ctx = self.db.transaction() if own else self._tx(actor, "user.change")
-        with ctx as s:
-            u = self._user(s, name)
-            u.password_hash = hash_password(password)
-            self._audit(s, actor, "user.change", f"user:{u.id}", {"password": "changed"})
+    def set_password(self, actor: Actor, name: str, password: str, old_password: str | None = None,
+                     keep_token_id: int | None = None) -> list[int]:
+        """A user changes their own (with the current one), or an administrator resets one; the
+        user's other sessions and tokens are revoked (``credentials.change_password``)."""
+        return credentials.change_password(self, actor, name, password, old_password, keep_token_id)
 
     def _keep_an_admin(self, s: Session, user_id: int) -> None:
         others = s.execute(
@@ -232,6 +260,23 @@ class Governance:
                  "created_at": _iso(u.created_at), "created_by": u.created_by}
                 for u in s.execute(select(User).order_by(User.id)).scalars()
             ]
+
+    def authenticate(self, name: str, password: str) -> Actor:
+        """Check credentials without writing anything (for ``audit verify``, which reads first);
+        a failure is audited (``login.failed``) as in ``login``. Call ``record_login`` after."""
+        with self.db.transaction() as s:
+            u = repo.user_by_name(s, name)
+            if u is None:
+                dummy_verify(password)
+            elif verify_password(u.password_hash, password) and u.active:
+                return Actor(name=u.name, roles=repo.roles_of(s, u.id), user_id=u.id)
+        self.login(name, password)  # audits the failure and raises
+        raise AuthenticationError(f"login failed for {name}")  # pragma: no cover (login raised)
+
+    def record_login(self, user: Actor) -> None:
+        """The ``login`` entry of an ``authenticate``d user (part of logging in: no permission)."""
+        with self.db.transaction() as s:
+            self._audit(s, user.name, "login", f"user:{user.user_id}", {})
 
     def login(self, name: str, password: str) -> Actor:
         """Check credentials; audited either way (``login`` / ``login.failed``)."""
@@ -413,7 +458,8 @@ class Governance:
             s.delete(subj)
             s.flush()
             self._audit(s, actor, "subject.erase", f"subject:{subject_id}", {"watchlist_id": watchlist_id, **counts})
-            return counts
+        scrub(self.db, ("reference_images", "templates", "snapshot_templates", "alerts", "adjudications", "engagements", "subjects"))
+        return counts
 
     # -- deployments ------------------------------------------------------------------------
 
@@ -502,7 +548,8 @@ class Governance:
             if d.authorising_officer_id is None:
                 d.authorising_officer_id = actor.user_id
             s.flush()
-            self._audit(s, actor, "deployment.authorise", f"deployment:{d.id}", {"authorisation_id": a.id, "note": note or ""})
+            self._audit(s, actor, "deployment.authorise", f"deployment:{d.id}", {"authorisation_id": a.id, "note": note or "",
+                                                                                 "officer_id": actor.user_id})
             return a
 
     def start_deployment(self, actor: Actor, deployment_id: int) -> Deployment:
@@ -601,6 +648,7 @@ class Governance:
             for d in left:
                 if d.status == "active":  # cannot happen after the loop above; kept as a safety net
                     d.status, d.ended_at, d.end_reason = "ended", now, "snapshot expired"
+                    self._audit(s, system, "deployment.stop", f"deployment:{d.id}", {"reason": "snapshot expired"})
                 self._delete_snapshot(s, system, d, "deployment not active")
         return ended
 
@@ -723,8 +771,14 @@ class Governance:
             except (DeploymentNotActive, NotFound):
                 return False
 
-    def record_alert(self, actor: Actor, deployment_id: int, alert) -> int:
-        """Persist (insert or update) one alert and commit before returning its id."""
+    def record_alert(self, actor: Actor, deployment_id: int, alert, delivery: tuple[str, int] | None = None) -> int:
+        """Persist one alert (a new one, or a better shot of an unadjudicated one) and commit
+        before returning its id.
+
+        A sighting never changes an adjudicated alert: the same (camera, track, subject) after a
+        decision, or an ``alert_id`` update of an adjudicated alert, becomes a new alert (the next
+        ``sighting``; its entry names the alert it ``follows``). ``delivery``: a worker's
+        (idempotency key, token id), stored in the same transaction (exactly once)."""
         from .live import normalise_alert
 
         a = normalise_alert(alert)
@@ -743,15 +797,22 @@ class Governance:
                     row = s.get(AlertRow, a["alert_id"])
                     if row is None or row.deployment_id != d.id:
                         raise NotFound(f"no alert {a['alert_id']} in deployment {d.id}")
-                else:
+                    if self._adjudicated(s, row.id):
+                        row = None  # decided: the sighting goes to its own alert (below)
+                if row is None:
                     row = s.execute(select(AlertRow).where(
                         AlertRow.deployment_id == d.id, AlertRow.camera == a["camera"], AlertRow.track == a["track"],
-                        AlertRow.subject_id == a["subject_id"])).scalar_one_or_none()
+                        AlertRow.subject_id == a["subject_id"]).order_by(AlertRow.sighting.desc()).limit(1)).scalar_one_or_none()
+                follows = None
+                if row is not None and self._adjudicated(s, row.id):
+                    follows, sighting, row = row.id, row.sighting + 1, None
+                elif row is None:
+                    sighting = 0
                 if row is None:
                     row = AlertRow(deployment_id=d.id, camera=a["camera"], track=a["track"], subject_id=a["subject_id"],
                                    distance=a["distance"], distances=json.dumps(a["distances"]), frame=a["frame"],
                                    media_time=a["media_time"], occurred_at=a["occurred_at"] or now, recorded_at=now,
-                                   updated_at=now, updates=0, probe_crop=a["crop"], template=a["template"])
+                                   updated_at=now, updates=0, probe_crop=a["crop"], template=a["template"], sighting=sighting)
                     s.add(row)
                     s.flush()
                     action = "alert.create"
@@ -763,20 +824,39 @@ class Governance:
                             a["distance"], json.dumps(a["distances"]), a["crop"], a["template"])
                         row.frame, row.media_time = a["frame"], a["media_time"]
                     action = "alert.update"
-                self._audit(s, actor, action, f"alert:{row.id}", {
-                    "deployment_id": d.id, "camera": a["camera"], "track": a["track"], "subject_id": a["subject_id"],
-                    "distance": round(a["distance"], 6)})
+                details = {"deployment_id": d.id, "camera": a["camera"], "track": a["track"], "subject_id": a["subject_id"],
+                           "distance": round(a["distance"], 6)}
+                if follows is not None:
+                    details["follows"] = follows
+                self._audit(s, actor, action, f"alert:{row.id}", details)
+                if delivery is not None:
+                    self._delivered(s, delivery, row.id)
                 return row.id
         except DeploymentNotActive:
             self.enforce_schedule()
             raise
 
-    def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1) -> None:
-        """Add ``n`` faces seen (tracks) to a deployment's camera."""
+    @staticmethod
+    def _adjudicated(s: Session, alert_id: int) -> bool:
+        return s.execute(select(Adjudication.id).where(Adjudication.alert_id == alert_id).limit(1)).first() is not None
+
+    def _delivered(self, s: Session, delivery: tuple[str, int], alert_id: int | None) -> None:
+        from ..store.models import WorkerDelivery
+
+        key, token_id = delivery
+        s.add(WorkerDelivery(key=key, token_id=token_id, alert_id=alert_id, received_at=self.now()))
+        s.flush()
+
+    def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1,
+                         delivery: tuple[str, int] | None = None) -> int:
+        """Add ``n`` faces seen (tracks) to a deployment's camera; returns the camera's new total.
+
+        Each count is an audit entry with the running total (the published false alert rate's
+        denominator is covered by the chain). ``delivery``: as in ``record_alert``."""
         if n < 0:
             raise GovernanceError("faces seen only grow")
         with self._tx(actor, "alert.record") as s:
-            d = self._running(s, deployment_id)
+            d = self._running(s, deployment_id, lock=True)
             camera = str(camera)
             if camera not in repo.cameras_of(d):
                 raise GovernanceError(f"camera {camera!r} is not one of deployment {d.id}'s cameras")
@@ -787,6 +867,12 @@ class Governance:
             stmt = insert(FacesSeen).values(deployment_id=d.id, camera=camera, count=int(n))
             s.execute(stmt.on_conflict_do_update(index_elements=["deployment_id", "camera"],
                                                  set_={"count": FacesSeen.count + stmt.excluded.count}))
+            total = int(s.execute(select(FacesSeen.count).where(FacesSeen.deployment_id == d.id, FacesSeen.camera == camera)).scalar_one())
+            self._audit(s, actor, "faces_seen.count", f"deployment:{d.id}", {"deployment_id": d.id, "camera": camera, "n": int(n),
+                                                                             "total": total})
+            if delivery is not None:
+                self._delivered(s, delivery, None)
+            return total
 
     def faces_seen(self, actor: Actor, deployment_id: int) -> dict[str, int]:
         with self._tx(actor, "deployment.read") as s:
@@ -822,19 +908,30 @@ class Governance:
                 raise NotFound(f"no alert {alert_id}")
             return a.probe_crop, a.template
 
-    def adjudicate(self, actor: Actor, alert_id: int, decision: str, note: str = "") -> Adjudication:
-        decision = {"true": "true_alert", "false": "false_alert"}.get(decision, decision)
-        if decision not in DECISIONS:
-            raise GovernanceError(f"an adjudication is one of {', '.join(DECISIONS)}")
-        with self._tx(actor, "alert.adjudicate") as s:
-            a = s.get(AlertRow, int(alert_id))
-            if a is None:
-                raise NotFound(f"no alert {alert_id}")
-            j = Adjudication(alert_id=a.id, user_id=actor.user_id, decision=decision, decided_at=self.now(), note=note or "")
-            s.add(j)
-            s.flush()
-            self._audit(s, actor, "alert.adjudicate", f"alert:{a.id}", {"decision": decision, "note": note or ""})
-            return j
+    def adjudicate(self, actor: Actor, alert_id: int, decision: str, note: str = "", reason: str = "") -> Adjudication:
+        """Record a decision (true or false alert); changing one needs a ``reason`` and the rule
+        of ``governance/adjudication.py`` (a supervisor after an outcome or the deployment's end).
+        The history is kept: a change is a new row and a new entry."""
+        if not (actor.can("alert.adjudicate") or actor.can("alert.revise")):
+            self._require(actor, "alert.adjudicate")
+        try:
+            with self.db.transaction() as s:
+                j, new = decide(s, actor, alert_id, decision, note, reason, self.now())
+                if new:
+                    self._audit(s, actor, "alert.adjudicate", f"alert:{j.alert_id}", {
+                        "decision": j.decision, "note": j.note, "reason": j.reason, "adjudication_id": j.id})
+                return j
+        except PermissionDenied:
+            with self.db.transaction() as s:
+                self._audit(s, actor, "permission.denied", "alert.revise" if actor.can("alert.adjudicate") else "alert.adjudicate", {})
+            raise
+
+    def adjudications(self, actor: Actor, alert_id: int) -> list[dict]:
+        """An alert's decisions in time order (the history: first decision and every revision)."""
+        with self._tx(actor, "alert.read") as s:
+            return [{"id": j.id, "decision": j.decision, "by": repo.user_name(s, j.user_id), "at": _iso(j.decided_at),
+                     "note": j.note, "reason": j.reason}
+                    for j in s.execute(select(Adjudication).where(Adjudication.alert_id == int(alert_id)).order_by(Adjudication.id)).scalars()]
 
     def record_outcome(self, actor: Actor, alert_id: int, result: str, outcome: str, note: str = "") -> Engagement:
         if result not in RESULTS:
@@ -854,7 +951,8 @@ class Governance:
             e = Engagement(alert_id=a.id, user_id=actor.user_id, result=result, outcome=outcome, recorded_at=self.now(), note=note or "")
             s.add(e)
             s.flush()
-            self._audit(s, actor, "alert.outcome", f"alert:{a.id}", {"result": result, "outcome": outcome, "note": note or ""})
+            self._audit(s, actor, "alert.outcome", f"alert:{a.id}", {"result": result, "outcome": outcome, "note": note or "",
+                                                                    "engagement_id": e.id})
             return e
 
     # -- transparency: calibrated thresholds, volunteers, a deployment's history -------------
@@ -915,13 +1013,13 @@ class Governance:
         """
         with self._tx(actor, "audit.read") as s:
             self._deployment(s, deployment_id)
-            ok = audit.verify(s)
+            ok = audit.verify(s, self.key)
             key = f'"deployment_id":{int(deployment_id)}'
             q = select(AuditEvent).where(
                 (AuditEvent.target == f"deployment:{int(deployment_id)}")
                 | AuditEvent.details.like(f"%{key},%") | AuditEvent.details.like(f"%{key}}}%")
                 | AuditEvent.action.in_(("alert.adjudicate", "alert.outcome", "purge", "subject.erase"))
-            ).order_by(AuditEvent.seq)
+            ).where(AuditEvent.action != "faces_seen.count").order_by(AuditEvent.seq)
             events, alert_ids, subject_ids = [], set(), set()
             for ev in s.execute(q).scalars():
                 r = audit.record_of(ev)
@@ -984,10 +1082,38 @@ class Governance:
                 s.execute(delete(SnapshotTemplate).where(SnapshotTemplate.snapshot_id == snap.id))
                 snap.deleted_at = self.now()
                 report.snapshots += 1
+            details = {"alerts": report.alerts, "snapshots": report.snapshots, "retention_days": report.retention_days,
+                       "cutoff": _iso(cutoff)}
+            if not actor.is_system:
+                report.automatic = self._automatic_purges(s)
+                details["automatic_since_last_report"] = report.automatic.to_json()
             if report.anything or not quiet:
-                self._audit(s, actor, "purge", "", {"alerts": report.alerts, "snapshots": report.snapshots,
-                                                    "retention_days": report.retention_days, "cutoff": _iso(cutoff)})
+                self._audit(s, actor, "purge", "", details)
+        if report.anything:
+            scrub(self.db, ("alerts", "adjudications", "engagements", "snapshot_templates"))
         return report
+
+    def _automatic_purges(self, s: Session) -> AutoPurged:
+        """What system purges and schedule stops did since the last purge by a person (audit log)."""
+        last = s.execute(select(AuditEvent.seq, AuditEvent.time).where(AuditEvent.action == "purge", ~AuditEvent.actor.like("system%"))
+                         .order_by(AuditEvent.seq.desc()).limit(1)).first()
+        after = last[0] if last else 0
+        out = AutoPurged(since=_iso(last[1]) if last else None)
+        q = select(AuditEvent).where(AuditEvent.seq > after, AuditEvent.actor.like("system%"),
+                                     AuditEvent.action.in_(("purge", "deployment.stop", "snapshot.delete"))).order_by(AuditEvent.seq)
+        for ev in s.execute(q).scalars():
+            det = json.loads(ev.details)
+            if ev.action == "purge":
+                out.alerts += int(det.get("alerts", 0))
+                out.snapshots += int(det.get("snapshots", 0))
+            elif ev.action == "snapshot.delete":
+                out.snapshots += 1
+            else:
+                out.deployments_ended.append(int(ev.target.split(":")[1]))
+            out.entries += 1
+            out.first_at = out.first_at or _iso(ev.time)
+            out.last_at = _iso(ev.time)
+        return out
 
     def housekeeping(self) -> PurgeReport:
         """The automatic purge: run at the start of every command and periodically by live runs."""
@@ -995,13 +1121,20 @@ class Governance:
 
     # -- audit ------------------------------------------------------------------------------
 
-    def verify_audit(self, actor: Actor) -> audit.VerifyResult:
-        with self._tx(actor, "audit.read") as s:
-            return audit.verify(s)
+    def verify_audit(self, actor: Actor, anchor: audit.Anchor | str | None = None) -> audit.VerifyResult:
+        """Walk the keyed chain, its head, an ``anchor`` (``HASH@SEQ``) and the records it covers.
 
-    def export_audit(self, actor: Actor, out: IO[str]) -> int:
+        Reads only (a refusal for the role is audited, as everywhere)."""
+        if isinstance(anchor, str):
+            anchor = audit.Anchor.parse(anchor)
         with self._tx(actor, "audit.read") as s:
-            n = audit.export(s, out)
+            return audit.verify(s, self.key, anchor)
+
+    def export_audit(self, actor: Actor, out: IO[str]) -> "Exported":
+        """Write the log as JSON lines; returns the count, with ``.anchor`` (the last entry's
+        ``HASH@SEQ``: keep it elsewhere, and ``audit verify --anchor`` detects any rewrite up to it)."""
+        with self._tx(actor, "audit.read") as s:
+            n, anchor = audit.export(s, out)
         with self.db.transaction() as s:
-            self._audit(s, actor, "audit.export", "", {"entries": n})
-        return n
+            self._audit(s, actor, "audit.export", "", {"entries": n, "anchor": str(anchor) if anchor else None})
+        return Exported(n, anchor)

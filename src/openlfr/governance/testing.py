@@ -15,7 +15,17 @@ from .roles import ROLES, Actor
 from .service import Governance, NewImage
 
 PASSWORD = "correct horse battery"
-FAKE_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60 + b"\xff\xd9"
+def _tiny_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 130, 140)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+FAKE_JPEG = _tiny_jpeg()  # a real (8x8, face-less) JPEG: stored images are decoded when served
 
 
 def template(seed: int) -> np.ndarray:

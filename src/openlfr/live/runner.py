@@ -389,10 +389,10 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ events
     def alert_event(self, ev: AlertEvent) -> None:
-        stored = True
+        stored, stored_id = True, None
         if self.sink is not None:  # persisted first: nobody hears of an alert the store lost
             try:
-                self.sink.record(ev.alert)
+                stored_id = self.sink.record(ev.alert)
             except Exception as e:  # noqa: BLE001 - reported, and the run goes on or stops
                 stored = False
                 log.error("alert %s not stored: %s", ev.alert.id, e)
@@ -407,6 +407,9 @@ class LiveRunner:
         d["track"] = ev.track
         if self.sink is not None:
             d["stored"] = stored
+            # the database's alert id (None while a camera worker's alert waits in its disk buffer);
+            # "alert" is the run's own numbering
+            d["alert_id"] = stored_id if isinstance(stored_id, int) else None
         self.emit(d)
 
     def _source_event(self, ev: SourceEvent) -> None:

@@ -71,6 +71,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA secure_delete=ON")  # deleted rows (erasure, purge) are overwritten, not left in free pages
     cur.close()
 
 
@@ -118,22 +119,45 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def _migration_connection(engine: Engine):
+    """A connection in one transaction for migrations.
+
+    SQLite: foreign keys off for the transaction (``PRAGMA foreign_keys`` cannot change inside
+    one), as SQLite's table-rebuild procedure requires: dropping the old copy of a referenced
+    table must not cascade to its children. ``PRAGMA foreign_key_check`` must then find nothing
+    before the commit. PostgreSQL: serialised against concurrent first use by an advisory lock.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+            yield conn
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+                bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if bad:
+                    raise StoreError(f"migration left rows with broken foreign keys: {bad[:5]}")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction (serialised against concurrent first use)."""
     from alembic import command
 
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+    with _migration_connection(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     from alembic import command
 
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+    with _migration_connection(engine) as conn:
         command.downgrade(alembic_config(conn), revision)
 
 

@@ -49,6 +49,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -70,6 +71,7 @@ class UserRole(Base):
 
 class WatchlistRow(Base):
     __tablename__ = "watchlists"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -80,7 +82,7 @@ class WatchlistRow(Base):
 
 class SubjectRow(Base):
     __tablename__ = "subjects"
-    __table_args__ = (UniqueConstraint("watchlist_id", "ref", name="uq_subjects_watchlist_ref"),)
+    __table_args__ = (UniqueConstraint("watchlist_id", "ref", name="uq_subjects_watchlist_ref"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     watchlist_id: Mapped[int] = mapped_column(ForeignKey("watchlists.id"), index=True)
@@ -98,6 +100,7 @@ class SubjectRow(Base):
 
 class ReferenceImage(Base):
     __tablename__ = "reference_images"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
@@ -112,6 +115,7 @@ class ReferenceImage(Base):
 
 class Template(Base):
     __tablename__ = "templates"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
@@ -126,6 +130,7 @@ class Template(Base):
 
 class Deployment(Base):
     __tablename__ = "deployments"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -153,6 +158,7 @@ class Deployment(Base):
 
 class Authorisation(Base):
     __tablename__ = "authorisations"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
@@ -164,6 +170,7 @@ class Authorisation(Base):
 
 class Snapshot(Base):
     __tablename__ = "snapshots"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), unique=True)
@@ -182,6 +189,7 @@ class SnapshotTemplate(Base):
     """A frozen copy of one template (and its subject's name and category) in a snapshot."""
 
     __tablename__ = "snapshot_templates"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
@@ -217,8 +225,9 @@ class FacesSeen(Base):
 class AlertRow(Base):
     __tablename__ = "alerts"
     __table_args__ = (
-        UniqueConstraint("deployment_id", "camera", "track", "subject_id", name="uq_alerts_track_subject"),
+        UniqueConstraint("deployment_id", "camera", "track", "subject_id", "sighting", name="uq_alerts_track_subject"),
         Index("ix_alerts_recorded_at", "recorded_at"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -236,10 +245,14 @@ class AlertRow(Base):
     updates: Mapped[int] = mapped_column(Integer, default=0)
     probe_crop: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG
     template: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
+    # A sighting of a (camera, track, subject) after its alert was adjudicated never changes that
+    # alert: it becomes a new alert with the next sighting number. Migration 0004.
+    sighting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Adjudication(Base):
     __tablename__ = "adjudications"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
@@ -247,10 +260,14 @@ class Adjudication(Base):
     decision: Mapped[str] = mapped_column(String(20))  # true_alert / false_alert
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str] = mapped_column(Text, default="")
+    # Why an earlier decision was changed (empty for a first decision). Rows are never updated:
+    # a revision is a new row, so the history stays in time order. Migration 0004.
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Engagement(Base):
     __tablename__ = "engagements"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
@@ -282,6 +299,9 @@ class AuditEvent(Base):
     details: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # True: ``hash`` is an HMAC-SHA256 under the audit key (governance/audit_key.py); False: an
+    # entry written before migration 0004 (plain SHA-256), anchored by the first keyed entry.
+    keyed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=false())
 
 
 class AuditHead(Base):
@@ -292,6 +312,10 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # HMAC of (seq, hash) under the audit key: without the key the head cannot be moved back
+    # after trimming the tail. ``key_id`` names the key (not the key). Migration 0004.
+    mac: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 GENESIS_HASH = "0" * 64
@@ -309,6 +333,7 @@ class ApiToken(Base):
     """
 
     __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused (they name records in the audit log)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -10,7 +10,8 @@ Three input layouts:
   are required; ``name`` defaults to the id, ``category`` to "unspecified"; extra columns are
   ignored; image paths are relative to the CSV's folder; a subject may take several rows).
 
-Hidden files (``.name``) are skipped. Each image is checked in turn and the first failure is
+Hidden files (``.name``) are skipped. A file or folder whose name is not valid UTF-8 is reported
+(escaped, ``\\xff``) and skipped, since its name could be neither printed nor stored. Each image is checked in turn and the first failure is
 its reason for rejection: readable image; at least one face; exactly one face, or one
 *dominant* face (its box area at least ``DOMINANCE`` = 2x that of the next largest, as in a
 portrait with a small face in the background); face size (box width ≥ ``min_face`` px and
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,14 @@ DOMINANCE = 2.0  # the largest face's box area over the next one's, to accept a 
 IOD_PER_WIDTH = 0.3  # minimum inter-ocular distance / min_face (a frontal face has ~0.4)
 MIN_SHARPNESS = 0.1  # Quality.sharpness = v / (v + 100) of the chip: Laplacian variance v >= 11
 CSV_REQUIRED = ("subject_id", "image")
+
+
+class NoAcceptedImage(WatchlistError):
+    """No candidate image passed the checks; ``report`` says why each was rejected (no re-check needed)."""
+
+    def __init__(self, message: str, report: "EnrolmentReport"):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -87,6 +97,20 @@ class EnrolmentReport:
             "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
             "excluded_subjects": list(self.excluded_subjects),
         }
+
+
+def display_path(p: Path | str) -> str:
+    """A file name as text that can always be printed and stored: bytes that are not UTF-8 are
+    shown escaped (``\\xff``) instead of breaking the output or the database."""
+    return os.fsencode(p).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: Path | str) -> bool:
+    try:
+        os.fsencode(text).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _visible(p: Path | str) -> bool:
@@ -189,7 +213,14 @@ def enrol_subjects(
     chips, owner, quality, image = [], [], [], []
     for s in subjects:
         accepted = []
+        if not (is_utf8(s.id) and is_utf8(s.name)):  # a folder name that is not UTF-8: reported, skipped
+            report.rejected += [(display_path(p), "the subject's folder name is not valid UTF-8 (rename it)") for p in s.images]
+            report.excluded_subjects.append(display_path(s.id))
+            continue
         for path in s.images:
+            if not is_utf8(path):
+                report.rejected.append((display_path(path), "the file name is not valid UTF-8 (rename the file)"))
+                continue
             face, why = check_image(path, engine, min_face, min_sharpness)
             if face is None:
                 report.rejected.append((path, why))
@@ -205,7 +236,7 @@ def enrol_subjects(
         else:
             report.excluded_subjects.append(s.id)
     if not kept:
-        raise WatchlistError(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}")
+        raise NoAcceptedImage(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}", report)
     templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
     wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image)
     return wl, report

@@ -8,14 +8,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from .. import queries
-from ..deps import ctx, permit
+from ...governance.errors import PermissionDenied
+from ..deps import ApiError, ctx, permit, user
+from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, AdjudicationBody, ErrorOut, OutcomeBody
-from ..security import Principal
+from ..security import Principal, authorize
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 AlertId = Path(ge=1, le=MAX_ID)
-JPEG = {200: {"content": {"image/jpeg": {}}}}
+JPEG = {200: {"content": IMAGE_CONTENT}}
 
 
 @router.get("/alerts", responses=ERR, summary="Alerts, newest first, without crops (alert.read)")
@@ -30,24 +32,35 @@ def get_alert(request: Request, alert_id: int = AlertId, p: Principal = Depends(
 
 
 @router.get("/alerts/{alert_id}/probe.jpg", response_class=Response, responses={**ERR, **JPEG},
-            summary="The probe crop of an alert (alert.read)")
+            summary="The probe crop of an alert, re-encoded (alert.read)")
 def probe(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
     crop, _ = ctx(request).gov.alert_media(p.actor, alert_id)
-    return Response(crop, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return image_response(crop, f"the probe crop of alert {alert_id}")
 
 
 @router.get("/alerts/{alert_id}/reference", response_class=Response, responses={**ERR, **JPEG},
-            summary="The reference image of the alert's subject (alert.read)")
+            summary="The reference image of the alert's subject, re-encoded as the type found by decoding (alert.read)")
 def reference(request: Request, alert_id: int = AlertId, p: Principal = Depends(permit("alert.read"))) -> Response:
-    data, mt = queries.alert_reference(ctx(request).gov, p.actor, alert_id)
-    return Response(data, media_type=mt, headers={"Cache-Control": "no-store"})
+    data, _ = queries.alert_reference(ctx(request).gov, p.actor, alert_id)
+    return image_response(data, f"the reference image of alert {alert_id}")
 
 
-@router.post("/alerts/{alert_id}/adjudication", responses=ERR, summary="True or false alert (alert.adjudicate)")
+def decider(request: Request, p: Principal = Depends(user)) -> Principal:
+    """Operators decide (alert.adjudicate), supervisors revise (alert.revise); governance's
+    adjudication rule says which applies to this alert."""
+    try:
+        authorize(ctx(request).gov, p.actor, "alert.revise" if p.actor.can("alert.revise") else "alert.adjudicate")
+    except PermissionDenied as e:
+        raise ApiError(403, "forbidden", str(e)) from None
+    return p
+
+
+@router.post("/alerts/{alert_id}/adjudication", responses=ERR,
+             summary="True or false alert (alert.adjudicate); changing a decision needs a reason (alert.revise after an outcome or the end)")
 def adjudicate(body: AdjudicationBody, request: Request, alert_id: int = AlertId,
-               p: Principal = Depends(permit("alert.adjudicate"))) -> dict:
+               p: Principal = Depends(decider)) -> dict:
     c = ctx(request)
-    c.gov.adjudicate(p.actor, alert_id, body.decision, body.note)
+    c.gov.adjudicate(p.actor, alert_id, body.decision, body.note, body.reason)
     c.notifier.poke()
     return queries.alert_detail(c.gov, p.actor, alert_id)
 

@@ -25,15 +25,19 @@ def audit_entries(request: Request, before: Optional[int] = Query(None, ge=1, le
 
 
 @router.get("/audit/verify", responses=ERR, summary="Walk the hash chain (audit.read)")
-def verify(request: Request, p: Principal = Depends(permit("audit.read"))) -> dict:
-    r = ctx(request).gov.verify_audit(p.actor)
-    return {"ok": r.ok, "entries": r.entries, "first_broken": r.first_broken, "reason": r.reason, "message": str(r)}
+def verify(request: Request, anchor: Optional[clean_text(100)] = Query(None, description="HASH@SEQ from an export: detects any rewrite up to it"),
+           p: Principal = Depends(permit("audit.read"))) -> dict:
+    r = ctx(request).gov.verify_audit(p.actor, anchor or None)
+    return {"ok": r.ok, "entries": r.entries, "first_broken": r.first_broken, "reason": r.reason, "message": str(r),
+            "anchor": str(r.anchor) if r.anchor else None, "notes": r.notes}
 
 
 @router.get("/audit/export", response_class=Response, responses={**ERR, 200: {"content": {"application/x-ndjson": {}}}},
             summary="The whole log as JSON lines (audit.read; the export is itself audited)")
 def export(request: Request, p: Principal = Depends(permit("audit.read"))) -> Response:
     buf = io.StringIO()
-    ctx(request).gov.export_audit(p.actor, buf)
-    return Response(buf.getvalue(), media_type="application/x-ndjson",
-                    headers={"Content-Disposition": 'attachment; filename="openlfr-audit.jsonl"', "Cache-Control": "no-store"})
+    n = ctx(request).gov.export_audit(p.actor, buf)
+    headers = {"Content-Disposition": 'attachment; filename="openlfr-audit.jsonl"', "Cache-Control": "no-store"}
+    if n.anchor is not None:  # keep it elsewhere: `openlfr audit verify --anchor` detects any rewrite up to it
+        headers["X-Openlfr-Audit-Anchor"] = str(n.anchor)
+    return Response(buf.getvalue(), media_type="application/x-ndjson", headers=headers)

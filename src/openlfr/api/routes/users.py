@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from ...governance.errors import PermissionDenied
-from ..deps import ApiError, ctx, permit, user
+from ...governance.errors import AuthenticationError, PermissionDenied
+from ..deps import ApiError, client_address, ctx, permit, user
 from ..schemas import Done, ErrorOut, PasswordChange, RetentionBody, UserChange, UserCreate, UserName
 from ..security import Principal, authorize
 
@@ -34,16 +34,29 @@ def change_user(body: UserChange, request: Request, name: UserName = Path(), p: 
     return Done(detail=f"user {name} changed")
 
 
-@router.put("/users/{name}/password", responses=ERR, summary="Set a password: your own, or anyone's (user.change)")
+@router.put("/users/{name}/password", responses={**ERR, 429: {"model": ErrorOut}},
+            summary="Change your own password (with the current one), or reset anyone's (user.change); the user's other sessions and tokens are revoked")
 def set_password(body: PasswordChange, request: Request, name: UserName = Path(), p: Principal = Depends(user)) -> Done:
-    gov = ctx(request).gov
-    if name != p.actor.name:
+    c = ctx(request)
+    own = name == p.actor.name
+    if not own:
         try:
-            authorize(gov, p.actor, "user.change")
+            authorize(c.gov, p.actor, "user.change")
         except PermissionDenied as e:
             raise ApiError(403, "forbidden", str(e)) from None
-    gov.set_password(p.actor, name, body.password)
-    return Done(detail=f"password of {name} changed")
+    addr = client_address(request)
+    if own:
+        wait = c.limiter.retry_after(name, addr)
+        if wait:
+            raise ApiError(429, "rate_limited", f"too many wrong passwords; try again in {wait} s", {"Retry-After": str(wait)})
+    try:
+        revoked = c.gov.set_password(p.actor, name, body.password, body.old_password, keep_token_id=p.token_id)
+    except AuthenticationError as e:
+        c.limiter.failed(name, addr)
+        raise ApiError(403 if body.old_password else 422, "forbidden" if body.old_password else "validation",
+                       f"old_password: {e}") from None
+    c.notifier.poke()
+    return Done(detail=f"password of {name} {'changed' if own else 'reset'}; {len(revoked)} other session(s) and token(s) revoked")
 
 
 @router.get("/settings/retention", responses=ERR, summary="The alert retention period in days")

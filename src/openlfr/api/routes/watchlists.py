@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from ...engine.images import RequestTooLarge
 from .. import queries
 from ..deps import ApiError, ctx, permit
 from ..enrol import FaceEnroller, Upload
+from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, Category, Done, ErrorOut, ExpireBody, Name, When, WatchlistCreate, clean_text
 from ..security import Principal
 
@@ -64,7 +66,10 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     enroller = c.enroller
     if enroller is None:
         enroller = c.enroller = FaceEnroller()
-    result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+    try:
+        result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+    except RequestTooLarge as e:
+        raise ApiError(413, "too_large", f"images: {e}") from None
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
     return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
             "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
@@ -119,11 +124,11 @@ def erase_subject(request: Request, subject_id: int = Path(ge=1, le=MAX_ID), p: 
     return {"erased": subject_id, **counts}
 
 
-@router.get("/images/{image_id}", responses={**ERR, 200: {"content": {"image/jpeg": {}}}},
-            response_class=Response, summary="A reference image (watchlist.read)")
+@router.get("/images/{image_id}", responses={**ERR, 200: {"content": IMAGE_CONTENT}, 409: {"model": ErrorOut}},
+            response_class=Response, summary="A reference image, re-encoded as the type found by decoding (watchlist.read)")
 def get_image(request: Request, image_id: int = Path(ge=1, le=MAX_ID), p: Principal = Depends(permit("watchlist.read"))) -> Response:
-    data, mt = queries.reference_image(ctx(request).gov, p.actor, image_id)
-    return Response(data, media_type=mt, headers={"Cache-Control": "no-store"})
+    data, _ = queries.reference_image(ctx(request).gov, p.actor, image_id)
+    return image_response(data, f"reference image {image_id}")
 
 
 __all__ = ["router", "enrol", "read_uploads", "Done"]

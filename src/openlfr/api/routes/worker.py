@@ -1,8 +1,9 @@
 """Camera workers (``openlfr run --server URL --deployment ID``): the run, alerts, faces seen, status.
 
-Only a worker token (bound to one deployment) is accepted here. An alert carries an
-idempotency key: delivering it again (after a lost reply, or from the worker's disk buffer)
-changes nothing and answers with the same alert id.
+Only a worker token (bound to one deployment) is accepted here. An alert or a faces-seen count
+carries an idempotency key, committed in the same transaction as what it delivers: delivering
+it again (after a lost reply, or from the worker's disk buffer) changes nothing and answers
+with the same alert id.
 """
 
 from __future__ import annotations
@@ -33,15 +34,12 @@ def _delivered(gov, key: str, token_id: int) -> tuple[bool, int | None]:
         return True, row.alert_id
 
 
-def _remember(gov, key: str, token_id: int, alert_id: int | None) -> None:
+def _prune(gov) -> None:
+    """Forget idempotency keys older than DELIVERY_KEEP_DAYS (a worker's buffer is older than that only if lost)."""
     from datetime import timedelta
 
-    try:
-        with gov.db.transaction() as s:
-            s.add(WorkerDelivery(key=key, token_id=token_id, alert_id=alert_id, received_at=gov.now()))
-            s.execute(delete(WorkerDelivery).where(WorkerDelivery.received_at < gov.now() - timedelta(days=DELIVERY_KEEP_DAYS)))
-    except IntegrityError:  # a concurrent re-delivery of the same key won the race: same alert
-        pass
+    with gov.db.transaction() as s:
+        s.execute(delete(WorkerDelivery).where(WorkerDelivery.received_at < gov.now() - timedelta(days=DELIVERY_KEEP_DAYS)))
 
 
 @router.get("/run", responses=ERR, summary="The deployment's frozen watchlist snapshot, threshold and cameras")
@@ -71,8 +69,14 @@ def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worke
     alert = {"camera": body.camera, "track": body.track, "subject_id": body.subject_id, "distance": body.distance,
              "distances": body.distances or [body.distance], "frame": body.frame, "crop": crop, "template": template,
              "time": body.occurred_at or body.media_time, "media_time": body.media_time}
-    alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert)  # refusals: governance's errors, as JSON
-    _remember(c.gov, body.idempotency_key, p.token_id, alert_id)
+    try:  # the alert and its idempotency key commit together: a re-delivery can never make a second one
+        alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert, delivery=(body.idempotency_key, p.token_id))
+    except IntegrityError:  # a concurrent delivery of the same key won the race
+        seen, alert_id = _delivered(c.gov, body.idempotency_key, p.token_id)
+        if not seen:
+            raise
+        return WorkerAlertOut(alert_id=alert_id or 0, duplicate=True)
+    _prune(c.gov)
     c.notifier.poke()
     return WorkerAlertOut(alert_id=alert_id, duplicate=False)
 
@@ -82,8 +86,14 @@ def faces_seen(body: FacesSeenBody, request: Request, p: Principal = Depends(wor
     c = ctx(request)
     seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
     if not seen:
-        c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count)
-        _remember(c.gov, body.idempotency_key, p.token_id, None)
+        try:  # the count and its idempotency key commit together: counted exactly once
+            c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count, delivery=(body.idempotency_key, p.token_id))
+        except IntegrityError:
+            seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
+            if not seen:
+                raise
+            return {"ok": True, "duplicate": True}
+        _prune(c.gov)
         c.notifier.poke()
     return {"ok": True, "duplicate": seen}
 
