@@ -18,7 +18,7 @@ def test_filters_and_pages(db_url, fast_passwords):  # noqa: F811
     op = w["operator"]
     w.gov.adjudicate(op, ids[0], "true_alert")
     w.gov.adjudicate(op, ids[1], "true_alert")
-    w.gov.adjudicate(op, ids[1], "false_alert")  # a later decision wins
+    w.gov.adjudicate(op, ids[1], "false_alert", reason="second look at the probe")  # a later decision wins
     q = queue(w.gov, op, per_page=5)
     assert q.total == 12 and q.pages == 3 and [a["id"] for a in q.alerts] == ids[::-1][:5]
     assert [a["id"] for a in queue(w.gov, op, per_page=5, page=3).alerts] == ids[1::-1]

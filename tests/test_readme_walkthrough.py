@@ -75,10 +75,10 @@ def test_readme_walkthrough_runs_as_written(shared_data, shell_env, tmp_path):
         # what a reader supplies: the watchlist folder and the camera; nothing else is changed
         line = cmd.replace(" refs/ ", f" {video / 'hamilton_refs'}/ ")
         line = re.sub(r"cam-a=rtsp://\S+", f"cam-a={video / 'hamilton_clip_640x360.mp4'}", line)
-        if "HASH@SEQ" in line:  # the anchor the reader kept from the export, as printed there
+        if "--anchor HASH@SEQ" in line:  # the anchor the reader kept from the export, as printed there
             anchor = re.search(r"^anchor: (\S+)$", ran[-1][1].stderr, re.M)
             assert anchor, ran[-1][1].stderr
-            line = line.replace("HASH@SEQ", anchor.group(1))
+            line = line.replace("--anchor HASH@SEQ", f"--anchor {anchor.group(1)}")
         if "--as " in line:  # every step that acts as someone says how its password is given
             assert "OPENLFR_ACTOR_PASSWORD=$" in line, cmd
         r = bash(line, shell_env, tmp_path, stdin="")  # no terminal, nothing on stdin: a missing password fails

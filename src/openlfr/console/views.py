@@ -50,7 +50,7 @@ LABELS = {
     "wanted_by_courts": "Wanted by courts", "wanted_on_suspicion": "Wanted on suspicion of an offence",
     "missing_or_vulnerable": "Missing or vulnerable person", "risk_of_harm": "Risk of harm to self or others",
     "operator": "Operator", "engagement_officer": "Engagement officer", "watchlist_manager": "Watchlist manager",
-    "authorising_officer": "Authorising officer", "auditor": "Auditor", "administrator": "Administrator",
+    "authorising_officer": "Authorising officer", "auditor": "Auditor", "administrator": "Administrator", "supervisor": "Supervisor",
 }
 
 
