@@ -12,12 +12,18 @@ Measures (``--device``, default cuda when torch sees one):
 2. **MMOD at 1080p** (``TorchMmodDetector``, pyramid on the device): frames/s by batch of
    frames and precision, upsample 0 (faces from ~80 px) and 1 (~40 px); boxes compared with
    the onnxruntime detector's on the same frame.
-3. **End to end**: ``LiveRunner`` (the live run's readers, detection scheduler, tracker,
-   aligner, shared embedder, watchlist search) on N cameras, each a 1080p video read as fast
-   as it goes, with the CNN detector and descriptor on the device and the watchlist
-   (``--watchlist`` synthetic subjects) searched with ``torch-exact`` on the device: total
-   frames/s, so how many 25 fps cameras one device keeps up with; then N cameras read in real
-   time (25 fps) and the frames they drop.
+3. **End to end** (``--shape processes``, the default: ``ProcessRunner``, camera processes
+   around one inference service; ``--shape threads``: ``LiveRunner``, one process) on N
+   cameras, each a 1080p video read as fast as it goes, with the CNN detector (batched across
+   cameras) and the descriptor on the device, against ``--watchlist`` synthetic subjects plus
+   the faces of the video's first frames (so that alerts happen): total frames/s, so how many
+   25 fps cameras one device keeps up with, and the GPU's utilisation (sampled twice a
+   second); then N cameras read in real time (25 fps): the frames they drop and the latency
+   from a face's first frame to its alert.
+2b. **Chips from decoded frames** (``chips``): frames decoded with ``live/decode.py`` (NVDEC
+   through torchcodec / PyNvVideoCodec when installed, kept on the device), chips cut on the
+   device (``engine/torch_chips.DeviceChipWarper``) and fed to the descriptor: faces/s, with the
+   chips' distance to the exact (dlib) chips.
 4. **Gallery**: 1,000,000 templates searched on the device (``torch-exact``), ms per probe.
 
 The video: ``--video`` or ``../shared/data/video/crowd_walk_1920x1080.mp4``, else a synthetic
@@ -240,11 +246,153 @@ def bench_mmod(device: str, quick: bool, seconds: float, frame: np.ndarray) -> d
 
 
 # ---------------------------------------------------------------------------------------------
+# 2b. Chips cut on the device from decoded frames
+
+
+def bench_device_chips(device: str, quick: bool, seconds: float, video: Path) -> dict:
+    """Frames decoded (NVDEC when available) and kept on the device; chips cut there
+    (``DeviceChipWarper``) and fed to the descriptor: faces/s with chips from decoded frames,
+    nothing copied from host memory but the landmarks."""
+    import torch
+
+    from openlfr.engine.chips import face_chip
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.torch_chips import DeviceChipWarper, plan_chips
+    from openlfr.engine.torch_runtime import TorchDescriptorModel
+    from openlfr.live.decode import open_decoder
+
+    cuda = device.startswith("cuda")
+    n_frames, per_frame = (4, 16) if quick else (32, 128)
+    dec = open_decoder(video, device if cuda else "cpu")
+    frames, t0 = [], time.perf_counter()
+    for f, _ in dec:
+        frames.append(f if dec.on_device else torch.from_numpy(np.ascontiguousarray(f)).to(device))
+        if len(frames) == n_frames:
+            break
+    sync(device)
+    out: dict = {"decoder": dec.backend, "frames_on_device": dec.on_device, "not_used": dec.tried,
+                 "decode_frames_per_s": round(len(frames) / (time.perf_counter() - t0), 1),
+                 "frames": len(frames), "faces_per_frame": per_frame}
+    dec.close()
+    first = np.ascontiguousarray(frames[0].cpu().numpy())
+    base = [f.landmarks for f in FaceEngine(detector="hog", upsample=1).analyze(first, descriptors=False)]
+    if not base:  # no face found: a 200-px face in the middle
+        from openlfr.engine.chips import TEMPLATE_5
+
+        h, w = first.shape[:2]
+        base = [np.asarray(TEMPLATE_5) * 200 + [w / 2 - 100, h / 2 - 100]]
+    out["faces_found_in_first_frame"] = len(base)
+    rng = np.random.default_rng(0)
+    lms = np.stack([base[i % len(base)] + rng.uniform(-3, 3, 2) for i in range(per_frame)])
+    warper = DeviceChipWarper(device)
+    ref = np.stack([face_chip(first, lm) for lm in base])
+    got = warper.chips(frames[0], base).cpu().numpy()
+    out["max_pixel_diff_vs_exact_chips"] = int(np.abs(ref.astype(int) - got.astype(int)).max())
+    prec = "fp16" if cuda else "fp32"
+    model = TorchDescriptorModel(prec, device=device, batch_size=per_frame * len(frames))
+    out["descriptor_distance_vs_exact_chips"] = float(np.linalg.norm(model.compute(ref) - model.compute(got), axis=1).max())
+    t1 = time.perf_counter()
+    for _ in range(10):
+        plan_chips(first.shape, lms)
+    out["plan_us_per_face"] = round((time.perf_counter() - t1) * 1e6 / (10 * per_frame), 2)
+
+    def warp_all():
+        return torch.cat([warper.chips(f, lms) for f in frames])
+
+    n = per_frame * len(frames)
+    out["warp_faces_per_s"] = round(rate(warp_all, n, seconds, device), 1)
+    with torch.inference_mode():
+        out[f"faces_per_s_{prec}_chips_from_decoded_frames"] = round(rate(lambda: model.net(warp_all()), n, seconds, device), 1)
+    log(f"device chips: {out}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # 3. End to end
 
 
+class GpuSampler:
+    """GPU utilisation sampled twice a second during a run (``torch.cuda.utilization`` through
+    NVML, else ``nvidia-smi``); nothing on a CPU."""
+
+    def __init__(self, device: str, every_s: float = 0.5):
+        import threading
+
+        self.device, self.every_s = device, every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> float | None:
+        if not self.device.startswith("cuda"):
+            return None
+        try:
+            import torch
+
+            return float(torch.cuda.utilization())
+        except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
+            import subprocess
+
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                return float(out.strip().splitlines()[0])
+            except Exception:  # noqa: BLE001
+                return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            v = self._sample()
+            if v is None:
+                return
+            self.samples.append(v)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return False
+
+    def summary(self) -> dict | None:
+        if not self.samples:
+            return None
+        return {"mean_percent": round(sum(self.samples) / len(self.samples), 1), "max_percent": max(self.samples),
+                "samples": len(self.samples)}
+
+
+def crowd_subjects(video: Path, wl, frames: int = 40, step: int = 10):
+    """The watchlist plus the faces of the video's first frames as subjects, so alerts happen
+    (and their latency can be measured): one subject per face found on frames 0, step, ..."""
+    import cv2
+
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.watchlist.model import Subject, Watchlist
+
+    engine = FaceEngine(detector="hog", upsample=0)
+    cap = cv2.VideoCapture(str(video))
+    templates = []
+    for i in range(frames):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            templates += [f.descriptor for f in engine.analyze(np.ascontiguousarray(bgr[:, :, ::-1]))]
+    cap.release()
+    if not templates:
+        return wl, 0
+    k = len(templates)
+    subjects = list(wl.subjects) + [Subject(f"V{i}", f"Video face {i}") for i in range(k)]
+    t = np.concatenate([wl.templates, np.stack(templates).astype(np.float32)])
+    labels = np.concatenate([wl.template_subject, len(wl.subjects) + np.arange(k)])
+    return Watchlist(subjects, t, labels, np.ones(len(t), np.float32)), k
+
+
 def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str,
-                batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
+                batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
+                shape: str = "processes", processes: int = 0) -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
     from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
@@ -254,55 +402,90 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
 
     cuda = device.startswith("cuda")
     cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
-                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0)
+                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0, shape=shape)
     engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
     det = TorchMmodDetector(upsample=0, device=device, precision=detector_precision, cudnn_tuning=detector_tuning)
     batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
     engine.detector = batcher or det
     engine.detector_name = "cnn"
     engine._descriptor = make_descriptor("torch", precision=precision) if cuda else make_descriptor("onnx")
-    r = LiveRunner(cfg, on_event=lambda e: None, engine=engine, watchlist=wl, threshold=0.5)
+    events: list[dict] = []
+    keep = lambda e: events.append(e) if e.get("event") == "alert" else None  # noqa: E731
+    if shape == "processes":
+        from openlfr.live.multiproc.runner import ProcessRunner
+
+        r = ProcessRunner(cfg, on_event=keep, engine=engine, watchlist=wl, threshold=0.5, processes=processes or None)
+    else:
+        r = LiveRunner(cfg, on_event=keep, engine=engine, watchlist=wl, threshold=0.5)
     r.prepare()
-    if index_kind != "exact":
+    if index_kind != "exact" and shape != "processes":  # (camera processes search their own exact index)
         idx = make_index(index_kind, **({"device": device} if index_kind == "torch-exact" else {}))
         idx.add(wl.templates, wl.template_subject)
         r.index = idx
     try:
-        s = r.run()
+        with GpuSampler(device) as gpu_use:
+            s = r.run()
     finally:
         if batcher is not None:
             batcher.close()
     cams = s["cameras"]
-    return {"cameras": n, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"], "fps_total": s["fps"],
-            "fps_per_camera": round(s["fps"] / n, 2), "cameras_at_25fps": round(s["fps"] / 25.0, 1),
-            "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
-            "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"],
-            "batched_detector": None if batcher is None else {"calls": batcher.images, "network_batches": batcher.batches}}
+    lat = sorted(e["latency_ms"] for e in events)
+    fps = s.get("fps_after_startup", s["fps"])  # processes: not counting the camera processes' start
+    row = {"cameras": n, "shape": shape, "realtime": realtime, "frames": s["frames"], "elapsed_s": s["elapsed_s"],
+           "startup_s": s.get("startup_s", 0.0), "fps_with_startup": s["fps"],
+           "fps_total": fps, "fps_per_camera": round(fps / n, 2), "cameras_at_25fps": round(fps / 25.0, 1),
+           "dropped_frames": s["dropped_frames"], "read_frames": sum(c["read"] for c in cams),
+           "embedded": s["embedded"], "embed_batches": s["embed_batches"], "faces_seen": s["faces_seen"], "cpu_s": s["cpu_s"],
+           "alerts": s["alerts"], "alert_latency_ms": {"p50": lat[len(lat) // 2], "p95": lat[int(0.95 * (len(lat) - 1))],
+                                                       "max": lat[-1]} if lat else None,
+           "gpu_utilisation": gpu_use.summary(),
+           "batched_detector": None if batcher is None else {"calls": batcher.images, "network_batches": batcher.batches}}
+    if shape == "processes":
+        row.update(processes=len(s["processes"]), service=s["service"], restarts=s["restarts"])
+    return row
 
 
 def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str,
-                     batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True) -> dict:
+                     batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
+                     shape: str = "processes", processes: int = 0, save=lambda: None, out: dict | None = None,
+                     deadline: float | None = None) -> dict:
     index_kind = "torch-exact" if device.startswith("cuda") else "exact"
-    out: dict = {"video": str(video), "watchlist_subjects": len(wl), "index": index_kind, "descriptor_precision": precision,
-                 "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
-                 "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []}
-    opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning}
+    wl, k = crowd_subjects(video, wl)
+    out = {} if out is None else out
+    out.update({"video": str(video), "watchlist_subjects": len(wl), "video_faces_enrolled": k, "shape": shape,
+                "index": index_kind if shape != "processes" else "exact (numpy) in each camera process",
+                "descriptor_precision": precision,
+                "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
+                "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []})
+    opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning,
+            "shape": shape, "processes": processes}
     t0 = time.perf_counter()  # untimed warm-up: cuDNN tunes its kernels once per input shape
     run_cameras(min(16, max(cameras)), video, device, wl, min(frames, 40), False, precision, index_kind, **opts)
     out["warm_up_s"] = round(time.perf_counter() - t0, 1)
     log(f"end to end: warm-up run {out['warm_up_s']} s")
+    late = lambda: deadline is not None and time.monotonic() > deadline  # noqa: E731
     for n in cameras:
+        if late():
+            out.setdefault("skipped", []).append(f"{n} cameras as fast as possible (time budget)")
+            continue
         row = run_cameras(n, video, device, wl, frames, False, precision, index_kind, **opts)
-        log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps)")
+        log(f"end to end, {n} cameras as fast as possible: {row['fps_total']} frames/s ({row['cameras_at_25fps']} cameras at 25 fps), "
+            f"GPU {row['gpu_utilisation']}")
         out["fast"].append(row)
-    if not quick:
+        save()
+    if not quick and out["fast"]:
         best = max(out["fast"], key=lambda r: r["fps_total"])
         n_rt = min(64, max(1, int(best["fps_total"] // 25)))  # (64: the decoders share the CPU)
-        for n in sorted({n_rt, max(1, n_rt // 2), 32}):
+        for n in sorted({n_rt, 32}):
+            if late():
+                out.setdefault("skipped", []).append(f"{n} cameras in real time (time budget)")
+                continue
             row = run_cameras(n, video, device, wl, frames, True, precision, index_kind, **opts)
             row["dropped_share"] = round(row["dropped_frames"] / max(1, row["read_frames"]), 4)
-            log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped")
+            log(f"end to end, {n} cameras in real time: {row['dropped_share'] * 100:.1f}% frames dropped, "
+                f"alert latency {row['alert_latency_ms']}")
             out["realtime"].append(row)
+            save()
     return out
 
 
@@ -352,7 +535,14 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
-def results_markdown(res: dict) -> str:
+def marks(block: str = "gpu") -> tuple[str, str]:
+    """The markers of a RESULTS.md block (``gpu``: the GPU block; another name: its own block,
+    so that e.g. an end-to-end-only run does not replace the descriptor figures)."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+def results_markdown(res: dict, block: str = "gpu") -> str:
+    MARK_BEGIN, MARK_END = marks(block)
     d, m, e = res.get("descriptors", {}), res.get("mmod", {}), res.get("end_to_end", {})
     lines = [MARK_BEGIN, f"### {res['device_name']} ({res['device']}, torch {res['torch']}, {res['date']})", ""]
     if res.get("quick"):
@@ -381,12 +571,35 @@ def results_markdown(res: dict) -> str:
         lines += ["MMOD at " + "x".join(str(v) for v in m["frame"][:2][::-1]) + ": "
                   + ", ".join(f"{k} {v} frames/s" for k, v in m["frames_per_s"].items()) + ".", ""]
     if e:
+        lines.append(f"End to end, shape `{e.get('shape', 'threads')}` ({res.get('cpu_cores')} CPU cores), "
+                     f"{e.get('watchlist_subjects')} subjects ({e.get('video_faces_enrolled', 0)} of them faces of the video):")
+        lines.append("")
+
+        def gpu(row):
+            g = row.get("gpu_utilisation")
+            return f"GPU {g['mean_percent']}% mean, {g['max_percent']}% max" if g else "GPU utilisation n/a"
+
+        def lat(row):
+            a = row.get("alert_latency_ms")
+            return f"alert latency p50 {a['p50']} ms, p95 {a['p95']} ms ({row['alerts']} alerts)" if a else "no alert"
+
         for row in e.get("fast", []):
             lines.append(f"- {row['cameras']} cameras, as fast as possible: {row['fps_total']} frames/s in all "
-                         f"= {row['cameras_at_25fps']} cameras at 25 fps")
+                         f"= {row['cameras_at_25fps']} cameras at 25 fps; {gpu(row)}")
         for row in e.get("realtime", []):
-            lines.append(f"- {row['cameras']} cameras at 25 fps: {row.get('dropped_share', 0) * 100:.1f}% of frames dropped")
+            lines.append(f"- {row['cameras']} cameras at 25 fps: {row.get('dropped_share', 0) * 100:.1f}% of frames dropped; "
+                         f"{lat(row)}; {gpu(row)}")
+        for what in e.get("skipped", []):
+            lines.append(f"- not run: {what}")
         lines.append("")
+    c = res.get("device_chips")
+    if c:
+        rate_key = next((k for k in c if k.startswith("faces_per_s_")), None)
+        lines += [f"Chips cut on the device from decoded frames ({c['decoder']}, frames on the device: {c['frames_on_device']}; "
+                  f"{c['frames']} frames x {c['faces_per_frame']} faces): warp {c['warp_faces_per_s']} faces/s, warp + descriptor "
+                  f"{c.get(rate_key)} faces/s ({rate_key}); host geometry {c['plan_us_per_face']} us a face; against the exact chips: "
+                  f"max pixel difference {c['max_pixel_diff_vs_exact_chips']}, descriptor distance "
+                  f"{c['descriptor_distance_vs_exact_chips']:.1e}; decoding {c['decode_frames_per_s']} frames/s.", ""]
     gal = res.get("gallery")
     if gal:
         lines.append(f"Gallery of {gal['templates']:,} on the device: "
@@ -396,7 +609,8 @@ def results_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_results(path: Path, block: str) -> None:
+def update_results(path: Path, block: str, name: str = "gpu") -> None:
+    MARK_BEGIN, MARK_END = marks(name)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n## GPU\n\n"
     if MARK_BEGIN in text and MARK_END in text:
         a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END) + 1
@@ -421,7 +635,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-detector-tuning", action="store_true",
                     help="end to end: cuDNN's heuristic kernels for the detector, no tuning per new window shape")
     ap.add_argument("--no-batch-detect", action="store_true", help="each camera calls the detector itself (no cross-camera batches)")
-    ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,e2e,gallery")
+    ap.add_argument("--shape", default="processes", choices=("processes", "threads"),
+                    help="end to end: camera processes around one inference service (default), or threads in one process")
+    ap.add_argument("--processes", type=int, default=0, help="camera processes (0: one per core but one)")
+    ap.add_argument("--block", default="gpu", help="name of the RESULTS.md block to write (default gpu)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="end to end: start no new run after this many seconds from the start (what ran is kept)")
+    ap.add_argument("--skip", default="", help="sections to skip: descriptors,mmod,chips,e2e,gallery")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "gpu.json")
     ap.add_argument("--results", type=Path, default=None, help="write the GPU section of this markdown file")
     args = ap.parse_args(argv)
@@ -443,6 +663,7 @@ def main(argv=None) -> int:
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     t_all = time.perf_counter()
+    t_start = time.monotonic()
     video = args.video if args.video else (CROWD if CROWD.exists() and not q else None)
     tmp = tempfile.TemporaryDirectory(prefix="openlfr-gpu-")
     if video is None or not Path(video).exists():
@@ -461,11 +682,16 @@ def main(argv=None) -> int:
         if "descriptors" not in skip:
             res["descriptors"] = bench_descriptors(device, q, seconds)
             save()
+        if "chips" not in skip:
+            res["device_chips"] = bench_device_chips(device, q, seconds, Path(video))
+            save()
         if "e2e" not in skip:
             wl = synthetic_watchlist(args.watchlist or (1000 if q else 100_000))
-            res["end_to_end"] = bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision,
-                                                 not args.no_batch_detect, args.detector_precision,
-                                                 not args.no_detector_tuning)
+            res["end_to_end"] = {}
+            bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision, not args.no_batch_detect,
+                             args.detector_precision, not args.no_detector_tuning, args.shape, args.processes,
+                             save=save, out=res["end_to_end"],
+                             deadline=None if args.budget_s is None else t_start + args.budget_s)
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)
@@ -480,7 +706,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     if args.results:
-        update_results(args.results, results_markdown(res))
+        update_results(args.results, results_markdown(res, args.block), args.block)
     print(json.dumps(res, indent=2))
     return 0
 

@@ -49,7 +49,7 @@ class Env:
         """(method, path, permission, request kwargs, success status); destructive ones last."""
         now = self.w.clock.now()
         plan = {"name": f"plan {role}", "use_case": "wanted persons", "location": "Cardiff", "zone": "north", "starts_at": (now + timedelta(hours=1)).isoformat(),
-                "ends_at": (now + timedelta(hours=3)).isoformat(), "cameras": ["cam-a"], "threshold": 0.6, "watchlist": "wanted",
+                "ends_at": (now + timedelta(hours=3)).isoformat(), "cameras": ["cam-a"], "threshold": 0.6, "threshold_reason": "test", "watchlist": "wanted",
                 "signage_confirmed": True, "notices_confirmed": True, "dpia_ref": "DPIA-1"}
         enrol = {"data": {"ref": f"N-{role}", "name": "New Person", "category": "wanted_by_courts", "reason": "warrant",
                           "expires_at": (now + timedelta(days=30)).isoformat()},

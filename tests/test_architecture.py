@@ -24,6 +24,7 @@ LAYERS = {
     "engine": 0,
     "store": 0,
     "watchlist": 1,
+    "scoring": 1,  # the scoring model: numpy, used by watchlist, evaluate, live and governance
     "evaluate": 1,
     "live": 2,
     "governance": 2,

@@ -149,7 +149,7 @@ def test_full_flow(cli):
     # --end +2h: two hours after the start
     plan = ["deployment", "plan", "--name", "Cup final", "--use-case", "wanted persons", "--location", "Cardiff",
             "--zone", "Gate 4", "--start", "+1h", "--end", "+2h", "--camera", "cam-a", "--camera", "cam-b",
-            "--watchlist", "wanted", "--threshold", "0.55", "--dpia", "DPIA-7"]
+            "--watchlist", "wanted", "--threshold", "0.55", "--threshold-reason", "test: a fixed distance", "--dpia", "DPIA-7"]
     run(*plan, who="operator")  # 1: no signage or notices confirmed
     run(*plan, "--signage-confirmed", "--notices-confirmed", "--authorising-officer", "authorising_officer", who="operator")  # 2
     run("deployment", "authorise", "1", who="authorising_officer", code=2)  # lacks signage and notices

@@ -72,7 +72,7 @@ def _actions(w, ctx):
         "expire_subject": lambda a: g.expire_subject(a, ctx["spare_subject"], now + timedelta(days=20)),
         "erase_subject": lambda a: g.erase_subject(a, ctx["erasable"].pop()),
         "plan_deployment": lambda a: g.plan_deployment(a, name="p", use_case="u", location="l", zone="z", starts_at=now,
-                                                       ends_at=now + timedelta(hours=1), cameras=["c"], threshold=0.5,
+                                                       ends_at=now + timedelta(hours=1), cameras=["c"], threshold=0.5, threshold_reason="t",
                                                        watchlist=w.watchlist, signage_confirmed=True, notices_confirmed=True, dpia_ref="D"),
         "authorise_deployment": lambda a: g.authorise_deployment(a, ctx["plans"].pop()),
         "start_deployment": lambda a: g.start_deployment(a, ctx["authorised"].pop()),
@@ -170,7 +170,7 @@ def test_multiple_roles_and_no_role(db_url, fast_passwords):  # noqa: F811
     assert g.verify_audit(both).ok
     with pytest.raises(PermissionDenied):
         g.plan_deployment(both, name="p", use_case="u", location="l", zone="z", starts_at=w.clock.now(),
-                          ends_at=w.clock.now() + timedelta(hours=1), cameras=["c"], threshold=0.5, watchlist="second")
+                          ends_at=w.clock.now() + timedelta(hours=1), cameras=["c"], threshold=0.5, threshold_reason="t", watchlist="second")
     nobody = Actor("nobody")
     with pytest.raises(PermissionDenied):
         g.list_deployments(nobody)

@@ -66,7 +66,7 @@ def test_authorisation_rules(world):
     gov.create_user(world["administrator"], "both", ["operator", "authorising_officer"], PASSWORD)
     both = gov.login("both", PASSWORD)
     d = gov.plan_deployment(both, name="x", use_case="u", location="l", zone="z", starts_at=world.clock.now(),
-                            ends_at=world.clock.now() + timedelta(hours=1), cameras=["c"], threshold=0.5,
+                            ends_at=world.clock.now() + timedelta(hours=1), cameras=["c"], threshold=0.5, threshold_reason="t",
                             watchlist=world.watchlist, signage_confirmed=True, notices_confirmed=True, dpia_ref="D1")
     with pytest.raises(GovernanceError, match="planned it"):
         gov.authorise_deployment(both, d.id)

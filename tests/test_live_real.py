@@ -1,18 +1,19 @@
 """Live recognition on the real videos of ../shared/data/video (skipped when absent).
 
 - hamilton_clip_640x360.mp4 against hamilton_refs/ (4 subjects): alerts for Lin-Manuel
-  Miranda and Alex Lacamoire, none for Joe Biden, alerts per person bounded by their tracks;
+  Miranda and Alex Lacamoire (at 0.6 and at the default calibrated threshold), none for Joe
+  Biden or Barack Obama, alerts per person bounded by their tracks;
 - crowd_walk_1920x1080.mp4 against every identity of lfw-dev (2,829 subjects, first image
-  each): no alert at the default threshold; faces seen close to the number of people whose
-  face is visible, counted by eye; the privacy invariant (test_live_privacy.py uses the same
-  watchlist).
+  each): no alert at the default threshold; at least 90% of the 124 faces marked by eye on 19
+  frames (tests/data/crowd_walk_boxes.xml) found by live tracks; faces seen within 1 of the
+  people whose face is visible, counted by eye; the privacy invariant (test_live_privacy.py uses
+  the same watchlist).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,43 +46,41 @@ def lfw_first_images(root: Path) -> list[tuple[str, Path]]:
 def lfw_watchlist(shared_data: Path):
     """The 2,829-subject LFW watchlist (first image each), cached under the openlfr cache folder.
 
-    Enrolled like ``watchlist.enrol`` does (largest face, flip-averaged template) but on dlib's
-    native HOG, landmarks and chips, in batches: ~30 s once instead of minutes; LFW faces are
-    ~110 px in 250x250 images, so HOG at upsample 0 finds nearly all (upsample 1 for the rest).
+    Enrolled like ``watchlist.enrol`` does (largest face, flip-averaged template), with the
+    default detector (RetinaFace, boxes mapped to dlib's convention; LFW's images are all
+    250x250, so they go through it in batches) and dlib's native landmarks and chips: about a
+    minute once instead of several.
     """
-    import cv2
-
     from openlfr.engine.cache import cache_dir
     from openlfr.engine.descriptor import DescriptorModel
-    from openlfr.engine.detection import Detection
     from openlfr.engine.images import load_image
+    from openlfr.engine.retina import RetinaDetector
     from openlfr.live.align import Aligner
-    from openlfr.live.scheduler import GreyHog
     from openlfr.watchlist.model import Subject, Watchlist
 
     items = lfw_first_images(shared_data / "lfw-dev" / "images")
-    key = hashlib.sha256("\n".join(f"{n}:{p.name}:{p.stat().st_size}" for n, p in items).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join(["retina", *(f"{n}:{p.name}:{p.stat().st_size}" for n, p in items)]).encode()).hexdigest()[:16]
     path = cache_dir() / f"test-live-lfw-watchlist-{key}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
         ids = [str(x) for x in z["ids"]]
         subjects = [Subject(i, i.replace("_", " ")) for i in ids]
         return Watchlist(subjects, z["templates"], np.arange(len(ids)), z["quality"])
-    hog0, hog1 = GreyHog(0), GreyHog(1)
+    det = RetinaDetector()
     aligner = Aligner(None)
     model = DescriptorModel()
     ids, chips, quality = [], [], []
-    for name, p in items:
-        rgb = load_image(p)
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        dets = hog0.detect(grey) or hog1.detect(grey)
-        if not dets:
-            continue
-        d = max(dets, key=lambda d: d.width * d.height)
-        face = aligner.align(rgb, Detection(d.box, d.score))
-        ids.append(name)
-        chips.append(face.chip)
-        quality.append(face.quality.score)
+    for start in range(0, len(items), 32):
+        part = items[start:start + 32]
+        imgs = [load_image(p) for _, p in part]
+        for (name, _), rgb, dets in zip(part, imgs, det.detect_batch(imgs)):
+            if not dets:
+                continue
+            d = max(dets, key=lambda d: d.width * d.height)
+            face = aligner.align(rgb, d)
+            ids.append(name)
+            chips.append(face.chip)
+            quality.append(face.quality.score)
     templates = model.compute(np.stack(chips), flip=True).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -89,6 +88,27 @@ def lfw_watchlist(shared_data: Path):
     os.replace(tmp, path)
     subjects = [Subject(i, i.replace("_", " ")) for i in ids]
     return Watchlist(subjects, templates, np.arange(len(ids)), np.array(quality, np.float32))
+
+
+CROWD_BOXES = Path(__file__).resolve().parent / "data" / "crowd_walk_boxes.xml"
+
+
+def crowd_marked_faces() -> dict[int, list[tuple[int, int, int, int]]]:
+    """The faces marked by eye on the crowd clip (tests/data/crowd_walk_boxes.xml; ignored ones left
+    out): frame index -> boxes."""
+    from openlfr.evaluate.detection import read_boxes
+
+    return {int(name.split(":")[1]): [m.box for m in ms if not m.ignore] for name, ms in read_boxes(CROWD_BOXES).items()}
+
+
+def found_by_tracks(face, tracks, margin: float = 0.25) -> bool:
+    """A marked face counts as found when a live track's box (grown by ``margin``) holds its centre."""
+    x, y = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+    for l, t, r, b in tracks:
+        w, h = r - l, b - t
+        if l - margin * w <= x <= r + margin * w and t - margin * h <= y <= b + margin * h:
+            return True
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -115,9 +135,7 @@ def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
             for a in (tr.state.get("alerts") or {}).values():
                 tracks.setdefault(a.subject, set()).add(tr.id)
 
-    # dlib's published threshold 0.6: Lacamoire's ~30-pixel face at the piano comes no closer
-    # than ~0.56 to his photo, above the 0.500 the default target (FPIR 0.1% at 4 subjects)
-    # gives; see docs/live.md.
+    # dlib's published threshold 0.6 (the default threshold: the test below).
     cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
                     alerts={"threshold": 0.6})
     r, summary, events = run_live(cfg, hook=hook)
@@ -139,17 +157,21 @@ def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
 
 
 @pytest.mark.slow
-def test_hamilton_default_threshold_says_why(shared_data):
+def test_hamilton_default_threshold_says_why_and_alerts_the_small_face(shared_data):
+    """At the default calibrated threshold (0.500 for 4 subjects at FPIR 0.1%): Miranda and
+    Lacamoire, whose face at the piano is ~25 px wide (re-detected enlarged and aligned from
+    RetinaFace's landmarks, docs/live.md), alert; Biden and Obama never do."""
     video = shared_data / "video"
-    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs",
-                    max_frames=90)
+    cfg = RunConfig(sources=[str(video / "hamilton_clip_640x360.mp4")], watchlist=video / "hamilton_refs")
     r, summary, events = run_live(cfg)
     start = events[0]
     assert start["event"] == "start" and start["watchlist_subjects"] == 4
     assert 0.4 < start["threshold"] < 0.6
     assert "4-subject watchlist" in start["threshold_reason"] and "0.1%" in start["threshold_reason"]
-    assert "biden" not in summary["alerts_per_subject"]
-    assert summary["alerts_per_subject"].get("lin-manuel-miranda", 0) <= 2
+    per = summary["alerts_per_subject"]
+    assert "biden" not in per and "obama" not in per
+    assert per.get("lin-manuel-miranda", 0) >= 1 and per.get("alex-lacamoire", 0) >= 1, per
+    assert per["lin-manuel-miranda"] <= 3
 
 
 # The deployment's zone of recognition for this camera: the band where walkers' faces are
@@ -159,16 +181,25 @@ CROWD_ZONE = (0.0, 0.45, 1.0, 0.9)
 
 
 @pytest.mark.slow
-def test_crowd_against_lfw_no_alert_and_faces_seen(shared_data, lfw_wl):
+def test_crowd_against_lfw_no_alert_faces_found_and_seen(shared_data, lfw_wl):
+    """Default settings (RetinaFace): no alert against 2,829 subjects; the faces marked by eye on 19
+    frames found by live tracks (issue 13's target: 90%); faces seen within 1 of the people."""
     assert len(lfw_wl) > 2700
-    cfg = RunConfig(sources=[str(shared_data / "video" / "crowd_walk_1920x1080.mp4")], watchlist=Path("lfw-dev"),
-                    detection={"roi": CROWD_ZONE})
-    t0 = time.monotonic()
-    r, summary, events = run_live(cfg, watchlist=lfw_wl)
+    cfg = RunConfig(sources=[str(shared_data / "video" / "crowd_walk_1920x1080.mp4")], watchlist=Path("lfw-dev"))
+    marked = crowd_marked_faces()
+    assert sum(map(len, marked.values())) >= 120
+    boxes: dict[int, list] = {}
+
+    def hook(worker, frame):
+        if frame.index in marked:
+            boxes[frame.index] = [tuple(tr.predict(frame.time)) for tr in worker.tracker.tracks
+                                  if frame.time - tr.last_time < 0.3]
+
+    r, summary, events = run_live(cfg, watchlist=lfw_wl, hook=hook)
     assert summary["alerts"] == 0, [e for e in events if e["event"] == "alert"]  # at the default threshold
-    assert summary["threshold"] < 0.4 and f"{len(lfw_wl)}-subject" in summary["threshold_reason"]
+    assert f"{len(lfw_wl)}-subject" in summary["threshold_reason"] and "every band" in summary["threshold_reason"]
     assert summary["frames"] == 105 and summary["dropped_frames"] == 0
-    # faces seen: tracks, each counted once, close to the people counted by eye (HOG, a frontal
-    # detector, misses the man in profile and the smallest faces; see docs/live.md)
-    assert abs(summary["faces_seen"] - CROWD_PEOPLE_BY_EYE) <= 3, summary["faces_seen"]
-    assert time.monotonic() - t0 < 90
+    found = sum(found_by_tracks(f, boxes.get(i, [])) for i, faces in marked.items() for f in faces)
+    total = sum(map(len, marked.values()))
+    assert found / total >= 0.9, f"{found}/{total}"
+    assert abs(summary["faces_seen"] - CROWD_PEOPLE_BY_EYE) <= 1, summary["faces_seen"]

@@ -32,9 +32,16 @@ def test_gpu_bench_quick_on_cpu(tmp_path, monkeypatch):
     assert m["boxes"]["up0_fp32"]["torch"] == m["boxes"]["up0_fp32"]["onnx"] == m["boxes"]["up0_fp32"]["matched_iou_0.9"]
     e = res["end_to_end"]["fast"][0]
     assert e["cameras"] == 2 and e["frames"] == 2 * 6 and e["fps_total"] > 0
+    # through the processes shape: camera processes around the inference service
+    assert res["end_to_end"]["shape"] == e["shape"] == "processes" and e["processes"] >= 1 and e["restarts"] == 0
+    assert e["service"]["faces"] == e["embedded"] and e["gpu_utilisation"] is None  # (no GPU here)
     assert res["gallery"]["fp32"]["recall_at_1_vs_exact"] == 1.0
+    c = res["device_chips"]  # chips cut "on the device" (here the CPU) from decoded frames
+    assert c["decoder"] in ("pyav", "opencv") and c["max_pixel_diff_vs_exact_chips"] <= 2
+    assert c["descriptor_distance_vs_exact_chips"] < 0.01 and c["faces_per_s_fp32_chips_from_decoded_frames"] > 0
     text = md.read_text()
     assert "CPU figures stay." in text and gpu.MARK_BEGIN in text and "Quick mode" in text
+    assert "shape `processes`" in text
     # a second run replaces the block instead of adding one
     gpu.update_results(md, gpu.results_markdown(res))
     assert md.read_text().count(gpu.MARK_BEGIN) == 1

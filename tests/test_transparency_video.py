@@ -108,6 +108,8 @@ def test_hamilton_scenario(shared_data, tmp_path):
     assert s["false_alerts"] == 0 and s["alert_precision"] == 1.0 and s["false_alert_rate"] == 0.0
     assert s["identities_alerted"] >= 2 and s["tpir_identity"] == pytest.approx(s["identities_alerted"] / 3)
     assert s["appearances"] == 4 and s["appearances_alerted"] >= 2
-    assert 3 <= s["faces_seen"] <= 8
+    # RetinaFace (the default detector) also finds the audience around the Obamas, the profile in the
+    # dark and the small faces HOG missed (HOG saw 3-8): about a dozen tracks, not one per frame
+    assert 3 <= s["faces_seen"] <= 16
     assert per["lin-manuel-miranda"]["alerts"] <= 2  # one per track, bounded by the cool-down
     assert all(a["true"] for a in s["alerts_scored"])

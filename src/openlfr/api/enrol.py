@@ -61,7 +61,9 @@ class FaceEnroller:
             self._engine = FaceEngine()
         return self._engine
 
-    def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None) -> EnrolResult:
+    def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None,
+                 low_quality_reason: str = "") -> EnrolResult:
+        """``low_quality_reason``: accept images that fail only the size or sharpness check (audited)."""
         from ..engine.images import ImageError, PixelBudget, RequestTooLarge, probe
         from ..watchlist.enrol import EnrolmentReport, NoAcceptedImage, enrol_subjects
         from ..watchlist.model import Subject
@@ -93,7 +95,8 @@ class FaceEnroller:
             try:
                 if not paths:
                     raise NoAcceptedImage("no image passed the quality checks", EnrolmentReport(ref, excluded_subjects=[ref]))
-                wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref)
+                wl, report = enrol_subjects([Subject(ref, name, category, paths)], self.engine(), min_face=self.min_face, source=ref,
+                                            accept_low_quality=bool(low_quality_reason.strip()))
             except NoAcceptedImage as e:  # the checks' own report: no image is decoded again
                 e.report.rejected[:0] = rejected_early
                 raise EnrolmentRejected("no image passed the quality checks", _report(e.report, names)) from None
@@ -105,6 +108,8 @@ class FaceEnroller:
                 images.append(NewImage(
                     data=up.data, template=wl.templates[j], quality=float(wl.template_quality[j]),
                     source=source or up.filename or "upload", taken_at=taken_at,
+                    low_quality_band=wl.template_low_quality_band[j] if wl.template_low_quality_band else None,
+                    low_quality_reason=low_quality_reason.strip(),
                     media_type=Image.MIME.get(kinds[i]) or "application/octet-stream"))
             return EnrolResult(images, _report(report, names))
 

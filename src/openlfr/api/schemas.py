@@ -195,7 +195,10 @@ class DeploymentPlan(Strict):
     starts_at: When
     ends_at: When
     cameras: list[Camera] = Field(min_length=1, max_length=64)
-    threshold: float = Field(gt=0, lt=2, description="Descriptor distance below which a face alerts")
+    threshold: Optional[float] = Field(None, gt=0, lt=2, description="A manual descriptor distance below which a face "
+                                       "alerts (needs threshold_reason); none: the calibrated scoring model")
+    threshold_reason: clean_text(500) = ""
+    target_fpir: float = Field(0.001, gt=0, lt=1, description="Target false alerts per face seen")
     watchlist: Name = Field(description="Watchlist name or id")
     signage_confirmed: bool = False
     notices_confirmed: bool = False
@@ -267,6 +270,7 @@ class FacesSeenBody(Strict):
     idempotency_key: IdempotencyKey
     camera: Camera
     count: int = Field(ge=0, le=10_000_000)
+    too_poor: int = Field(0, ge=0, le=10_000_000, description="Of which too poor to search (below the lowest quality band)")
 
 
 class WorkerStatus(BaseModel):

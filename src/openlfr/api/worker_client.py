@@ -255,11 +255,11 @@ class RemoteAlertSink:
 
     # -- faces seen ---------------------------------------------------------------------------
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1) -> None:
+    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
         if int(deployment_id) != self.deployment_id:
             raise GovernanceError(f"this worker's token is for deployment {self.deployment_id}, not {deployment_id}")
         with self._lock:
-            batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n)}
+            batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n), "too_poor": int(too_poor)}
             if len(self.buffer):
                 self.buffer.append({"faces_seen": batch})  # in order, behind what waits already
                 self._start()
@@ -373,4 +373,6 @@ def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_d
         threshold=float(r["threshold"]), cameras=list(r["cameras"]),
         starts_at=datetime.fromisoformat(r["starts_at"]), ends_at=datetime.fromisoformat(r["ends_at"]),
         sink=RemoteAlertSink(client, int(r["deployment_id"]), buffer_dir),  # type: ignore[arg-type]
+        threshold_evidence=r.get("threshold_evidence"),
+        template_low_quality_band=list(r.get("template_low_quality_band") or []),
     )

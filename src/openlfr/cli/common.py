@@ -6,11 +6,12 @@ from enum import Enum
 
 
 class Detector(str, Enum):
+    retina = "retina"
     hog = "hog"
     cnn = "cnn"
 
 
-def engine_from_options(detector: "Detector | str", upsample: int, min_face: int | None, flip: bool = False):
+def engine_from_options(detector: "Detector | str", upsample: int | None, min_face: int | None, flip: bool = False):
     from ..engine.pipeline import FaceEngine
 
     name = detector.value if isinstance(detector, Detector) else detector

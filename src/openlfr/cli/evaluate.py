@@ -23,6 +23,7 @@ class Norm(str, Enum):
     none = "none"
     z = "z"
     ratio = "ratio"
+    model = "model"
 
 
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each descriptor with the mirrored chip's.")]
@@ -32,6 +33,7 @@ JitterOpt = Annotated[
 class EvalDetector(str, Enum):
     hog = "hog"
     cnn = "cnn"
+    retina = "retina"
 
 
 DetectorOpt = Annotated[
@@ -39,7 +41,8 @@ DetectorOpt = Annotated[
     typer.Option(
         "--detector",
         help="First detector of the face-finding chain: hog (upsample 1; then HOG upsample 2, then the CNN) or "
-        "cnn (MMOD upsample 0; then upsample 1, then HOG). The CNN's boxes give better landmarks.",
+        "cnn (MMOD upsample 0; then upsample 1, then HOG) or retina (RetinaFace; then upsampled, then the CNN). "
+        "The CNN's and RetinaFace's boxes give better landmarks than HOG's.",
     ),
 ]
 SubpixelOpt = Annotated[
@@ -65,6 +68,8 @@ _FOUND_BY = {
     "hog_upsample2": "HOG at upsample 2",
     "cnn": "the CNN (MMOD) detector at upsample 1",
     "cnn_upsample0": "the CNN (MMOD) detector (upsample 0)",
+    "retina": "RetinaFace",
+    "retina_upsample1": "RetinaFace on the image enlarged 2x",
 }
 
 
@@ -165,7 +170,8 @@ def identify(
         typer.Option(
             help="Variant: score normalisation, no probe label used. z = Z-norm of each gallery template by its 100 "
             "nearest other templates (from the gallery alone); ratio = a probe's distance divided by its distance to "
-            "its second-nearest gallery identity."
+            "its second-nearest gallery identity; model = the product's scoring model (openlfr.scoring), with the "
+            "figures at its packaged thresholds for the gallery's size."
         ),
     ] = Norm.none,
     cache: CacheOpt = True,
@@ -209,6 +215,22 @@ def identify(
             f"FNIR at FPIR {t}: {s[f'fnir_at_fpir_{t}']:.4f} (threshold {thr:.4f} on the {s['score']}, "
             f"FPIR reached {s['fpir_reached'][t]:.4f})"
         )
+    for t, r in (s.get("at_product_thresholds") or {}).items():
+        if t.startswith("per_band"):
+            typer.echo(f"per probe quality band, at the scoring model's thresholds for FPIR {t.split('_')[-1]}:")
+            for name, v in r.items():
+                if name == "too_poor_to_search":
+                    typer.echo(f"  too poor to search: {v['mated']} mated, {v['nonmated']} non-mated probes (never alert)")
+                    continue
+                fn = "-" if v["fnir"] is None else f"{v['fnir']:.4f} (95% CI {v['fnir_ci95'][0]:.4f}-{v['fnir_ci95'][1]:.4f})"
+                fp = "-" if v["fpir"] is None else f"{v['fpir']:.4f} (95% CI {v['fpir_ci95'][0]:.4f}-{v['fpir_ci95'][1]:.4f})"
+                typer.echo(f"  band {name} ({v['mated']} mated, {v['nonmated']} non-mated probes): FNIR {fn}, FPIR {fp}")
+            continue
+        typer.echo(
+            f"at the scoring model's threshold for FPIR {t} ({s['gallery_identities']} subjects, band A, z {r['threshold']:+.3f}): "
+            f"FPIR {r['fpir']:.4f} (95% CI {r['fpir_ci95'][0]:.4f}-{r['fpir_ci95'][1]:.4f}), "
+            f"FNIR {r['fnir']:.4f} (95% CI {r['fnir_ci95'][0]:.4f}-{r['fnir_ci95'][1]:.4f})"
+        )
     same = s.get("same_probes_single_ref")
     if same:
         typer.echo(
@@ -222,3 +244,49 @@ def identify(
     if plot is not None:
         typer.echo(f"DET plot: {s['plot']}")
     typer.echo(f"time: {s['seconds']} s ({s['cache']['cached_descriptors']} of {s['cache']['images']} descriptors from the cache)")
+
+
+@evaluate_app.command("detection")
+def detection(
+    images: Annotated[Path, typer.Option(help="Folder of the images named in --boxes, or a video (names frame:N).",
+                                         show_default=False)],
+    boxes: Annotated[Path, typer.Option(help="Marked faces, dlib imglab XML (ignore='1' honoured).", show_default=False)],
+    detector: Annotated[
+        Optional[list[str]],
+        typer.Option("--detector", help="retina, hog, cnn (repeat for several; default: all three)."),
+    ] = None,
+    upsample: Annotated[int, typer.Option(min=0, max=2, help="Upsampling of HOG and the CNN (RetinaFace: none).")] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Precision, recall and AP at IoU 0.5, overall and by face width (<32, 32-64, 64-128, >128 px); time per megapixel."""
+    from ..engine.detection import DETECTORS, make_detector
+    from ..evaluate.detection import BoxesError, evaluate_detection
+
+    names = detector or list(DETECTORS)
+    bad = [n for n in names if n not in DETECTORS]
+    if bad:
+        _fail(f"unknown detector(s) {', '.join(bad)}; use {', '.join(DETECTORS)}")
+    if not images.exists():
+        _fail(f"{images}: no such folder or video")
+    dets = {n: make_detector(n, upsample=0 if n == "retina" else upsample) for n in names}
+    try:
+        res = evaluate_detection(images, boxes, dets)
+    except (BoxesError, OSError, ValueError) as e:
+        _fail(str(e))
+    res["upsample"] = {n: (0 if n == "retina" else upsample) for n in names}
+    if json_out:
+        print(json.dumps(res, indent=2))
+        return
+    typer.echo(f"{res['images']} images ({res['megapixels']} Mpx), {res['faces']} marked faces "
+               f"(+{res['ignored']} ignored), match at IoU {res['iou']}")
+
+    def fmt(v):
+        return "  -  " if v is None else f"{v:.3f}"
+
+    for n, r in res["detectors"].items():
+        typer.echo(f"{n} (upsample {res['upsample'][n]}): recall {fmt(r['recall'])} ({r['found']}/{r['faces']}), "
+                   f"precision {fmt(r['precision'])} ({r['false']} false), AP {fmt(r['ap'])}, "
+                   f"{r['s_per_megapixel']:.3f} s/Mpx")
+        for b, v in r["by_size"].items():
+            typer.echo(f"  width {b:>6}: {v['found']:>4}/{v['faces']:<4} recall {fmt(v['recall'])}  "
+                       f"precision {fmt(v['precision'])}  AP {fmt(v['ap'])}")

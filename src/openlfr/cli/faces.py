@@ -18,8 +18,8 @@ from .common import Detector, engine_from_options
 @app.command()
 def faces(
     images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
-    detector: Annotated[Detector, typer.Option(help="hog (dlib HOG) or cnn (MMOD on our runtime).")] = Detector.hog,
-    upsample: Annotated[int, typer.Option(min=0, max=4, help="Upsample the image N times before detecting.")] = 1,
+    detector: Annotated[Detector, typer.Option(help="retina (RetinaFace), hog (dlib HOG) or cnn (MMOD on our runtime).")] = Detector.retina,
+    upsample: Annotated[Optional[int], typer.Option(min=0, max=4, help="Upsample the image N times before detecting (default: 0 for retina, 1 for hog and cnn).")] = None,
     min_face: Annotated[Optional[int], typer.Option(help="Ignore faces smaller than this (px).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per face per line.")] = False,
     flip: Annotated[bool, typer.Option(help="Average descriptors with the mirrored chip.")] = False,
@@ -65,8 +65,8 @@ def compare(
     a: Annotated[Path, typer.Argument(help="First image (its largest face is used).")],
     b: Annotated[Path, typer.Argument(help="Second image.")],
     threshold: Annotated[float, typer.Option(help="Same person when the distance is below this.")] = 0.6,
-    detector: Annotated[Detector, typer.Option()] = Detector.hog,
-    upsample: Annotated[int, typer.Option(min=0, max=4)] = 1,
+    detector: Annotated[Detector, typer.Option()] = Detector.retina,
+    upsample: Annotated[Optional[int], typer.Option(min=0, max=4)] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Distance between the largest faces of two images, and same/different at the threshold."""

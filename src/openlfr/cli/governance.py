@@ -254,13 +254,14 @@ def user_disable(name: Annotated[str, typer.Argument()], db: DbOpt = None, as_us
 # -- watchlists ---------------------------------------------------------------------------------
 
 
-def _enrol_images(ref: str, name: str, category: str, paths: list[Path], min_face: int):
+def _enrol_images(ref: str, name: str, category: str, paths: list[Path], min_face: int, accept_low_quality: bool = False):
     """Quality-checked enrolment of one subject's images: (Watchlist, EnrolmentReport)."""
     from ..engine.pipeline import FaceEngine
     from ..watchlist.enrol import enrol_subjects
     from ..watchlist.model import Subject
 
-    return enrol_subjects([Subject(ref, name, category, [str(p) for p in paths])], FaceEngine(), min_face=min_face, source=ref)
+    return enrol_subjects([Subject(ref, name, category, [str(p) for p in paths])], FaceEngine(), min_face=min_face, source=ref,
+                          accept_low_quality=accept_low_quality)
 
 
 def _enrol_source(path: Path, min_face: int):
@@ -271,12 +272,13 @@ def _enrol_source(path: Path, min_face: int):
     return load_watchlist(path, FaceEngine(), min_face=min_face)
 
 
-def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
+def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None, low_quality_reason: str = ""):
     from ..engine.images import ImageError, media_type
     from ..governance.service import NewImage
 
     images = []
     paths = wl.template_image or [""] * wl.n_templates
+    bands = wl.template_low_quality_band or [None] * wl.n_templates
     for j in range(wl.n_templates):
         if int(wl.template_subject[j]) != subject_index:
             continue
@@ -289,6 +291,7 @@ def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None):
         images.append(NewImage(
             data=data, template=wl.templates[j], quality=float(wl.template_quality[j]),
             source=source or str(p), taken_at=taken_at, media_type=kind,
+            low_quality_band=bands[j], low_quality_reason=low_quality_reason if bands[j] else "",
         ))
     return images
 
@@ -321,10 +324,15 @@ def watchlist_add(
     source: Annotated[str, typer.Option(help="Where the images came from (e.g. custody record).")] = "",
     taken: Annotated[Optional[str], typer.Option(help="When the images were taken (ISO date).")] = None,
     min_face: Annotated[int, typer.Option(help="Smallest face width accepted (px).")] = 40,
+    accept_low_quality: Annotated[bool, typer.Option("--accept-low-quality", help="Enrol images that fail only the size or sharpness check (e.g. a CCTV still); needs --low-quality-reason; audited; the subject's matches are then held to the stricter quality band.")] = False,
+    low_quality_reason: Annotated[str, typer.Option(help="Why a reference below the quality gate is enrolled (with --accept-low-quality).")] = "",
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
     """Enrol a subject (or add images to one): quality-checked images, their templates, expiry."""
+    if accept_low_quality and not low_quality_reason.strip():
+        err.print("error: --accept-low-quality needs --low-quality-reason TEXT (kept in the audit log)")
+        raise typer.Exit(2)
     if volunteer and category is not None:
         err.print("error: a volunteer has the category 'volunteer'; leave out --category")
         raise typer.Exit(2)
@@ -338,13 +346,16 @@ def watchlist_add(
     from ..watchlist.model import WatchlistError
 
     try:
-        wl, report = _enrol_images(ref, name, cat, images, min_face)
+        wl, report = _enrol_images(ref, name, cat, images, min_face, **({"accept_low_quality": True} if accept_low_quality else {}))
     except WatchlistError as e:
         err.print(f"error: {e}")
         raise typer.Exit(2)
     for p, why in report.rejected:
         err.print(f"rejected {p}: {why}")
-    subj = gov.enrol_subject(actor, watchlist, ref, name, cat, reason, expires_at, _new_images(wl, 0, source, taken_at),
+    for a in report.accepted:
+        if a.low_quality_band:
+            err.print(f"accepted below the quality gate (band {a.low_quality_band}) {a.path}: {a.note}")
+    subj = gov.enrol_subject(actor, watchlist, ref, name, cat, reason, expires_at, _new_images(wl, 0, source, taken_at, low_quality_reason),
                              volunteer=volunteer)
     out.print(f"{'volunteer' if volunteer else 'subject'} {subj.id} ({ref}): {len(report.accepted)} image(s) enrolled, {len(report.rejected)} rejected; "
               f"expires {_local(subj.expires_at.isoformat())}")
@@ -524,7 +535,9 @@ def deployment_plan(
     end: Annotated[str, typer.Option(help="End: ISO date/time, or +N with s, m, h or d counted from the start (e.g. +4h).")],
     camera: Annotated[list[str], typer.Option("--camera", help="A camera name (repeat for several).")],
     watchlist: Annotated[str, typer.Option(help="Watchlist name or id.")],
-    threshold: Annotated[float, typer.Option(help="Alert when the distance is below this.")] = 0.6,
+    threshold: Annotated[Optional[float], typer.Option(help="A manual distance threshold (alert below it); needs --threshold-reason. Default: the calibrated scoring model for the watchlist's size and --target-fpir.", show_default=False)] = None,
+    threshold_reason: Annotated[str, typer.Option(help="Why a manual --threshold (required with it; kept in the audit and the report).")] = "",
+    target_fpir: Annotated[float, typer.Option(help="Target false alerts per face seen (the calibrated default meets it in every quality band).")] = 0.001,
     dpia: Annotated[str, typer.Option(help="DPIA reference.")] = "",
     signage_confirmed: Annotated[bool, typer.Option("--signage-confirmed", help="Signage is in place.")] = False,
     notices_confirmed: Annotated[bool, typer.Option("--notices-confirmed", help="Public notices were given.")] = False,
@@ -542,9 +555,15 @@ def deployment_plan(
         actor, name=name, use_case=use_case, location=location, zone=zone, starts_at=starts_at,
         ends_at=ends_at, cameras=camera, threshold=threshold, watchlist=watchlist,
         signage_confirmed=signage_confirmed, notices_confirmed=notices_confirmed, dpia_ref=dpia,
-        authorising_officer=authorising_officer,
+        authorising_officer=authorising_officer, threshold_reason=threshold_reason, target_fpir=target_fpir,
     )
+    from ..governance.thresholds import expected_line
+
     out.print(f"deployment {d.id} planned: {_local(d.starts_at.isoformat())} to {_local(d.ends_at.isoformat())}")
+    ev = json.loads(d.threshold_evidence) if d.threshold_evidence else None
+    if ev:
+        out.print(f"threshold: {ev.get('reason')}")
+        out.print(expected_line(ev))
 
 
 @deployment_app.command("authorise")
@@ -636,7 +655,12 @@ def deployment_show(
         ("alert precision", f"{precision_text(fa['true_alerts'], fa['true_alerts'] + fa['false_alerts'])['text']} (true alerts / adjudicated alerts)"),
     ]
     ev = d.get("threshold_evidence")
-    if ev:  # openlfr calibrate --store-for
+    if ev and ev.get("kind") in ("openlfr scoring model", "manual threshold"):
+        from ..governance.thresholds import expected_line
+
+        rows.insert(6, ("threshold reason", str(ev.get("reason"))))
+        rows.insert(7, ("expected false alerts", expected_line(ev) or "-"))
+    elif ev:  # openlfr calibrate --store-for
         rows.insert(6, ("threshold evidence", f"calibrated for {ev.get('watchlist_size')} subjects at FPIR {ev.get('target_fpir')}; "
                                               f"expected TPIR {ev.get('tpir')}"))
     vol = d.get("volunteers")

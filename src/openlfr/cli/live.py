@@ -93,7 +93,7 @@ def run(
     as_user: Annotated[Optional[str], typer.Option("--as", envvar="OPENLFR_USER", help="With --deployment (not --server): the operator running it ($OPENLFR_USER); password from $OPENLFR_ACTOR_PASSWORD or $OPENLFR_PASSWORD, else asked. Its alerts are recorded in their name.", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Alert when distance < threshold. Default: from --target-fpir and the watchlist's size.")] = None,
     target_fpir: Annotated[float, typer.Option(help="Target false alert rate per face seen, for the default threshold.")] = 0.001,
-    detector: Annotated[Detector, typer.Option(help="hog (fast) or cnn (MMOD: finds more faces, far slower).")] = Detector.hog,
+    detector: Annotated[Detector, typer.Option(help="retina (RetinaFace: finds turned and small faces), hog (dlib's frontal HOG) or cnn (MMOD: far slower).")] = Detector.retina,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line: alerts as they happen, then a summary.")] = False,
     annotate: Annotated[Optional[Path], typer.Option(help="Write a video (first camera) with alerts boxed and named, everything else blurred.")] = None,
     zone: Annotated[Optional[str], typer.Option(help="Zone of recognition: left,top,right,bottom fractions of the frame.")] = None,
@@ -104,6 +104,7 @@ def run(
     realtime: Annotated[Optional[bool], typer.Option("--realtime/--no-realtime", help="Read files at their frame rate, dropping frames under load (as a camera). Default: files as fast as processed.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
+    shape: Annotated[str, typer.Option(help="auto, threads (one process) or processes (camera processes around one inference service; many cameras, GPU).")] = "auto",
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
     from pydantic import ValidationError
@@ -117,7 +118,7 @@ def run(
         raise typer.Exit(2)
     try:
         cfg = RunConfig(
-            sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames,
+            sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames, shape=shape,
             detection={"detector": detector.value, "roi": _parse_zone(zone), "every": scan_every, "min_face_px": min_face},
             tracking={"max_absence_s": max_absence},
             alerts={"threshold": threshold, "target_fpir": target_fpir, "cooldown_s": cooldown},
@@ -191,12 +192,14 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
                   f"({', '.join(run.cameras)}); name each source: --source CAMERA=SPEC")
         raise typer.Exit(2)
     cfg.sources = [f"{n}={spec}" for n, spec in named]
-    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run)}
+    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run),
+            "scoring_evidence": run.threshold_evidence, "reference_band": run.reference_bands()}
 
 
 def _execute(cfg, json_out: bool, **runner_args) -> dict:
     """Prepare and run a LiveRunner with the JSON-lines or the Rich display; exits 2 on bad input."""
-    from ..live.runner import LiveRunner, RunError
+    from ..live.multiproc import make_runner
+    from ..live.runner import RunError
 
     out = sys.stdout
 
@@ -206,7 +209,7 @@ def _execute(cfg, json_out: bool, **runner_args) -> dict:
 
     console = Console()
     display = None if json_out else _Display(console)
-    runner = LiveRunner(cfg, on_event=json_event if json_out else display, **runner_args)
+    runner = make_runner(cfg, on_event=json_event if json_out else display, **runner_args)
     if display is not None:
         display.runner = runner
     try:
@@ -241,8 +244,8 @@ def _print_summary(console: Console, s: dict) -> None:
     t = Table(title="summary", show_header=False)
     t.add_column()
     t.add_column()
-    for key in ("frames", "faces_seen", "alerts", "alert_updates", "suppressed", "dropped_frames", "fps", "elapsed_s"):
-        t.add_row(key.replace("_", " "), str(s[key]))
+    for key in ("frames", "faces_seen", "too_poor_to_search", "alerts", "alert_updates", "suppressed", "dropped_frames", "fps", "elapsed_s"):
+        t.add_row(key.replace("_", " "), str(s.get(key, "-")))
     if s["alerts_per_subject"]:
         t.add_row("alerts per subject", ", ".join(f"{k}: {v}" for k, v in s["alerts_per_subject"].items()))
     t.add_row("threshold", f"{s['threshold']:.3f}")

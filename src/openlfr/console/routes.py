@@ -195,13 +195,16 @@ async def plan(request: Request):
     form = await form_of(pg)
     cams = [c.strip() for c in text(form, "cameras", 5000, True).replace("\n", ",").split(",") if c.strip()]
     try:
-        threshold = float(text(form, "threshold", 20, True))
+        raw = text(form, "threshold", 20)
+        threshold = float(raw) if raw else None  # empty: the calibrated scoring model
+        target = float(text(form, "target_fpir", 20) or 0.001)
     except ValueError:
-        raise ApiError(422, "validation", "threshold: a number") from None
+        raise ApiError(422, "validation", "threshold and target FPIR: numbers") from None
     args = dict(
         name=text(form, "name", 200, True), use_case=text(form, "use_case", 200, True), location=text(form, "location", 200, True),
         zone=text(form, "zone", 200, True), starts_at=_when(text(form, "starts_at", 40, True), "starts_at"),
         ends_at=_when(text(form, "ends_at", 40, True), "ends_at"), cameras=cams, threshold=threshold,
+        threshold_reason=text(form, "threshold_reason", 500), target_fpir=target,
         watchlist=text(form, "watchlist", 200, True), signage_confirmed=form.get("signage_confirmed") == "on",
         notices_confirmed=form.get("notices_confirmed") == "on", dpia_ref=text(form, "dpia_ref", 200),
         authorising_officer=text(form, "authorising_officer", 100) or None)
@@ -236,7 +239,11 @@ async def deployment_page(request: Request, deployment_id: int):
     cams = await run_in_threadpool(health.cameras, pg.gov, pg.actor, deployment_id)
     pub = (await run_in_threadpool(publication.published, pg.gov)).get(deployment_id)
     token = request.app.state.console_tokens.pop((pg.p.token_id, "worker", deployment_id), None)
-    return pg.render("deployment.html", d=d, f=d["figures"], worker_token=token, server_url=str(request.base_url).rstrip("/"),
+    from ..governance.thresholds import expected_line
+
+    ev = d.get("threshold_evidence") or {}
+    return pg.render("deployment.html", d=d, f=d["figures"], threshold_reason=ev.get("reason"),
+                     threshold_expected=expected_line(ev), worker_token=token, server_url=str(request.base_url).rstrip("/"),
                      cameras=cams, publication=pub, warn_s=await run_in_threadpool(health.warning_after_s, pg.gov),
                      title=f"Deployment {deployment_id}")
 
@@ -337,7 +344,8 @@ async def enrol(request: Request, ref: str):
     try:
         result = await run_in_threadpool(
             do_enrol, request, pg.p, ref, text(form, "ref", 200, True), text(form, "name", 200, True), category,
-            text(form, "reason", 2000, True), expires, text(form, "source", 500), text(form, "taken_at", 40) or None, uploads)
+            text(form, "reason", 2000, True), expires, text(form, "source", 500), text(form, "taken_at", 40) or None, uploads,
+            text(form, "low_quality_reason", 2000))
     except EnrolmentRejected as e:
         return await _watchlist_page(pg, ref, status=422, report=e.report, error=str(e))
     except (GovernanceError, ApiError) as e:

@@ -2,7 +2,7 @@
 
 ``FaceEngine`` glues the engine's parts together and is what the rest of openlfr uses::
 
-    engine = FaceEngine(detector="hog", upsample=1)
+    engine = FaceEngine()                # RetinaFace boxes (detector="hog" / "cnn": dlib's)
     faces = engine.analyze(rgb)          # list[Face], descriptors computed in one batch
 """
 
@@ -52,19 +52,32 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FaceEngine:
-    """Detector + 5-point landmarks + chips + quality + descriptor runtime."""
+    """Detector + 5-point landmarks + chips + quality + descriptor runtime.
+
+    Landmarks: with RetinaFace (the default) the chip is aligned from the detector's own 5
+    points (``retina.dlib_points``; faces under 40 px re-detected enlarged first:
+    ``retina.enlarged``), which place it better than dlib's 5-point model started from
+    RetinaFace's box (LFW folds 1-5, docs/evaluation.md); with HOG or the CNN, and with
+    ``landmarks="dlib"``, dlib's 5-point model from the box. Points are rounded to whole pixels
+    before the chip is cut, as dlib does."""
 
     def __init__(
         self,
-        detector: str = "hog",
-        upsample: int = 1,
+        detector: str = "retina",
+        upsample: int | None = None,
         min_face: int | None = None,
         flip: bool = False,
         jitter: int = 0,
         descriptor: DescriptorModel | None = None,
         threads: int | None = None,
+        landmarks: str = "detector",
     ):
+        if landmarks not in ("detector", "dlib"):
+            raise ValueError("landmarks must be 'detector' (the detector's own, when it gives them) or 'dlib'")
+        self.landmarks = landmarks
         self.detector_name = detector
+        if upsample is None:  # HOG and the CNN find faces from 40 px at 1; RetinaFace from ~20 px at 0
+            upsample = 0 if detector == "retina" else 1
         self.detector = make_detector(detector, upsample=upsample, min_face=min_face)
         self.flip = flip
         self.jitter = jitter
@@ -89,10 +102,31 @@ class FaceEngine:
         rgb = as_rgb(image)
         faces = []
         for det in detections:
-            pts = self.shape_predictor.predict(rgb, det.box)
-            chip = face_chip(rgb, pts)
-            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pts, det.score)))
+            pts, chip = self.landmarks_and_chip(rgb, det)
+            pose = pts
+            if self.landmarks == "detector" and det.landmarks is not None:
+                from .retina import pose_points
+
+                pose = pose_points(det.landmarks)
+            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pose, det.score)))
         return faces
+
+    def landmarks_and_chip(self, rgb: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray]:
+        """dlib-convention 5 landmarks (sub-pixel when from the detector) and the 150x150 chip."""
+        if self.landmarks == "detector" and det.landmarks is not None:
+            from .retina import SMALL_FACE, dlib_points, enlarged
+
+            if det.width < SMALL_FACE and hasattr(self.detector, "detect_batch"):
+                found = enlarged(self.detector, rgb, det)
+                if found is not None:
+                    big, bdet, f, (cl, ct) = found
+                    pts = dlib_points(bdet.landmarks)
+                    chip = face_chip(big, np.floor(pts + 0.5))
+                    return (pts + 0.5) / f - 0.5 + np.array([cl, ct]), chip
+            pts = dlib_points(det.landmarks)
+            return pts, face_chip(rgb, np.floor(pts + 0.5))
+        pts = self.shape_predictor.predict(rgb, det.box)
+        return pts, face_chip(rgb, pts)
 
     def embed(self, faces: list[Face]) -> list[Face]:
         """Fill in descriptors for faces, in one batch."""

@@ -13,7 +13,11 @@ For each image, with the default detector ``hog``:
    the image (``central_box``), which still goes through the landmarks and the aligned chip.
 
 With ``detector="cnn"`` the chain is the MMOD CNN at upsample 0 (``cnn_upsample0``), then at
-upsample 1 (``cnn``), then HOG at upsample 1 (``hog``), then steps 4 and 5. The CNN's boxes are
+upsample 1 (``cnn``), then HOG at upsample 1 (``hog``), then steps 4 and 5. With
+``detector="retina"``: RetinaFace (``retina``), then on the image enlarged 2x
+(``retina_upsample1``), then the CNN at upsample 1, then steps 4 and 5; a face RetinaFace found
+is aligned from its own 5 landmarks (``retina.dlib_points``), as ``FaceEngine`` does (the chip
+cut from the image as it is: LFW's faces are not small). The CNN's boxes are
 a better start for the 5-point landmarks (on lfw-dev: 99.23% with flip against 99.13% for HOG
 with flip and sub-pixel landmarks; docs/evaluation.md).
 
@@ -50,9 +54,11 @@ from ..engine.detection import Detection
 from ..engine.images import ImageError, load_image
 
 POLICY_VERSION = 3
-METHODS = ("hog", "hog_upsample2", "cnn", "off_centre", "central_box", "cnn_upsample0")  # indices stored in caches
+METHODS = ("hog", "hog_upsample2", "cnn", "off_centre", "central_box", "cnn_upsample0", "retina",
+           "retina_upsample1")  # indices stored in caches
 # "cnn" is the MMOD detector at upsample 1 (the default chain's last resort), "cnn_upsample0" at 0.
-CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn", "hog")}
+CHAINS = {"hog": ("hog", "hog_upsample2", "cnn"), "cnn": ("cnn_upsample0", "cnn", "hog"),
+          "retina": ("retina", "retina_upsample1", "cnn")}
 
 
 def fallbacks_of(detector: str) -> tuple[str, ...]:
@@ -69,7 +75,7 @@ class EmbedOptions:
     flip: bool = False
     jitter: int = 0
     subpixel: bool = False  # chips from the landmarks before dlib rounds them to whole pixels
-    detector: str = "hog"  # the first detector of the chain: "hog" (upsample 1) or "cnn" (MMOD, upsample 0)
+    detector: str = "hog"  # the first detector of the chain: "hog" (upsample 1), "cnn" (MMOD, upsample 0) or "retina"
 
     def __post_init__(self):
         if self.detector not in CHAINS:
@@ -85,7 +91,8 @@ class EmbedOptions:
         }
 
     def describe(self) -> str:
-        parts = ["HOG (upsample 1), nearest-centre face" if self.detector == "hog" else "CNN (MMOD, upsample 0), nearest-centre face"]
+        parts = [{"hog": "HOG (upsample 1)", "cnn": "CNN (MMOD, upsample 0)",
+                  "retina": "RetinaFace (dlib-style boxes)"}[self.detector] + ", nearest-centre face"]
         if self.subpixel:
             parts.append("sub-pixel landmarks")
         if self.jitter:
@@ -159,7 +166,8 @@ def central_box(width: int, height: int) -> tuple[int, int, int, int]:
     return round(l * sx), round(t * sy), round(r * sx), round(b * sy)
 
 
-_DETECTOR_ARGS = {"hog": ("hog", 1), "hog_upsample2": ("hog", 2), "cnn": ("cnn", 1), "cnn_upsample0": ("cnn", 0)}
+_DETECTOR_ARGS = {"hog": ("hog", 1), "hog_upsample2": ("hog", 2), "cnn": ("cnn", 1), "cnn_upsample0": ("cnn", 0),
+                  "retina": ("retina", 0), "retina_upsample1": ("retina", 1)}
 
 
 class FaceLocator:
@@ -196,7 +204,12 @@ class FaceLocator:
                 method, det = "off_centre", nearest_centre(first_found, w, h)
             else:
                 method, det = "central_box", Detection(central_box(w, h), 0.0)
-        pts = self.engine.shape_predictor.predict_subpixel(rgb, det.box)
+        if det.landmarks is not None:  # RetinaFace: its own landmarks (FaceEngine.landmarks_and_chip)
+            from ..engine.retina import dlib_points
+
+            pts = dlib_points(det.landmarks)
+        else:
+            pts = self.engine.shape_predictor.predict_subpixel(rgb, det.box)
         return _Located(method, tuple(int(v) for v in det.box), np.asarray(pts, np.float64))
 
 
@@ -267,6 +280,11 @@ def _stores(options: EmbedOptions, enabled: bool) -> tuple[_Store, _Store]:
     base = {"policy": POLICY_VERSION, "models": _models_tag()}
     if options.detector != "hog":  # (the default chain keeps the keys of the caches made before the option)
         base["detector"] = options.detector
+    if options.detector == "retina":  # its weights, box mapping and landmark template
+        from ..engine import retina, retina_weights
+
+        base["retina"] = [retina_weights.ONNX_SHA256[:12], retina.BOX_SIDE, retina.BOX_SHIFT,
+                          retina.POINTS_TEMPLATE.round(4).tolist()]
     face_id = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
     desc = {
         **base,
@@ -406,3 +424,27 @@ def _rel(p: Path, root: Path | None) -> str:
         except ValueError:
             pass
     return str(p)
+
+
+def face_qualities(paths: Iterable[str | Path], options: EmbedOptions = EmbedOptions()) -> dict[Path, tuple[float, float, float]]:
+    """``{path: (face box width, chip sharpness, yaw)}`` of the faces ``embed_images`` located (its
+    cache must hold them): what the scoring model's quality bands read. The chip is cut again from
+    the image (no network pass). Images whose face is not in the cache are left out."""
+    from ..engine.chips import face_chip
+    from ..engine.quality import pose_from_landmarks, sharpness_of
+
+    faces_store, _ = _stores(options, True)
+    out: dict[Path, tuple[float, float, float]] = {}
+    for p in (Path(x) for x in paths):
+        try:
+            row = faces_store.get(_file_key(p))
+            if row is None:
+                continue
+            loc = _unpack(row)
+            chip = face_chip(load_image(p), loc.chip_landmarks(options.subpixel))
+        except (OSError, ImageError):
+            continue
+        v = sharpness_of(chip)
+        _, yaw, _ = pose_from_landmarks(loc.landmarks)
+        out[p] = (float(loc.box[2] - loc.box[0]), v / (v + 100.0), float(yaw))
+    return out

@@ -25,6 +25,11 @@ Variants (each labelled as such in the output, since they change what is measure
   unchanged; a probe that is about as close to two identities scores near 1, one close to a
   single identity well below. It needs only the probe's own search, as at run time.
 
+- ``norm="model"``: the product's scoring (``openlfr.scoring``): Z-norm against each template's
+  ``k`` nearest other templates, shrunk towards the packaged prior as a live run does, and the
+  figures at the packaged thresholds for this gallery's size (band A, each target FPIR) beside
+  those at the thresholds measured on this data.
+
 No normalisation uses a probe's label. ``ZNORM_COHORT`` was chosen on lfw-dev (see
 docs/evaluation.md), so Z-norm figures measured on lfw-dev are optimistic; the ratio has no parameter.
 """
@@ -42,7 +47,7 @@ from .lfw import EvaluationError
 
 FPIR_TARGETS = (0.01, 0.003, 0.001)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
-NORMS = ("none", "z", "ratio")
+NORMS = ("none", "z", "ratio", "model")
 ZNORM_COHORT = 100
 
 
@@ -126,6 +131,13 @@ def score_matrix(probes: np.ndarray, gallery: np.ndarray, norm: str = "none") ->
     if norm == "z":
         mean, std = znorm_stats(gallery)
         return (d - mean[None, :]) / std[None, :]
+    if norm == "model":
+        from ..scoring import load_scoring_model
+        from ..scoring.cohort import cohort_stats
+
+        m = load_scoring_model()
+        mean, std = cohort_stats(gallery, m.prior, m.k)
+        return (d - mean[None, :]) / std[None, :]
     if norm == "ratio":
         if d.shape[1] < 2:
             raise EvaluationError("ratio normalisation needs at least two gallery identities")
@@ -165,6 +177,7 @@ class _Figures:
     rank1: float
     points: list[metrics.OperatingPoint]
     det: metrics.Det
+    product: dict | None = None  # norm "model": figures at the packaged thresholds
 
     def as_dict(self) -> dict:
         return {
@@ -172,10 +185,11 @@ class _Figures:
             **{f"fnir_at_fpir_{p.target_fpir:g}": p.fnir for p in self.points},
             "thresholds": {f"{p.target_fpir:g}": round(p.threshold, 6) for p in self.points},
             "fpir_reached": {f"{p.target_fpir:g}": p.fpir for p in self.points},
+            **({"at_product_thresholds": self.product} if self.product else {}),
         }
 
 
-def measure(protocol: Protocol, emb: Embedded, norm: str) -> _Figures:
+def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None = None) -> _Figures:
     """Search every probe of ``protocol`` against its gallery templates; rank-1, FNIR at FPIR, DET."""
     at = emb.index()
 
@@ -188,11 +202,63 @@ def measure(protocol: Protocol, emb: Embedded, norm: str) -> _Figures:
     mated_ids = np.array([n for n, _ in protocol.mated])
     hit = mated.best_id == mated_ids
     points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
-    return _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
+    fig = _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
+    if norm == "model":
+        fig.product = product_points(mated.best, hit, nonmated.best, len(gallery))
+        if qualities is not None:
+            fig.product["per_band_0.001"] = per_band_points(
+                mated.best, hit, nonmated.best, len(gallery), [qualities.get(p) for _, p in protocol.mated],
+                [qualities.get(p) for _, p in protocol.nonmated])
+    return fig
+
+
+def per_band_points(mated_best, hit, nonmated_best, n: int, mated_q, nonmated_q, target: float = 0.001) -> dict:
+    """Per probe quality band (``ScoringModel.band_of`` on (face width, sharpness, yaw)): FNIR and FPIR
+    with 95% Wilson intervals at that band's packaged threshold; probes too poor to search never alert."""
+    from ..scoring import load_scoring_model
+    from ..scoring.calibration import wilson
+
+    m = load_scoring_model()
+    bands_m = [None if q is None else m.band_of(*q) for q in mated_q]
+    bands_n = [None if q is None else m.band_of(*q) for q in nonmated_q]
+    out = {}
+    for k, b in enumerate(m.bands):
+        z = m.z_threshold(k, n, target)
+        im = [i for i, x in enumerate(bands_m) if x == k]
+        jn = [j for j, x in enumerate(bands_n) if x == k]
+        fn = int(sum(not (hit[i] and mated_best[i] < z) for i in im))
+        fp = int(sum(nonmated_best[j] < z for j in jn))
+        out[b.name] = {"threshold": round(z, 4), "mated": len(im), "nonmated": len(jn),
+                       "fnir": fn / len(im) if im else None, "fnir_ci95": [round(v, 5) for v in wilson(fn, len(im))] if im else None,
+                       "fpir": fp / len(jn) if jn else None, "fpir_ci95": [round(v, 5) for v in wilson(fp, len(jn))] if jn else None}
+    out["too_poor_to_search"] = {"mated": sum(x is None for x in bands_m), "nonmated": sum(x is None for x in bands_n)}
+    return out
+
+
+def product_points(mated_best, hit, nonmated_best, n: int) -> dict:
+    """FNIR and FPIR, with 95% Wilson intervals, at the packaged scoring model's band A thresholds
+    for an ``n``-subject gallery (what a deployment planned for this gallery would use)."""
+    from ..scoring import load_scoring_model
+    from ..scoring.calibration import wilson
+
+    m = load_scoring_model()
+    out = {}
+    for t in m.targets:
+        z = m.z_threshold(0, n, t)
+        fp = int((nonmated_best < z).sum())
+        fn = int((~(hit & (mated_best < z))).sum())
+        out[f"{t:g}"] = {"threshold": round(z, 4), "fpir": fp / len(nonmated_best), "fpir_ci95": [round(v, 5) for v in wilson(fp, len(nonmated_best))],
+                         "fnir": fn / len(mated_best), "fnir_ci95": [round(v, 5) for v in wilson(fn, len(mated_best))]}
+    return out
 
 
 def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
-    figures = measure(protocol, emb, norm)
+    qualities = None
+    if norm == "model":  # the probes' quality bands, for per-band figures
+        from .embedding import face_qualities
+
+        qualities = face_qualities([p for _, p in protocol.mated + protocol.nonmated], options)
+    figures = measure(protocol, emb, norm, qualities)
     extra, variant = {}, []
     if protocol.multi_ref > 1:
         variant.append(
@@ -212,6 +278,9 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         )
     if norm == "ratio":
         variant.append("ratio: distance divided by the probe's distance to its second-nearest gallery identity")
+    if norm == "model":
+        variant.append("model: the product's scoring (openlfr.scoring): Z-norm with the packaged prior; "
+                       "at_product_thresholds gives FNIR and FPIR at the packaged band A thresholds for this gallery's size")
     summary = {
         "protocol": "open-set 1:N; gallery = first image of each identity with >= 2 images; mated probes = "
         "their other images; non-mated probes = identities with exactly one image",
@@ -219,7 +288,7 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         "images": str(root),
         "options": {**options.as_dict(), "multi_ref": protocol.multi_ref, "norm": norm},
         "method": options.describe(),
-        "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio"}[norm],
+        "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio", "model": "scoring model Z-score"}[norm],
         **protocol.counts(),
         **figures.as_dict(),
         **extra,

@@ -61,8 +61,8 @@ class AlertStore:
     def record(self, deployment_id: int, alert) -> int:
         return self._gov.record_alert(self.actor, deployment_id, alert)
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1) -> None:
-        self._gov.count_faces_seen(self.actor, deployment_id, camera, n)
+    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
+        self._gov.count_faces_seen(self.actor, deployment_id, camera, n, too_poor=too_poor)
 
     def report_cameras(self, deployment_id: int, cameras: list[dict]) -> None:
         """Camera health (``openlfr.governance.cameras``), as this host and actor."""
@@ -88,6 +88,24 @@ class DeploymentRun:
     starts_at: datetime
     ends_at: datetime
     sink: AlertStore
+    threshold_evidence: dict | None = None  # how the threshold was chosen (a scoring model decides per band)
+    template_low_quality_band: list = field(default_factory=list)  # per template: band name of an override, or None
+
+    def reference_bands(self) -> np.ndarray | None:
+        """(subjects,) worst quality band index of each subject's references enrolled below the gate
+        (0 where none was), in the order of ``watchlist()``; None when there is no override."""
+        if not any(self.template_low_quality_band):
+            return None
+        from ..scoring import load_scoring_model
+
+        names = load_scoring_model().band_names()
+        index = {s.id: i for i, s in enumerate(self.subjects)}
+        out = np.zeros(len(self.subjects), np.int64)
+        for sid, band in zip(self.template_subject_ids, self.template_low_quality_band):
+            if band:
+                b = names.index(band) if band in names else len(names) - 1
+                out[index[int(sid)]] = max(out[index[int(sid)]], b)
+        return out
 
     def watchlist(self):
         """The snapshot as an ``openlfr.watchlist.model.Watchlist`` (subject ids as strings)."""

@@ -75,6 +75,8 @@ class NewImage:
     source: str = ""
     taken_at: datetime | None = None
     media_type: str = "image/jpeg"
+    low_quality_band: str | None = None  # enrolled below the quality gate (override): its band
+    low_quality_reason: str = ""  # why (required with the band; audited)
 
 
 @dataclass
@@ -354,6 +356,8 @@ class Governance:
             raise GovernanceError(f"subject {ref}: no reference image with a template")
         vectors = []
         for im in images:
+            if im.low_quality_band is not None and not (im.low_quality_reason or "").strip():
+                raise GovernanceError(f"subject {ref}: a reference below the quality gate needs a reason")
             try:
                 vectors.append(repo.vector_bytes(im.template))
             except ValueError as e:
@@ -381,7 +385,13 @@ class Governance:
                                      sha256=hashlib.sha256(im.data).hexdigest(), data=im.data)
                 s.add(row)
                 s.flush()
-                s.add(Template(subject_id=subj.id, image_id=row.id, vector=vec, quality=float(im.quality), created_at=now))
+                s.add(Template(subject_id=subj.id, image_id=row.id, vector=vec, quality=float(im.quality), created_at=now,
+                               low_quality_band=im.low_quality_band))
+                if im.low_quality_band is not None:
+                    s.flush()
+                    self._audit(s, actor, "subject.low_quality_override", f"subject:{subj.id}", {
+                        "image_sha256": row.sha256, "band": im.low_quality_band, "quality": float(im.quality),
+                        "reason": im.low_quality_reason.strip()})
             s.flush()
             details = {"watchlist_id": w.id, "images_added": len(images)}
             if created:
@@ -474,13 +484,19 @@ class Governance:
         starts_at: datetime,
         ends_at: datetime,
         cameras: Sequence[str],
-        threshold: float,
+        threshold: float | None = None,
         watchlist: int | str,
         signage_confirmed: bool = False,
         notices_confirmed: bool = False,
         dpia_ref: str = "",
         authorising_officer: str | None = None,
+        threshold_reason: str = "",
+        target_fpir: float = 0.001,
     ) -> Deployment:
+        """Without ``threshold`` the calibrated scoring model for the watchlist's size and
+        ``target_fpir`` is stored; a manual threshold needs ``threshold_reason`` (``thresholds.py``)."""
+        from .thresholds import plan_evidence
+
         starts_at, ends_at = utc(starts_at), utc(ends_at)
         cams = [str(c) for c in cameras]
         if not name or not use_case or not location or not zone:
@@ -489,12 +505,13 @@ class Governance:
             raise GovernanceError("the end must be after the start")
         if not cams or len(set(cams)) != len(cams) or any(not c for c in cams):
             raise GovernanceError("a deployment needs one or more cameras, each named once")
-        if not (0.0 < float(threshold) < 2.0):
+        if threshold is not None and not (0.0 < float(threshold) < 2.0):
             raise GovernanceError("the threshold is a descriptor distance in (0, 2)")
         with self._tx(actor, "deployment.plan") as s:
             if ends_at <= self.now():
                 raise GovernanceError("the deployment would end in the past")
             w = self._watchlist(s, watchlist)
+            threshold, evidence = plan_evidence(repo.count(s, SubjectRow, SubjectRow.watchlist_id == w.id, SubjectRow.expires_at > self.now()), threshold, threshold_reason, target_fpir)
             officer_id = None
             if authorising_officer:
                 officer = self._user(s, authorising_officer)
@@ -504,7 +521,7 @@ class Governance:
             d = Deployment(
                 name=name, use_case=use_case, location=location, zone=zone, starts_at=starts_at, ends_at=ends_at,
                 cameras=json.dumps(cams), threshold=float(threshold), watchlist_id=w.id,
-                signage_confirmed=bool(signage_confirmed), notices_confirmed=bool(notices_confirmed), dpia_ref=dpia_ref or "",
+                threshold_evidence=json.dumps(evidence, sort_keys=True), signage_confirmed=bool(signage_confirmed), notices_confirmed=bool(notices_confirmed), dpia_ref=dpia_ref or "",
                 authorising_officer_id=officer_id, status="planned", planned_by_id=actor.user_id, planned_at=self.now(),
             )
             s.add(d)
@@ -514,6 +531,8 @@ class Governance:
                 "starts_at": _iso(starts_at), "ends_at": _iso(ends_at), "cameras": cams, "threshold": float(threshold),
                 "watchlist_id": w.id, "signage_confirmed": bool(signage_confirmed), "notices_confirmed": bool(notices_confirmed),
                 "dpia_ref": dpia_ref or "", "authorising_officer_id": officer_id,
+                "threshold_kind": evidence["kind"], "threshold_reason": evidence["reason"], "target_fpir": float(target_fpir),
+                "expected_fpir": evidence["expected_fpir"],
             })
             return d
 
@@ -578,7 +597,7 @@ class Governance:
         if s.execute(select(Snapshot).where(Snapshot.deployment_id == d.id)).first() is not None:
             raise GovernanceError(f"deployment {d.id} already had a snapshot")
         rows = s.execute(
-            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer)
+            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer, Template.low_quality_band)
             .join(Template, Template.subject_id == SubjectRow.id)
             .where(SubjectRow.watchlist_id == d.watchlist_id, SubjectRow.expires_at > now)
             .order_by(SubjectRow.id, Template.id)
@@ -595,8 +614,8 @@ class Governance:
                         n_subjects=len({r[0] for r in rows}), n_templates=len(rows), composition=json.dumps(composition))
         s.add(snap)
         s.flush()
-        s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec)
-                  for sid, nm, cat, vec, _ in rows)
+        s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec,
+                                   low_quality_band=band) for sid, nm, cat, vec, _, band in rows)
         s.flush()
         return snap
 
@@ -711,7 +730,8 @@ class Governance:
                 "composition": json.loads(snap.composition) if snap.composition else None,
             },
             "threshold_evidence": json.loads(d.threshold_evidence) if d.threshold_evidence else None,
-            "faces_seen": {"total": faces, "by_camera": seen},
+            "faces_seen": {"total": faces, "by_camera": seen, "too_poor_to_search": int(sum(
+                n for (n,) in s.execute(select(FacesSeen.too_poor).where(FacesSeen.deployment_id == d.id))))},
             "alerts": {"total": len(alerts), "true_alerts": true_alerts, "false_alerts": false_alerts,
                        "unadjudicated": sum(1 for a in alerts if a not in decided), "engagements": results, "outcomes": outcomes},
             "volunteers": {"alerts": len(vol_alerts), "true_alerts": vol_true, "false_alerts": vol_false,
@@ -749,10 +769,10 @@ class Governance:
             if snap is None:
                 raise DeploymentNotActive(f"deployment {d.id} has no snapshot")
             rows = s.execute(select(SnapshotTemplate.subject_id, SnapshotTemplate.subject_name, SnapshotTemplate.subject_category,
-                                    SnapshotTemplate.vector).where(SnapshotTemplate.snapshot_id == snap.id)
+                                    SnapshotTemplate.vector, SnapshotTemplate.low_quality_band).where(SnapshotTemplate.snapshot_id == snap.id)
                              .order_by(SnapshotTemplate.subject_id, SnapshotTemplate.id)).all()
             subjects: dict[int, RunSubject] = {}
-            for sid, nm, cat, _ in rows:
+            for sid, nm, cat, *_ in rows:
                 subjects.setdefault(sid, RunSubject(sid, nm, cat))
             templates = np.stack([repo.vector_array(r[3]) for r in rows]) if rows else np.zeros((0, repo.DIM), np.float32)
             self._audit(s, actor, "deployment.run", f"deployment:{d.id}", {"snapshot_id": snap.id, "templates": len(rows)})
@@ -761,6 +781,8 @@ class Governance:
                 template_subject_ids=np.array([r[0] for r in rows], np.int64), subjects=list(subjects.values()),
                 threshold=d.threshold, cameras=repo.cameras_of(d), starts_at=d.starts_at, ends_at=d.ends_at,
                 sink=AlertStore(self, actor),
+                threshold_evidence=json.loads(d.threshold_evidence) if d.threshold_evidence else None,
+                template_low_quality_band=[r[4] for r in rows],
             )
 
     def is_running(self, deployment_id: int) -> bool:
@@ -848,12 +870,13 @@ class Governance:
         s.flush()
 
     def count_faces_seen(self, actor: Actor, deployment_id: int, camera: str, n: int = 1,
-                         delivery: tuple[str, int] | None = None) -> int:
-        """Add ``n`` faces seen (tracks) to a deployment's camera; returns the camera's new total.
+                         delivery: tuple[str, int] | None = None, too_poor: int = 0) -> int:
+        """Add ``n`` faces seen (tracks) to a deployment's camera, ``too_poor`` of them too poor to search
+        (below the lowest quality band); returns the camera's new total.
 
         Each count is an audit entry with the running total (the published false alert rate's
         denominator is covered by the chain). ``delivery``: as in ``record_alert``."""
-        if n < 0:
+        if n < 0 or too_poor < 0:
             raise GovernanceError("faces seen only grow")
         with self._tx(actor, "alert.record") as s:
             d = self._running(s, deployment_id, lock=True)
@@ -864,12 +887,13 @@ class Governance:
                 from sqlalchemy.dialects.postgresql import insert
             else:
                 from sqlalchemy.dialects.sqlite import insert
-            stmt = insert(FacesSeen).values(deployment_id=d.id, camera=camera, count=int(n))
+            stmt = insert(FacesSeen).values(deployment_id=d.id, camera=camera, count=int(n), too_poor=int(too_poor))
             s.execute(stmt.on_conflict_do_update(index_elements=["deployment_id", "camera"],
-                                                 set_={"count": FacesSeen.count + stmt.excluded.count}))
+                                                 set_={"count": FacesSeen.count + stmt.excluded.count,
+                                                       "too_poor": FacesSeen.too_poor + stmt.excluded.too_poor}))
             total = int(s.execute(select(FacesSeen.count).where(FacesSeen.deployment_id == d.id, FacesSeen.camera == camera)).scalar_one())
             self._audit(s, actor, "faces_seen.count", f"deployment:{d.id}", {"deployment_id": d.id, "camera": camera, "n": int(n),
-                                                                             "total": total})
+                                                                             "total": total, "too_poor": int(too_poor)})
             if delivery is not None:
                 self._delivered(s, delivery, None)
             return total

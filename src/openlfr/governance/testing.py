@@ -64,6 +64,7 @@ class World:
         now = self.clock.now()
         args = dict(name="High Street", use_case="wanted persons", location="High Street, Cardiff", zone="north entrance",
                     starts_at=now + start_in, ends_at=now + start_in + length, cameras=list(cameras), threshold=0.6,
+                    threshold_reason="test world: a fixed distance",
                     watchlist=self.watchlist, signage_confirmed=True, notices_confirmed=True, dpia_ref="DPIA-2030-01")
         args.update(kw)
         return self.gov.plan_deployment(self["operator"], **args).id

@@ -103,13 +103,16 @@ class AlertPolicy:
         template: np.ndarray | None = None,
         now: float | None = None,
     ) -> list[AlertEvent]:
-        """Decide on a track's (subject index, distance) search results; returns new alerts and updates."""
+        """Decide on a track's (subject index, distance[, threshold]) search results; returns new alerts and
+        updates. A per-match threshold (the scoring model's, for that subject and the probe's band)
+        replaces the policy's single one."""
         now = time.monotonic() if now is None else now
         out: list[AlertEvent] = []
         with self._lock:
-            for subj, dist in matches:
-                subj, dist = int(subj), float(dist)
-                if subj < 0 or not dist < self.threshold:
+            for m in matches:  # (subject, distance) or (subject, distance, that subject's threshold)
+                subj, dist = int(m[0]), float(m[1])
+                limit = float(m[2]) if len(m) > 2 else self.threshold
+                if subj < 0 or not dist < limit:
                     continue
                 key = (camera, track, subj)
                 alert = self._by_track.get(key)
@@ -126,7 +129,7 @@ class AlertPolicy:
                     else:
                         sid, name, cat = self._subject(subj)
                         alert = Alert(
-                            next(self._ids), camera, track, sid, name, subj, dist, self.threshold, frame, t, now,
+                            next(self._ids), camera, track, sid, name, subj, dist, limit, frame, t, now,
                             max(0.0, now - first_wall), cat, tracks=[track],
                             chip=None if chip is None else chip.copy(),
                             template=None if template is None else np.array(template, np.float32),

@@ -11,6 +11,11 @@ its descriptor suffers. Faces narrower than ``small_face`` px are first cut out 
 and enlarged with bicubic interpolation (to about ``enlarge_to`` px), and the landmarks and chip
 are taken there; landmarks are mapped back, so quality (size) still sees the true face size.
 On hamilton's 30-pixel pianist this brings the distance to his reference photo down by about 0.02-0.04.
+
+RetinaFace's detections (the default) carry 5 landmarks of their own: the chip is aligned from
+them (``retina.dlib_points``), with no shape predictor, and a face under ``small_face`` px is
+first re-detected on its neighbourhood enlarged to ~100 px (``retina.enlarged``), whose
+landmarks place the chip better still (the pianist: 0.54 mean distance against 0.61).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Aligner:
         self.engine = engine
         self.small_face = small_face
         self.enlarge_to = enlarge_to
+        self._redetector = None
         self._sp = None
         if native:
             try:
@@ -43,9 +49,12 @@ class Aligner:
 
     def align(self, rgb: np.ndarray, det):
         """A ``Face`` (box, score, landmarks, chip, quality; no descriptor) for one Detection."""
+        from ..engine.pipeline import Face
+
+        if det.landmarks is not None and getattr(self.engine, "landmarks", "detector") == "detector":
+            return self._from_detector(rgb, det)
         if self._sp is None:
             return self.engine.align(rgb, [det])[0]
-        from ..engine.pipeline import Face
 
         l, t, r, b = (int(v) for v in det.box)
         width = r - l + 1
@@ -63,6 +72,41 @@ class Aligner:
         else:
             pts, chip = self._native(rgb, (l, t, r, b))
         return Face(det.box, det.score, pts, chip, assess(chip, pts, det.score))
+
+    def _from_detector(self, rgb: np.ndarray, det):
+        """RetinaFace's detections: the chip from its own landmarks; a face under ``small_face``
+        px is re-detected on its enlarged neighbourhood first (``retina.enlarged``), on a
+        one-thread detector of the aligner's own."""
+        from ..engine.pipeline import Face
+        from ..engine.retina import RetinaDetector, dlib_points, enlarged, pose_points
+
+        if self.small_face and det.width < self.small_face:
+            if self._redetector is None:
+                self._redetector = RetinaDetector(threads=1)
+            found = enlarged(self._redetector, rgb, det)
+            if found is not None:
+                big, bdet, f, (cl, ct) = found
+                pts = dlib_points(bdet.landmarks)
+                chip = self._chip(big, pts)
+                pts = (pts + 0.5) / f - 0.5 + np.array([cl, ct])
+                raw = (bdet.landmarks + 0.5) / f - 0.5 + np.array([cl, ct])
+                return Face(det.box, det.score, pts, chip, assess(chip, pose_points(raw), det.score))
+        pts = dlib_points(det.landmarks)
+        chip = self._chip(rgb, pts)
+        return Face(det.box, det.score, pts, chip, assess(chip, pose_points(det.landmarks), det.score))
+
+    def _chip(self, rgb: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """dlib's chip for 5 points rounded to whole pixels (native when dlib imports)."""
+        p = np.floor(pts + 0.5)
+        if self._sp is None:
+            from ..engine.chips import face_chip
+
+            return face_chip(rgb, p)
+        dlib = self._dlib
+        l, t = (int(v) for v in p.min(0))
+        r, b = (int(v) for v in p.max(0))
+        shape = dlib.full_object_detection(dlib.rectangle(l, t, r, b), [dlib.point(int(x), int(y)) for x, y in p])
+        return np.asarray(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
 
     def _native(self, rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         dlib = self._dlib

@@ -17,27 +17,35 @@ class DetectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["hog", "cnn"] = "hog"
+    detector: Literal["retina", "hog", "cnn"] = "retina"
     upsample: int = Field(0, ge=0, le=2, description="detector upsampling of the (scaled) image")
     threshold: float = Field(0.0, ge=-2, le=2, description="HOG detection threshold (dlib's adjust_threshold)")
     window_threshold: float = Field(
         -0.5, ge=-2, le=2,
         description="HOG threshold in the windows around tracks (lower keeps turned faces tracked)",
     )
+    score_threshold: float = Field(0.5, gt=0, lt=1, description="RetinaFace score threshold in full scans")
+    window_score_threshold: float = Field(
+        0.3, gt=0, lt=1, description="RetinaFace score threshold in the windows around tracks (keeps turned faces)",
+    )
     scale: float = Field(
         0.0, ge=0.0, le=4.0,
         description="resize factor of the frame for the full-frame scan; 0 = automatic (min_face_px, scan_pixels)",
     )
     min_face_px: int = Field(24, ge=8, description="automatic scale: enlarge small frames to find faces this small")
-    scan_pixels: int = Field(1920 * 1080, ge=10_000, description="automatic scale: most pixels a full scan looks at")
+    scan_pixels: Optional[int] = Field(
+        None, ge=10_000,
+        description="automatic scale: most pixels a full scan looks at; None = the detector's (scheduler.PROFILES)",
+    )
     every: int = Field(0, ge=0, le=1000, description="scan every N frames; 0 = automatic (2 per second)")
     motion: bool = Field(True, description="between full scans, scan only what changed since the previous scan")
     full_every: int = Field(0, ge=0, le=10000, description="scan the whole zone every N frames; 0 = every 2 s")
     track_every: int = Field(
         2, ge=1, le=100, description="re-detect around each live track every N frames (tracking in between)"
     )
-    track_face_px: int = Field(
-        90, ge=40, le=400, description="windows around tracks are scaled so the face is about this wide"
+    track_face_px: Optional[int] = Field(
+        None, ge=24, le=400,
+        description="windows around tracks are scaled so the face is about this wide; None = the detector's",
     )
     min_face: Optional[int] = Field(None, ge=8, description="ignore detections smaller than this (px, full frame)")
     roi: Optional[tuple[float, float, float, float]] = Field(
@@ -110,6 +118,12 @@ class RunConfig(BaseModel):
     max_frames: Optional[int] = Field(None, ge=1, description="stop each source after this many frames")
     maintain_every_s: float = Field(30.0, gt=0, description="deployment runs: purge and schedule check interval")
     health_every_s: float = Field(2.0, gt=0, description="deployment runs: camera health report interval (and at once on a change)")
+    shape: Literal["auto", "threads", "processes"] = Field(
+        "auto",
+        description="threads: one process, a thread per camera; processes: camera processes around one "
+        "inference service (live/multiproc); auto: from the hardware and the number of cameras",
+    )
+    camera_processes: int = Field(0, ge=0, le=1024, description="processes shape: camera processes; 0 = one per core but one")
 
     @model_validator(mode="after")
     def _unique_sources(self):

@@ -102,10 +102,12 @@ class SharedEmbedder:
                 item[1].set_exception(RuntimeError("embedder stopped"))
 
 
-def engine_compute(engine):
-    """The FaceEngine's descriptor with its flip/jitter options, as a ``compute`` function."""
+def engine_compute(engine, flip: bool | None = None):
+    """The FaceEngine's descriptor with its flip/jitter options (``flip`` overrides the engine's),
+    as a ``compute`` function."""
+    flip = engine.flip if flip is None else flip
 
     def compute(chips: np.ndarray) -> np.ndarray:
-        return engine.descriptor.compute(chips, flip=engine.flip, jitter=engine.jitter)
+        return engine.descriptor.compute(chips, flip=flip, jitter=engine.jitter)
 
     return compute

@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,7 +34,7 @@ from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
-from .scheduler import DetectionScheduler, GreyHog
+from .scheduler import PROFILES, DetectionScheduler, GreyHog
 from .sink import split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
@@ -89,6 +89,7 @@ class CameraStats:
     merged: int = 0
     faces_seen: int = 0
     alerts: int = 0
+    too_poor: int = 0  # faces seen whose every shot was below the lowest quality band: not searched
     reconnects: int = 0
     busy_s: float = 0.0  # worker time spent on frames (wall clock)
     cpu_s: float = 0.0  # worker CPU time spent on frames (its thread only)
@@ -111,11 +112,23 @@ class CameraWorker(threading.Thread):
         self.queue = queue
         self.stats = stats
         c = self.cfg.detection
-        detector = GreyHog(c.upsample, c.threshold) if c.detector == "hog" else runner.engine.detector
+        prof = PROFILES[c.detector]
+        if c.detector == "hog":
+            detector, window_thr = GreyHog(c.upsample, c.threshold), c.window_threshold
+        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
+            from ..engine.detection import make_detector
+
+            detector = make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
+            detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
+            window_thr = c.window_score_threshold
+        else:
+            detector, window_thr = runner.engine.detector, None
         self.scheduler = DetectionScheduler(
-            detector, motion=c.motion, full_every=c.full_every, window_threshold=c.window_threshold, every=c.every, track_every=c.track_every, scale=c.scale,
-            scan_pixels=c.scan_pixels, min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px,
-            min_face=c.min_face, roi=c.roi, fps=source.fps,
+            detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
+            track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
+            min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
+            min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
+            window_start=prof.window_start,
         )
         t = self.cfg.tracking
         self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
@@ -134,7 +147,9 @@ class CameraWorker(threading.Thread):
         step = self.scheduler.step(rgb, None, predicted, frame.grey)
         if step.kind != "none":
             self.stats.detections += len(step.detections)
-            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d)
+            weak = step.start_score
+            tdets = [TrackedDetection(np.asarray(d.box, np.float64), d.score, colour_histogram(rgb, d.box), d,
+                                      starts=weak is None or d.score >= weak)
                      for d in step.detections]
             pairs, _new = self.tracker.update(tdets, t, frame.wall, frame.index, step.searched)
             self._best_shots(rgb, frame, pairs)
@@ -157,13 +172,17 @@ class CameraWorker(threading.Thread):
                 continue  # cannot beat the kept shots, or too soon after the last one: not even aligned
             face = self.r.aligner.align(rgb, det)
             self.stats.aligned += 1
+            band = self.r.band_of(face)
+            if band is None:  # below the lowest quality band: not searched, counted when the track ends
+                tr.state["too_poor"] = True
+                continue
             if shots.wants(face.quality.score, frame.index):
-                cands.append((tr, face))
+                cands.append((tr, face, band))
         if not cands:
             return
-        for tr, _ in cands:
+        for tr, *_ in cands:
             tr.state["shots"].reserve(frame.index)
-        fut = self.r.embedder.submit(np.stack([f.chip for _, f in cands]))
+        fut = self.r.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
         self._pending.append((fut, cands, frame.index, frame.time))
 
     def _collect(self, wait: bool = True) -> None:
@@ -173,7 +192,7 @@ class CameraWorker(threading.Thread):
         for fut, cands, index, t in pending:
             desc = fut.result(timeout=120)
             last = (index, t)
-            for (tr, face), dvec in zip(cands, desc):
+            for (tr, face, band), dvec in zip(cands, desc):
                 shots = tr.state.get("shots")
                 if shots is None:  # the track ended meanwhile
                     continue
@@ -181,6 +200,7 @@ class CameraWorker(threading.Thread):
                 first = not shots.shots
                 self.stats.embedded += 1
                 if shots.add(shot):
+                    tr.state["band"] = min(tr.state.get("band", band), band)
                     if first and self._reidentify(tr):
                         continue
                     if tr not in changed:
@@ -220,8 +240,12 @@ class CameraWorker(threading.Thread):
         q = np.stack([tr.state["shots"].template for tr in tracks])
         k = min(3, self.r.n_subjects)
         dist, lab = top_subjects(self.r.index, q, k)
+        sc = self.r.scoring
         for tr, drow, lrow in zip(tracks, dist, lab):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
+            if sc is not None:
+                band = tr.state.get("band", len(sc.z) - 1)
+                matches = [(l, d, sc.threshold(l, band)) for l, d in matches]
             tr.state["nearest"] = matches[0][1] if matches else None
             best = tr.state["shots"].best
             events = self.r.policy.consider(
@@ -237,6 +261,8 @@ class CameraWorker(threading.Thread):
     def _end_tracks(self, ended: list[Track]) -> None:
         for tr in ended:
             shots = tr.state.get("shots")
+            if tr.state.get("too_poor") and (shots is None or not shots.shots) and tr.confirmed:
+                self.stats.too_poor += 1
             if shots is not None:
                 shots.clear()
             self.r.policy.track_ended(self.source.name, tr.id)
@@ -287,8 +313,12 @@ class LiveRunner:
     """Build with a RunConfig, ``prepare()`` (raises RunError on bad input), then ``run()``."""
 
     def __init__(self, cfg: RunConfig, on_event: Callable[[dict], None] | None = None, engine=None,
-                 watchlist=None, enrol_engine=None, sink=None, threshold: float | None = None):
+                 watchlist=None, enrol_engine=None, sink=None, threshold: float | None = None,
+                 scoring_evidence: dict | None = None, reference_band=None):
         self.cfg = cfg
+        self.scoring_evidence = scoring_evidence  # a deployment planned with the calibrated scoring model
+        self.reference_band = reference_band  # (subjects,) worst band of each subject's references (overrides)
+        self.scoring = None  # WatchlistScoring when the scoring model decides
         self.sink = sink  # AlertSink (live/sink.py): alerts persisted before anyone is notified
         self.fixed_threshold = threshold  # a deployment's own threshold
         self.on_event = on_event or (lambda e: None)
@@ -308,9 +338,11 @@ class LiveRunner:
         self.interrupted = False
         self.summary: dict | None = None
         self._faces_stored: dict[str, int] = {}
+        self._poor_stored: dict[str, int] = {}
         self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
         self.signalled: int | None = None
         self._health_due = False
+        self._last_health = 0.0
         self._health_last: dict[str, tuple[int, float]] = {}
 
     # ------------------------------------------------------------------ setup
@@ -354,7 +386,7 @@ class LiveRunner:
             self.close_sources()
             raise RunError("no watchlist given")
         if self.watchlist is None:
-            enrol = self.enrol_engine or FaceEngine(detector="hog", upsample=1)
+            enrol = self.enrol_engine or FaceEngine()
             try:
                 self.watchlist, self.enrolment = load_watchlist(c.watchlist, enrol)
             except WatchlistError as e:
@@ -366,13 +398,41 @@ class LiveRunner:
         self.n_subjects = len(self.watchlist)
         self.index = make_index("exact")
         self.index.add(self.watchlist.templates, self.watchlist.template_subject)
-        if self.fixed_threshold is not None:
+        from ..scoring import load_scoring_model
+
+        self.scoring_model = load_scoring_model()
+        ev = self.scoring_evidence
+        if ev is not None and ev.get("kind") == "openlfr scoring model":
+            self._use_scoring(float(ev["target_fpir"]), "the deployment's authorised scoring model: ")
+        elif self.fixed_threshold is not None:
             self.threshold = ThresholdInfo(float(self.fixed_threshold), f"{self.fixed_threshold:.3f}: the deployment's authorised threshold",
                                            c.alerts.target_fpir, None, True)
+        elif c.alerts.threshold is None:
+            self._use_scoring(c.alerts.target_fpir, "")
         else:
             self.threshold = decide_threshold(self.n_subjects, c.alerts.threshold, c.alerts.target_fpir)
         self.policy = AlertPolicy(self.threshold.threshold, c.alerts.cooldown_s, c.alerts.min_improvement,
                                   self.watchlist.subjects)
+
+    def _use_scoring(self, target: float, prefix: str) -> None:
+        """Cohort statistics of the watchlist and a distance threshold per subject and band."""
+        from ..scoring import ScoringError
+
+        m = self.scoring_model
+        try:
+            self.scoring = m.for_watchlist(self.watchlist.templates, self.watchlist.template_subject, target,
+                                           self.reference_band)
+        except ScoringError as e:
+            self.close_sources()
+            raise RunError(f"scoring: {e}") from None
+        if m.probe_flip:  # probes embedded as calibrated (also by a multi-process run's service: the engine's flip)
+            self.engine.flip = True
+        ev = m.evidence(self.n_subjects, target)
+        self.threshold = ThresholdInfo(float(ev["threshold"]), prefix + ev["reason"], target, target, False)
+
+    def band_of(self, face) -> int | None:
+        """The face's quality band (None: too poor to search)."""
+        return self.scoring_model.band_of_face(face)
 
     def _warm_up(self) -> None:
         """First calls are slow (onnxruntime plans its memory, dlib builds its detector): make
@@ -454,7 +514,9 @@ class LiveRunner:
         c = self.cfg
         prev = self._install_signals()  # first: a SIGTERM from now on stops the run cleanly
         self.emit(self.start_event())
-        self.embedder = SharedEmbedder(engine_compute(self.engine), c.embed_batch, c.embed_wait_ms).start()
+        # the scoring model was calibrated on probes embedded as it says (flip-averaged or not)
+        flip = bool(self.engine.flip or (self.scoring is not None and self.scoring_model.probe_flip))
+        self.embedder = SharedEmbedder(engine_compute(self.engine, flip), c.embed_batch, c.embed_wait_ms).start()
         import itertools
 
         ids = itertools.count(1)
@@ -477,7 +539,7 @@ class LiveRunner:
         try:
             for t in readers + workers:
                 t.start()
-            last_maintain = last_health = time.monotonic()
+            last_maintain = time.monotonic()
             self._report_health()
             while any(w.is_alive() for w in workers):
                 for w in workers:
@@ -485,17 +547,7 @@ class LiveRunner:
                 for r, st in zip(readers, self.stats):
                     st.read = r.frames_read
                     st.dropped = r.queue.dropped
-                if self.sink is not None:
-                    self._flush_faces_seen()
-                    if self._health_due or time.monotonic() - last_health >= c.health_every_s:
-                        last_health = time.monotonic()
-                        self._report_health()
-                    if time.monotonic() - last_maintain >= c.maintain_every_s:
-                        last_maintain = time.monotonic()
-                        if not self.sink.maintain():
-                            log.warning("the deployment has ended: stopping")
-                            self.emit({"event": "deployment_ended"})
-                            self.stop()
+                last_maintain = self._keep_sink(last_maintain)
         finally:
             self.stop_event.set()
             for r in readers:
@@ -513,14 +565,34 @@ class LiveRunner:
         self.emit(self.summary)
         return self.summary
 
+    def _keep_sink(self, last_maintain: float) -> float:
+        """Between polls of a running job: hand the faces-seen counts to the sink and, every
+        ``maintain_every_s``, run the deployment's upkeep; stop once the deployment has ended.
+        Returns the time of the last upkeep."""
+        if self.sink is None:
+            return last_maintain
+        self._flush_faces_seen()
+        if self._health_due or time.monotonic() - self._last_health >= self.cfg.health_every_s:
+            self._last_health = time.monotonic()
+            self._report_health()
+        if time.monotonic() - last_maintain >= self.cfg.maintain_every_s:
+            last_maintain = time.monotonic()
+            if not self.sink.maintain():
+                log.warning("the deployment has ended: stopping")
+                self.emit({"event": "deployment_ended"})
+                self.stop()
+        return last_maintain
+
     def _flush_faces_seen(self) -> None:
         """Add each camera's new tracks to the deployment's faces-seen count."""
         for st in self.stats:
             n = st.faces_seen - self._faces_stored.get(st.name, 0)
-            if n > 0:
+            poor = st.too_poor - self._poor_stored.get(st.name, 0)
+            if n > 0 or poor > 0:
                 try:
-                    self.sink.count_faces_seen(st.name, n)
+                    self.sink.count_faces_seen(st.name, max(n, 0), **({"too_poor": poor} if poor > 0 else {}))
                     self._faces_stored[st.name] = st.faces_seen
+                    self._poor_stored[st.name] = st.too_poor
                 except Exception as e:  # noqa: BLE001 - retried at the next flush
                     log.error("faces seen on %s not stored: %s", st.name, e)
 
@@ -557,6 +629,7 @@ class LiveRunner:
             "frames": frames,
             "faces_seen": sum(s.faces_seen for s in self.stats),
             "alerts": len(self.policy.alerts),
+            "too_poor_to_search": sum(s.too_poor for s in self.stats),
             "dropped_frames": sum(s.dropped for s in self.stats),
             "fps": round(frames / elapsed, 2),
             "alert_updates": self.policy.updates,

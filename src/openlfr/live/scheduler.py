@@ -1,8 +1,9 @@
 """Where and when the detector runs on a live frame: the main lever for speed.
 
 A face detector over a whole 1080p frame costs far more than a frame interval (dlib's HOG:
-~0.3 s at 1920x1080 finding faces of 80 px and up; the MMOD CNN: over 1 s). So a camera does
-not detect everywhere on every frame:
+~0.3 s at 1920x1080 finding faces of 80 px and up; RetinaFace, the default: about as much at
+0.67 of the frame, finding faces of ~24 px; the MMOD CNN: over 1 s). So a camera does not
+detect everywhere on every frame (each detector's scale, window size and floors: ``PROFILES``):
 
 - **full scans** every ``every`` frames, of the frame (or of its zone of recognition ``roi``),
   resized by ``scale``. The scale and the detector's ``upsample`` set the smallest face a scan
@@ -36,10 +37,39 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..engine.detection import Detection
-from .tracker import iou_matrix, nms
+from ..engine.detection import CONTAIN, Detection
+from ..engine.detection import nms as box_nms
+from .tracker import iou_matrix
 
 HOG_WINDOW = 80  # dlib's frontal HOG and MMOD find faces of about 80 px at upsample 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A detector's scheduling defaults: ``window``, the smallest face (px, dlib-style box) it
+    finds at scale 1; ``track_face_px``, the face width the windows around tracks are scaled to;
+    ``scan_pixels``, the most pixels a full scan looks at (its cost)."""
+
+    window: int
+    track_face_px: int
+    scan_pixels: int
+    min_face: int | None = None
+    window_start: float | None = None  # least score of a window detection that starts a track
+
+
+# RetinaFace: on the marked crowd frames (tests/data/crowd_walk_boxes.xml) a 1080p frame scanned
+# at 0.67 finds 122 of 124 faces, all of those under 32 px among them (0.5: 108; docs/live.md);
+# faces of 16 px at scale 1, so the default min_face_px of 24 gives that 0.67. Windows around
+# tracks: a face of ~56 px sits in RetinaFace's best range, in a window of ~135 px. Faces under
+# 20 px (the far door's passers-by) are not tracked: no chip made from them can be recognised.
+# In the windows RetinaFace runs at a lower threshold (0.3, config.window_score_threshold) to keep
+# turned faces; a window detection starts a track of its own only at 0.9 and above (the hair
+# above a tracked face scores 0.5-0.8 there; a new face is found by the next scan anyway).
+PROFILES = {
+    "hog": Profile(HOG_WINDOW, 90, 1920 * 1080),
+    "cnn": Profile(HOG_WINDOW, 90, 1920 * 1080),
+    "retina": Profile(16, 56, 1920 * 1080, 20, 0.9),
+}
 
 
 class GreyHog:
@@ -66,6 +96,9 @@ class DetectStep:
     detections: list[Detection]
     searched: list[tuple[float, float, float, float]]  # regions looked at (full-frame pixels)
     pixels: int = 0  # pixels the detector saw (after scaling), a measure of the work
+    # detections scoring below this (found in track windows, at a lower threshold) may continue a
+    # track but not start one: hair or a hand beside a tracked face would become "faces seen"
+    start_score: float | None = None
 
 
 def _resize(img: np.ndarray, s: float) -> np.ndarray:
@@ -94,12 +127,15 @@ class DetectionScheduler:
         motion: bool = True,
         full_every: int = 0,
         window_threshold: float | None = None,
+        window_start: float | None = None,
     ):
         """``detector``: an object with ``detect(rgb) -> list[Detection]`` (e.g. ``FaceEngine.detector``)."""
         self.detector = detector
         self.every = every if every > 0 else max(1, int(round(fps / 2)))
         self.motion = motion
-        self.window_threshold = window_threshold  # HOG threshold in track windows (None: the detector's)
+        self.window_threshold = window_threshold  # detector threshold in track windows (None: the detector's)
+        self.window_start = window_start  # least score of a window detection that starts a track (None: any)
+
         self.full_every = full_every if full_every > 0 else max(self.every, int(round(2 * fps)))
         self.track_every = track_every
         self.scale = scale
@@ -147,16 +183,32 @@ class DetectionScheduler:
         crop = _resize(img[t:b, l:r], s)
         if crop.shape[0] < 20 or crop.shape[1] < 20:
             return [], 0
-        out = []
         found = self.detector.detect(crop) if threshold is None else self.detector.detect(crop, threshold)
-        for d in found:
-            bl, bt, br, bb = d.box
-            box = (
-                int(round(l + bl / s)), int(round(t + bt / s)),
-                int(round(l + (br + 1) / s - 1)), int(round(t + (bb + 1) / s - 1)),
-            )
-            out.append(Detection(box, d.score))
-        return out, crop.shape[0] * crop.shape[1]
+        return [d.mapped(1 / s, l, t) for d in found], crop.shape[0] * crop.shape[1]
+
+    def _run_many(self, img: np.ndarray, jobs, threshold: float | None = None) -> tuple[list[Detection], int]:
+        """Several (region, scale) at once: one batched call when the detector has ``detect_batch``
+        (RetinaFace: the windows around tracks are of about one size, so padding costs little)."""
+        batch = getattr(self.detector, "detect_batch", None)
+        if batch is None or len(jobs) < 2:
+            dets, px = [], 0
+            for region, s in jobs:
+                found, n = self._run(img, region, s, threshold)
+                dets += found
+                px += n
+            return dets, px
+        crops, keep = [], []
+        for (l, t, r, b), s in jobs:
+            crop = _resize(img[t:b, l:r], s)
+            if crop.shape[0] >= 20 and crop.shape[1] >= 20:
+                crops.append(crop)
+                keep.append(((l, t), s))
+        if not crops:
+            return [], 0
+        dets = []
+        for found, ((l, t), s) in zip(batch(crops, threshold), keep):
+            dets += [d.mapped(1 / s, l, t) for d in found]
+        return dets, sum(c.shape[0] * c.shape[1] for c in crops)
 
     def due_scan(self, index: int) -> bool:
         return self._last_scan is None or index - self._last_scan >= self.every
@@ -192,16 +244,12 @@ class DetectionScheduler:
             return DetectStep("scan", self._filter(dets), [tuple(map(float, r)) for r in regions], px)
         if predicted and index % self.track_every == 0:
             self.window_runs += 1
-            dets, searched, px = [], [], 0
-            thr = self.window_threshold if getattr(self.detector, "accepts_grey", False) else None
-            for win, s in self._windows(predicted, w, h):
-                found, n = self._run(img, win, s, thr)
-                dets += found
-                px += n
-                searched.append(tuple(map(float, win)))
+            jobs = self._windows(predicted, w, h)
+            dets, px = self._run_many(img, jobs, self.window_threshold)
+            searched = [tuple(map(float, win)) for win, _ in jobs]
             self.window_px += px
             self.window_cpu_s += time.thread_time() - c0
-            return DetectStep("windows", self._filter(dets), searched, px)
+            return DetectStep("windows", self._filter(dets), searched, px, self.window_start)
         return DetectStep("none", [], [], 0)
 
     def _scan_regions(self, img: np.ndarray, index: int) -> list[tuple[int, int, int, int]]:
@@ -268,6 +316,8 @@ class DetectionScheduler:
         if self.min_face:
             dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
         if len(dets) > 1:
-            keep = nms(np.array([d.box for d in dets], float), np.array([d.score for d in dets]), 0.4)
+            boxes = np.array([d.box for d in dets], float)
+            boxes[:, 2:] += 1  # inclusive -> exclusive edges
+            keep = box_nms(boxes, np.array([d.score for d in dets], float), 0.4, CONTAIN)
             dets = [dets[i] for i in keep]
         return dets

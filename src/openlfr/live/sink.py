@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class AlertSink(Protocol):
     def record(self, alert) -> object: ...
 
-    def count_faces_seen(self, camera: str, n: int) -> None: ...
+    def count_faces_seen(self, camera: str, n: int, too_poor: int = 0) -> None: ...
 
     def maintain(self) -> bool: ...
 
@@ -34,9 +34,9 @@ class DeploymentSink:
         self.ids[alert.id] = stored
         return stored
 
-    def count_faces_seen(self, camera: str, n: int) -> None:
-        if n:
-            self.run.sink.count_faces_seen(self.run.deployment_id, camera, n)
+    def count_faces_seen(self, camera: str, n: int, too_poor: int = 0) -> None:
+        if n or too_poor:
+            self.run.sink.count_faces_seen(self.run.deployment_id, camera, n, **({"too_poor": too_poor} if too_poor else {}))
 
     def maintain(self) -> bool:
         return self.run.maintain()

@@ -84,6 +84,7 @@ class TrackedDetection:
     score: float
     hist: np.ndarray | None = None
     payload: object = None  # e.g. the aligned Face, for best-shot selection
+    starts: bool = True  # may start a new track (False: a weak detection only continues one)
 
 
 @dataclass(eq=False)
@@ -191,6 +192,8 @@ class Tracker:
         new = []
         for i in unmatched:
             d = detections[i]
+            if not d.starts:
+                continue
             tr = Track(next(self._ids), self.camera, np.asarray(d.box, np.float64), t, wall, t, hist=d.hist,
                        last_frame=frame_index)
             tr.confirmed = self.min_hits <= 1

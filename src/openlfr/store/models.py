@@ -123,6 +123,8 @@ class Template(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32, little endian
     quality: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Quality band of a reference enrolled below the quality gate (audited override); NULL: it passed. Migration 0006.
+    low_quality_band: Mapped[str | None] = mapped_column(String(8))
 
 
 # -- deployments ------------------------------------------------------------------------------
@@ -197,6 +199,7 @@ class SnapshotTemplate(Base):
     subject_name: Mapped[str] = mapped_column(String(200))
     subject_category: Mapped[str] = mapped_column(String(60))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    low_quality_band: Mapped[str | None] = mapped_column(String(8))  # copied from the template (migration 0006)
 
 
 class VolunteerPass(Base):
@@ -217,6 +220,8 @@ class FacesSeen(Base):
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
     camera: Mapped[str] = mapped_column(String(200), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # of which too poor to search (below the lowest quality band; never searched). Migration 0006.
+    too_poor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 # -- alerts -----------------------------------------------------------------------------------

@@ -211,7 +211,31 @@ def collect(gov, actor, deployment_id: int) -> Report:
     ev = d.get("threshold_evidence")
     thr = {"value": d["threshold"], "evidence": ev}
     exp_fpir, exp_tpir, basis = None, None, ""
-    if ev:
+    if ev and ev.get("kind") in ("openlfr scoring model", "manual threshold"):
+        from ..governance.thresholds import expected_line
+
+        exp_fpir = ev.get("expected_fpir")
+        if ev["kind"] == "manual threshold":
+            from ..watchlist.threshold import fpir as table_fpir
+
+            n_for = max(n_subj, 1) if n_subj else int(ev.get("watchlist_size") or 1)
+            exp_fpir = float(table_fpir(d["threshold"], n_for))
+            thr["how"] = (f"set by hand when the deployment was planned, because: {ev.get('reason')}. By the packaged LFW "
+                          f"impostor table a face that is not on a {n_for}-subject watchlist alerts at this threshold with "
+                          f"probability {pct(exp_fpir, 3)} ({one_in(exp_fpir)}), against a target of {pct(float(ev['target_fpir']), 3)}")
+        else:
+            thr["how"] = f"{ev.get('reason')}. {expected_line(ev)}."
+        thr["expected_line"] = expected_line({**ev, "expected_fpir": exp_fpir})
+        basis = "the scoring model's calibration" if ev["kind"] == "openlfr scoring model" else "the packaged LFW impostor table"
+        if ev["kind"] == "openlfr scoring model":
+            thr["bands"] = ev.get("bands")
+        elif exp_fpir is not None and exp_fpir > float(ev.get("target_fpir") or 1):
+            thr["warning"] = (f"the manual threshold implies a false alert rate of {pct(exp_fpir, 3)} per face seen, "
+                              f"{exp_fpir / float(ev['target_fpir']):.1f} times the target {pct(float(ev['target_fpir']), 3)}")
+        if n_subj and int(ev.get("watchlist_size") or 0) < n_subj:
+            thr["warning"] = (thr.get("warning", "") + "; " if thr.get("warning") else "") + (
+                f"planned for {ev.get('watchlist_size')} subjects but the snapshot held {n_subj}")
+    elif ev:
         exp_fpir = ev.get("fpir_direct_at_threshold")
         if exp_fpir is None:
             exp_fpir = ev.get("fpir_independent_at_threshold")
@@ -292,6 +316,7 @@ def collect(gov, actor, deployment_id: int) -> Report:
                       "categories": comp.get("categories") or {}, "volunteers": len(comp.get("volunteers") or [])},
         "threshold": thr,
         "cameras": [{"name": c, "faces_seen": int(d["faces_seen"]["by_camera"].get(c, 0))} for c in d["cameras"]],
+        "too_poor_to_search": d["faces_seen"].get("too_poor_to_search"),
         "alerts": {
             "operational": {"total": len(op), "true_alerts": op_true, "false_alerts": op_false,
                             "unadjudicated": sum(1 for a in op if not a["decision"])},
@@ -345,9 +370,25 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
     lines = [f"Threshold: {thr['value']:.4f} (alert when the descriptor distance is below it)", f"How it was chosen: {thr['how']}"]
     if thr.get("warning"):
         lines.append(f"Warning: {thr['warning']}")
+    if thr.get("bands"):
+        lines.append("Per probe quality band, as calibrated on degraded LFW dev probes (FNIR: a watchlisted face missed; "
+                     "FPIR: a face not on the watchlist alerts; 95% intervals):")
+        for b in thr["bands"]:
+            e = b.get("expected") or {}
+            fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
+            tight = e.get("tightened")
+            lines.append(f"  band {b['name']} ({b.get('label') or ''}): FPIR {'at most ' if tight else ''}{pct(e.get('fpir'), 3)}"
+                         + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
+                         + (f", FNIR {'at least ' if tight else ''}{pct(e.get('fnir'), 3)}"
+                            + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "") if e.get("fnir") is not None else "")
+                         + ("; held to a better band's stricter threshold" if tight else "")
+                         + f"; measured at {e.get('at_size')} subjects")
+        lines.append("Faces below the last band are not searched (too poor to search).")
     out.append(("Threshold", lines))
     out.append(("Cameras and faces seen", [f"{c['name']}: {num(c['faces_seen'])} faces seen" for c in d["cameras"]]
-                + [f"Total faces seen: {num(fig['faces_seen'])}"]))
+                + [f"Total faces seen: {num(fig['faces_seen'])}"]
+                + ([f"Of which too poor to search (below the lowest quality band, never compared with the watchlist): "
+                    f"{num(d['too_poor_to_search'])}"] if d.get("too_poor_to_search") is not None else [])))
     op, tab = al["operational"], al["table"]
     lines = [
         f"Alerts: {op['total']} (true {op['true_alerts']}, false {op['false_alerts']}, not adjudicated {op['unadjudicated']})",

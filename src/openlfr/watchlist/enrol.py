@@ -20,6 +20,12 @@ inter-ocular distance ≥ 0.3 x ``min_face``, which also stops strongly turned f
 with a 5 px Gaussian, while LFW's soft 250x250 JPEGs score 0.12 to 0.8). A subject without any
 accepted image is left out and reported.
 
+A watchlist manager may enrol a usable but soft or small reference on purpose
+(``accept_low_quality``; the governed commands require a reason and audit it): an image that
+fails only the size or sharpness check is then accepted with its quality band
+(``openlfr.scoring``) recorded, and the subject's matches are held to the stricter of the
+probe's band and that one.
+
 References use flip averaging by default (the chip and its mirror), one template per image.
 """
 
@@ -40,6 +46,7 @@ DOMINANCE = 2.0  # the largest face's box area over the next one's, to accept a 
 IOD_PER_WIDTH = 0.3  # minimum inter-ocular distance / min_face (a frontal face has ~0.4)
 MIN_SHARPNESS = 0.1  # Quality.sharpness = v / (v + 100) of the chip: Laplacian variance v >= 11
 CSV_REQUIRED = ("subject_id", "image")
+LOW_QUALITY_NOTE = "below the quality gate"
 
 
 class NoAcceptedImage(WatchlistError):
@@ -57,6 +64,7 @@ class AcceptedImage:
     quality: float
     box: tuple[int, int, int, int]
     note: str = ""  # e.g. "dominant face of 3"
+    low_quality_band: str | None = None  # accepted below the quality gate (override): its band
 
 
 @dataclass
@@ -91,7 +99,8 @@ class EnrolmentReport:
         return {
             "source": self.source,
             "accepted": [
-                {"path": a.path, "subject_id": a.subject_id, "quality": round(a.quality, 4), "box": list(a.box), "note": a.note}
+                {"path": a.path, "subject_id": a.subject_id, "quality": round(a.quality, 4), "box": list(a.box), "note": a.note,
+                 "low_quality_band": a.low_quality_band}
                 for a in self.accepted
             ],
             "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
@@ -172,8 +181,10 @@ def read_csv(path: Path) -> list[Subject]:
     return list(subjects.values())
 
 
-def check_image(path: str, engine, min_face: int, min_sharpness: float):
-    """(face, note) for an acceptable reference image, else (None, reason)."""
+def check_image(path: str, engine, min_face: int, min_sharpness: float, accept_low_quality: bool = False):
+    """(face, note) for an acceptable reference image, else (None, reason). With
+    ``accept_low_quality`` a face that fails only the size or sharpness check is accepted, its note
+    saying ``below the quality gate: <why>``."""
     try:
         rgb = load_image(path)
     except ImageError as e:
@@ -192,11 +203,16 @@ def check_image(path: str, engine, min_face: int, min_sharpness: float):
     face = faces[0]
     width = face.box[2] - face.box[0] + 1
     iod = face.quality.interocular_px
+    why = None
     if width < min_face or iod < IOD_PER_WIDTH * min_face:
-        return None, f"face too small ({width} px wide, inter-ocular {iod:.0f} px; need {min_face} and {IOD_PER_WIDTH * min_face:.0f})"
-    if face.quality.sharpness < min_sharpness:
-        return None, f"face too blurred (sharpness {face.quality.sharpness:.2f} < {min_sharpness:.2f})"
-    return face, note
+        why = f"face too small ({width} px wide, inter-ocular {iod:.0f} px; need {min_face} and {IOD_PER_WIDTH * min_face:.0f})"
+    elif face.quality.sharpness < min_sharpness:
+        why = f"face too blurred (sharpness {face.quality.sharpness:.2f} < {min_sharpness:.2f})"
+    if why is None:
+        return face, note
+    if accept_low_quality:
+        return face, (note + "; " if note else "") + f"{LOW_QUALITY_NOTE}: {why}"
+    return None, why
 
 
 def enrol_subjects(
@@ -206,11 +222,12 @@ def enrol_subjects(
     min_sharpness: float = MIN_SHARPNESS,
     flip: bool = True,
     source: str = "",
+    accept_low_quality: bool = False,
 ) -> tuple[Watchlist, EnrolmentReport]:
     """Check every candidate image of ``subjects`` and build the watchlist from the accepted ones."""
     report = EnrolmentReport(source)
     kept: list[Subject] = []
-    chips, owner, quality, image = [], [], [], []
+    chips, owner, quality, image, low_band = [], [], [], [], []
     for s in subjects:
         accepted = []
         if not (is_utf8(s.id) and is_utf8(s.name)):  # a folder name that is not UTF-8: reported, skipped
@@ -221,12 +238,20 @@ def enrol_subjects(
             if not is_utf8(path):
                 report.rejected.append((display_path(path), "the file name is not valid UTF-8 (rename the file)"))
                 continue
-            face, why = check_image(path, engine, min_face, min_sharpness)
+            face, why = check_image(path, engine, min_face, min_sharpness, accept_low_quality)
             if face is None:
                 report.rejected.append((path, why))
                 continue
+            band = None
+            if LOW_QUALITY_NOTE in why:
+                from ..scoring import load_scoring_model
+
+                m = load_scoring_model()
+                b = m.band_of_face(face)
+                band = m.band_names()[-1 if b is None else b]
             accepted.append(path)
-            report.accepted.append(AcceptedImage(path, s.id, float(face.quality.score), tuple(int(v) for v in face.box), why))
+            report.accepted.append(AcceptedImage(path, s.id, float(face.quality.score), tuple(int(v) for v in face.box), why, band))
+            low_band.append(band)
             chips.append(face.chip)
             owner.append(len(kept))
             quality.append(face.quality.score)
@@ -239,6 +264,7 @@ def enrol_subjects(
         raise NoAcceptedImage(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}", report)
     templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
     wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image)
+    wl.template_low_quality_band = low_band
     return wl, report
 
 

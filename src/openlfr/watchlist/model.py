@@ -36,6 +36,7 @@ class Watchlist:
     template_subject: np.ndarray  # (M,) int64 index into subjects
     template_quality: np.ndarray  # (M,) float32, Quality.score of the reference face
     template_image: list[str] = field(default_factory=list)
+    template_low_quality_band: list = field(default_factory=list)  # per template: band name if enrolled below the gate
 
     def __post_init__(self):
         self.templates = np.ascontiguousarray(self.templates, np.float32).reshape(-1, DIM)

@@ -52,7 +52,7 @@ def _parse_when(value: str | None, field: str):
 
 
 def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, category: str, reason: str,
-          expires_at: str, source: str, taken_at: str | None, uploads: list[Upload]) -> dict:
+          expires_at: str, source: str, taken_at: str | None, uploads: list[Upload], low_quality_reason: str = "") -> dict:
     """Shared by the API and the console: checks, quality report, governance enrolment."""
     c = ctx(request)
     exp = _parse_when(expires_at, "expires_at")
@@ -66,8 +66,9 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     enroller = c.enroller
     if enroller is None:
         enroller = c.enroller = FaceEnroller()
+    override = {"low_quality_reason": low_quality_reason} if (low_quality_reason or "").strip() else {}
     try:
-        result = enroller(ref, name, category, uploads, source=source, taken_at=taken)
+        result = enroller(ref, name, category, uploads, source=source, taken_at=taken, **override)
     except RequestTooLarge as e:
         raise ApiError(413, "too_large", f"images: {e}") from None
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
@@ -101,11 +102,14 @@ async def enrol_subject(
     p: Annotated[Principal, Depends(permit("watchlist.enrol"))],
     source: Annotated[clean_text(500), Form()] = "",
     taken_at: Annotated[Optional[clean_text(40)], Form()] = None,
+    low_quality_reason: Annotated[clean_text(2000), Form(description="Accept images that fail only the size or sharpness "
+                                                         "check, for this reason (audited; matches held to the stricter band)")] = "",
 ) -> dict:
     from starlette.concurrency import run_in_threadpool
 
     uploads = await read_uploads(images)
-    return await run_in_threadpool(enrol, request, p, watchlist, ref, name, category.value, reason, expires_at, source, taken_at, uploads)
+    return await run_in_threadpool(enrol, request, p, watchlist, ref, name, category.value, reason, expires_at, source, taken_at, uploads,
+                                   low_quality_reason)
 
 
 @router.post("/subjects/{subject_id}/expire", responses=ERR, summary="Bring a subject's expiry forward (watchlist.expire)")

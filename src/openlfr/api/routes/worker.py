@@ -52,6 +52,8 @@ def run(request: Request, p: Principal = Depends(worker)) -> dict:
         "subjects": [{"id": s.id, "name": s.name, "category": s.category} for s in r.subjects],
         "template_subject_ids": [int(i) for i in r.template_subject_ids],
         "templates": base64.b64encode(r.watchlist_templates.astype("<f4").tobytes()).decode("ascii"),
+        "threshold_evidence": r.threshold_evidence,
+        "template_low_quality_band": list(r.template_low_quality_band),
     }
 
 
@@ -87,7 +89,8 @@ def faces_seen(body: FacesSeenBody, request: Request, p: Principal = Depends(wor
     seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
     if not seen:
         try:  # the count and its idempotency key commit together: counted exactly once
-            c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count, delivery=(body.idempotency_key, p.token_id))
+            c.gov.count_faces_seen(p.actor, p.deployment_id, body.camera, body.count, delivery=(body.idempotency_key, p.token_id),
+                                   too_poor=body.too_poor)
         except IntegrityError:
             seen, _ = _delivered(c.gov, body.idempotency_key, p.token_id)
             if not seen:

@@ -2,7 +2,7 @@
 administrator published on the public transparency pages.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-30
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,140 @@
+"""Figures of the scoring model on lfw-dev (docs/evaluation.md, "Scoring model").
+
+    python bench/scoring_figures.py [--gathered bench/out/scoring_lfw_dev.npz]
+
+1. The evaluate-identify protocol (gallery: first image of the 806 identities with two or more
+   images; mated probes: their other images; non-mated: the 2,023 single-image identities) as the
+   product embeds: references flip-averaged, probes as the scoring model says (``probe_flip``). FNIR at FPIR 0.001 for raw distance and
+   for the scoring model's Z-score (threshold measured on this data), and FNIR/FPIR at the
+   packaged thresholds for 806 subjects, per probe band.
+2. Probes degraded to 32 px against the 2,829-subject watchlist (every identity's first image;
+   each probe's own identity left out): FPIR at the live threshold of before (raw distance from
+   the impostor table) and with the scoring model (bands, per-subject thresholds; a probe too
+   poor to search never alerts and is counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from openlfr.evaluate import metrics  # noqa: E402
+from openlfr.scoring import load_scoring_model  # noqa: E402
+from openlfr.scoring.calibration import wilson  # noqa: E402
+from openlfr.scoring.cohort import cohort_stats  # noqa: E402
+from openlfr.scoring.degrade import LEVELS_PX  # noqa: E402
+
+
+def ci(k, n):
+    lo, hi = wilson(k, n)
+    return [round(lo, 5), round(hi, 5)]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gathered", type=Path, default=REPO / "bench" / "out" / "scoring_lfw_dev_v2.npz")
+    args = ap.parse_args(argv)
+    from make_scoring_tables import load
+
+    g, names, inv, first = load(args.gathered)  # LFW's known label errors merged (one person, two names)
+    ident = g["identity"]
+    cnt = np.bincount(inv)
+    multi = cnt[inv] >= 2
+    m = load_scoring_model()
+    sharp = g["sharpness"] / (g["sharpness"] + 100.0)
+    out = {}
+
+    # 1. evaluate protocol, product embedding
+    gi = np.flatnonzero(first & multi)
+    mated = np.flatnonzero(multi & ~first)
+    nonm = np.flatnonzero(~multi)
+    G = g["flip"][gi]
+    gid = ident[gi]
+    mean, std = cohort_stats(G, m.prior, m.k)
+    res = {}
+    for label, lvl in [("clean", 0)] + [(f"{px}px", i + 1) for i, px in enumerate(LEVELS_PX)]:
+        if m.probe_flip:  # probes embedded as the product embeds them
+            P = g["flip"] if lvl == 0 else g["degraded_flip"][:, lvl - 1]
+        else:
+            P = g["plain"] if lvl == 0 else g["degraded"][:, lvl - 1]
+        px = g["box_width"] if lvl == 0 else np.minimum(g["box_width"], LEVELS_PX[lvl - 1])
+        bands = np.array([m.band_of(px[i], sharp[i, lvl], g["yaw"][i]) for i in range(len(P))], object)
+        d_m, d_n = metrics.pairwise_distances(P[mated], G), metrics.pairwise_distances(P[nonm], G)
+        row = {}
+        for sc_name, sm, sn in (("raw", d_m, d_n), ("model", (d_m - mean) / std, (d_n - mean) / std)):
+            a, b = metrics.search(sm, gid), metrics.search(sn, gid)
+            hit = a.best_id == ident[mated]
+            row[sc_name] = {f"fnir_at_fpir_{t:g}": round(metrics.fnir_at_fpir(a.best, hit, b.best, t).fnir, 4) for t in (0.01, 0.003, 0.001)}
+            if sc_name == "model":
+                # at the packaged thresholds: per probe, its band's threshold (too poor: not searched)
+                n = len(gi)
+                zt = {k: m.z_threshold(k, n, 0.001) for k in range(len(m.bands))}
+                bm, bn = bands[mated], bands[nonm]
+                alert_m = np.array([bb is not None and s < zt[bb] for bb, s in zip(bm, a.best)])
+                alert_n = np.array([bb is not None and s < zt[bb] for bb, s in zip(bn, b.best)])
+                fn = int((~(alert_m & hit)).sum())
+                fp = int(alert_n.sum())
+                per = {}
+                for k, bd in enumerate(m.bands):
+                    sm_, sn_ = bm == k, bn == k
+                    per[bd.name] = {"mated": int(sm_.sum()), "nonmated": int(sn_.sum()),
+                                    "fnir": round(float((~(alert_m & hit))[sm_].mean()), 4) if sm_.any() else None,
+                                    "fnir_ci95": ci(int((~(alert_m & hit))[sm_].sum()), int(sm_.sum())) if sm_.any() else None,
+                                    "fpir": round(float(alert_n[sn_].mean()), 5) if sn_.any() else None,
+                                    "fpir_ci95": ci(int(alert_n[sn_].sum()), int(sn_.sum())) if sn_.any() else None}
+                row["at_packaged_thresholds_0.001"] = {
+                    "fnir": round(fn / len(mated), 4), "fnir_ci95": ci(fn, len(mated)),
+                    "fpir": round(fp / len(nonm), 5), "fpir_ci95": ci(fp, len(nonm)),
+                    "too_poor_to_search": {"mated": int(sum(bb is None for bb in bm)), "nonmated": int(sum(bb is None for bb in bn))},
+                    "per_band": per}
+        res[label] = row
+        print(label, json.dumps(row), file=sys.stderr)
+    out["evaluate_protocol"] = {"gallery": int(len(gi)), "mated": int(len(mated)), "nonmated": int(len(nonm)), "levels": res}
+
+    # 2. 32 px probes against the 2,829-subject watchlist, own identity left out
+    from openlfr.watchlist.threshold import choose_threshold
+
+    W = np.zeros((len(names), 128), np.float32)
+    W[inv[first]] = g["flip"][first]
+    j = 1 + LEVELS_PX.index(32)
+    P = g["degraded_flip" if m.probe_flip else "degraded"][:, j - 1]
+    D = metrics.pairwise_distances(P, W)
+    D[np.arange(len(P)), inv] = np.inf
+    before = choose_threshold(len(names), 0.001)
+    nearest = D.min(1)
+    fp_before = int((nearest < before.threshold).sum())
+    ws = m.for_watchlist(W, np.arange(len(names)), 0.001)
+    bands = [m.band_of(min(g["box_width"][i], 32), sharp[i, j], g["yaw"][i]) for i in range(len(P))]
+    fp_after, poor = 0, 0
+    per_band = {bd.name: [0, 0] for bd in m.bands}
+    for i, bnd in enumerate(bands):
+        if bnd is None:
+            poor += 1
+            continue
+        thr = ws.mean + ws.z[bnd] * ws.std  # every subject's threshold for this band
+        hit = bool((D[i] < thr).any())
+        fp_after += hit
+        per_band[m.bands[bnd].name][0] += hit
+        per_band[m.bands[bnd].name][1] += 1
+    out["degraded_32px_vs_2829"] = {
+        "probes": int(len(P)),
+        "before": {"threshold": before.threshold, "reason": before.reason, "false_alerts": fp_before,
+                   "fpir": round(fp_before / len(P), 5), "fpir_ci95": ci(fp_before, len(P))},
+        "scoring_model": {"false_alerts": fp_after, "fpir": round(fp_after / len(P), 5), "fpir_ci95": ci(fp_after, len(P)),
+                          "too_poor_to_search": poor,
+                          "per_band": {k: {"false_alerts": v[0], "searched": v[1]} for k, v in per_band.items()}},
+    }
+    print(json.dumps(out["degraded_32px_vs_2829"], indent=1), file=sys.stderr)
+    (REPO / "bench" / "out" / "scoring_figures.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

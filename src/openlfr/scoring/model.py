@@ -1,0 +1,236 @@
+"""The scoring model: raw distance -> Z-score against the subject's cohort -> a threshold that
+depends on the probe's quality band and the watchlist's size.
+
+Why one module: evaluation, calibration, ad hoc runs, deployments and their reports must decide
+and describe alerts the same way, or the figures an authorising officer reads are not those of
+the system that runs. The packaged table (``data/scoring_table.json``, made by
+``bench/make_scoring_tables.py``) holds the bands and, per band and target FPIR, the Z-score
+thresholds measured for watchlist sizes 1 to 2,000 (interpolated on log size between them,
+extrapolated cautiously beyond).
+
+At run start (:meth:`ScoringModel.for_watchlist`) each subject's cohort statistics turn the
+band thresholds into one distance threshold per subject and band, so a search is the same
+nearest-neighbour search as before and the decision a table look-up:
+``alert when distance < mean_s + z(band, N) * std_s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .cohort import Prior, cohort_stats, subject_templates
+
+TABLE_NAME = "scoring_table.json"
+TOO_POOR = "too poor to search"
+
+
+class ScoringError(ValueError):
+    """A scoring table or request that cannot be used (unknown band, target out of range...)."""
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    min_face_px: float  # face box width in the source image
+    min_sharpness: float  # Quality.sharpness, in [0, 1]
+    max_yaw: float  # |Quality.yaw| at most this
+    calibrated_on: str  # the degradation level its thresholds were measured at
+    label: str = ""
+
+    def admits(self, face_px: float, sharpness: float, yaw: float) -> bool:
+        return face_px >= self.min_face_px and sharpness >= self.min_sharpness and abs(yaw) <= self.max_yaw
+
+
+@dataclass
+class ScoringModel:
+    """The packaged (or a given) scoring table, with look-ups."""
+
+    table: dict
+
+    def __post_init__(self):
+        t = self.table
+        if t.get("kind") != "openlfr scoring table":
+            raise ScoringError("not an openlfr scoring table")
+        self.bands = [Band(b["name"], float(b["min_face_px"]), float(b["min_sharpness"]), float(b["max_yaw"]),
+                           str(b["calibrated_on"]), b.get("label", "")) for b in t["bands"]]
+        c = t["cohort"]
+        self.k = int(c["k"])
+        self.prior = Prior(float(c["prior"]["mean"]), float(c["prior"]["std"]), float(c["prior"]["weight"]))
+        self.targets = sorted(float(x) for x in t["targets"])
+
+    @property
+    def probe_flip(self) -> bool:
+        """Probes are embedded flip-averaged (the chip and its mirror), as the thresholds were calibrated."""
+        return bool(self.table.get("probe_flip", False))
+
+    # ----------------------------------------------------------------- identity
+    @property
+    def version(self) -> str:
+        """A short hash of the table: what a deployment records it was calibrated with."""
+        return hashlib.sha256(json.dumps(self.table, sort_keys=True).encode()).hexdigest()[:12]
+
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    # ----------------------------------------------------------------- bands
+    def band_of(self, face_px: float, sharpness: float, yaw: float) -> int | None:
+        """Index of the best band the face qualifies for (0 = best), or None: too poor to search."""
+        for i, b in enumerate(self.bands):
+            if b.admits(float(face_px), float(sharpness), float(yaw)):
+                return i
+        return None
+
+    def band_of_face(self, face) -> int | None:
+        """``band_of`` for an ``engine.pipeline.Face`` (box and quality)."""
+        l, _, r, _ = face.box
+        q = face.quality
+        return self.band_of(float(r - l), float(q.sharpness), float(q.yaw))
+
+    # ----------------------------------------------------------------- thresholds
+    def _row(self, target: float) -> dict:
+        for k, v in self.table["targets"].items():
+            if abs(float(k) - target) <= 1e-12 * max(1.0, target):
+                return v
+        raise KeyError(target)
+
+    def check_target(self, target: float) -> None:
+        if not (self.targets[0] <= target <= self.targets[-1]):
+            raise ScoringError(f"the scoring model is calibrated for target FPIRs {self.targets[0]:g} to "
+                               f"{self.targets[-1]:g}; {target:g} is outside that range")
+
+    def z_threshold(self, band: int, n: int, target: float) -> float:
+        """The Z-score threshold of ``band`` for an ``n``-subject watchlist at ``target`` FPIR; never
+        more lenient than a better band's (a worse face is never given more room)."""
+        return min(self._z_band(b, n, target) for b in range(band + 1))
+
+    def _z_band(self, band: int, n: int, target: float) -> float:
+        self.check_target(target)
+        if n < 1:
+            raise ScoringError("the watchlist must hold at least one subject")
+        ts = self.targets
+        if target in ts:
+            return self._z_at(self._row(target), band, n)
+        # log-linear in the target between the two calibrated targets around it
+        hi = next(i for i, t in enumerate(ts) if t > target)
+        a, b = ts[hi - 1], ts[hi]
+        za, zb = self._z_at(self._row(a), band, n), self._z_at(self._row(b), band, n)
+        w = (math.log(target) - math.log(a)) / (math.log(b) - math.log(a))
+        return min(za, za + w * (zb - za))
+
+    def _z_at(self, row: dict, band: int, n: int) -> float:
+        name = self.bands[band].name
+        sizes = np.asarray(row["sizes"], np.float64)
+        z = np.asarray(row["z"][name], np.float64)
+        if n <= sizes[-1]:
+            i = int(np.searchsorted(sizes, n))
+            if sizes[i] == n:
+                return float(z[i])
+            # between two calibrated sizes: the stricter of their thresholds (Z scales differ by size)
+            return float(min(z[i - 1], z[i]))
+        ex = row["extrapolation"][name]
+        p_star = -math.expm1(math.log1p(-float(row["target"])) / n)
+        lp = np.log(np.asarray(ex["p"], np.float64))
+        zz = np.asarray(ex["z"], np.float64)
+        return float(min(z[-1], np.interp(math.log(p_star), lp, zz)))
+
+    def expected(self, band: int, n: int, target: float) -> dict:
+        """What calibration measured at the nearest calibrated size: FPIR reached and FNIR, with intervals."""
+        self.check_target(target)
+        t = min(self.targets, key=lambda x: abs(math.log(x) - math.log(target)))
+        row = self._row(t)
+        sizes = row["sizes"]
+        i = int(np.argmin([abs(math.log(s) - math.log(n)) for s in sizes]))
+        m = row["measured"][self.bands[band].name][i]
+        # a worse band held to a better band's (stricter) threshold: FPIR is lower, FNIR higher than measured
+        tightened = self.z_threshold(band, n, target) < self._z_band(band, n, target) - 1e-9
+        return {"at_size": sizes[i], "at_target": t, "tightened": bool(tightened),
+                **{k: m[k] for k in ("fpir", "fpir_ci95", "fnir", "fnir_ci95") if k in m}}
+
+    # ----------------------------------------------------------------- per watchlist
+    def for_watchlist(self, templates: np.ndarray, template_subject: np.ndarray, target: float,
+                      reference_band: np.ndarray | None = None) -> "WatchlistScoring":
+        """Cohort statistics of the watchlist's subjects and their distance threshold per band."""
+        tpl, labels = subject_templates(templates, template_subject)
+        n = len(labels)
+        if n == 0:
+            raise ScoringError("the watchlist holds no template")
+        mean, std = cohort_stats(tpl, self.prior, self.k)
+        z = np.array([self.z_threshold(b, n, target) for b in range(len(self.bands))])
+        s_count = int(labels.max()) + 1
+        full_mean = np.full(s_count, np.nan)
+        full_std = np.full(s_count, np.nan)
+        full_mean[labels], full_std[labels] = mean, std
+        ref = np.zeros(s_count, np.int64) if reference_band is None else np.asarray(reference_band, np.int64)
+        return WatchlistScoring(self, target, n, full_mean, full_std, z, ref)
+
+    def reason(self, n: int, target: float) -> str:
+        z = ", ".join(f"{b.name} {self.z_threshold(i, n, target):+.2f}" for i, b in enumerate(self.bands))
+        return (f"scoring model {self.version}: Z-normed distance against each subject's {self.k} nearest other "
+                f"subjects, threshold per probe quality band calibrated on degraded LFW dev probes so that a face "
+                f"that is not on a {n}-subject watchlist alerts with probability <= {target * 100:.3g}% in every band "
+                f"(Z thresholds {z}); faces below band {self.bands[-1].name} are not searched")
+
+    def evidence(self, n: int, target: float) -> dict:
+        """What a deployment stores: the calibrated model for its watchlist's size and target."""
+        zs = {b.name: round(self.z_threshold(i, n, target), 4) for i, b in enumerate(self.bands)}
+        typical = self.prior.mean + zs[self.bands[0].name] * self.prior.std
+        return {
+            "kind": "openlfr scoring model",
+            "model_version": self.version,
+            "watchlist_size": int(n),
+            "target_fpir": float(target),
+            "threshold": round(float(typical), 4),
+            "threshold_note": "distance threshold of a typical subject in the best band; each subject has its own",
+            "z_thresholds": zs,
+            "bands": [{"name": b.name, "label": b.label, "min_face_px": b.min_face_px, "min_sharpness": b.min_sharpness,
+                       "max_yaw": b.max_yaw, "calibrated_on": b.calibrated_on,
+                       "expected": self.expected(i, n, target)} for i, b in enumerate(self.bands)],
+            "expected_fpir": float(target),
+            "reason": self.reason(n, target),
+        }
+
+
+@dataclass
+class WatchlistScoring:
+    """The model applied to one watchlist: a distance threshold per subject and band."""
+
+    model: ScoringModel
+    target: float
+    n_subjects: int
+    mean: np.ndarray  # (S,) per subject index
+    std: np.ndarray
+    z: np.ndarray  # (B,) Z threshold per band
+    reference_band: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (S,) worst band of the references
+
+    def band_for(self, subject: int, probe_band: int) -> int:
+        """The stricter of the probe's band and the subject's reference band."""
+        rb = int(self.reference_band[subject]) if subject < len(self.reference_band) else 0
+        return max(int(probe_band), rb)
+
+    def threshold(self, subject: int, probe_band: int) -> float:
+        b = self.band_for(subject, probe_band)
+        return float(self.mean[subject] + self.z[b] * self.std[subject])
+
+    def score(self, subject: int, distance: float) -> float:
+        return float((distance - self.mean[subject]) / self.std[subject])
+
+
+def load_scoring_model(path: str | Path | None = None) -> ScoringModel:
+    """The packaged model, or the table at ``path``."""
+    if path is None:
+        return _packaged()
+    return ScoringModel(json.loads(Path(path).read_text()))
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> ScoringModel:
+    text = resources.files("openlfr.scoring").joinpath("data", TABLE_NAME).read_text()
+    return ScoringModel(json.loads(text))

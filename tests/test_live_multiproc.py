@@ -1,0 +1,278 @@
+"""The processes shape of a live run (live/multiproc): camera processes around one inference
+service give the threaded run's alerts, stop cleanly (no process or shared-memory segment
+left), and survive a camera process being killed; the shape is chosen from the hardware."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openlfr.live.config import RunConfig
+from openlfr.live.multiproc import choose_shape
+from openlfr.live.multiproc.shape import process_count
+from openlfr.live.multiproc.shm import SlotRing
+
+
+def left(names) -> list[str]:
+    """Those of ``names`` still in /dev/shm (other runs on the machine may hold their own)."""
+    assert names
+    return [n for n in names if (Path("/dev/shm") / n.lstrip("/")).exists()]
+
+
+def test_choose_shape_from_hardware():
+    assert choose_shape("auto", 1, cores=64, cuda=True) == "threads"  # one camera: the simple path
+    assert choose_shape("auto", 8, cores=2, cuda=True) == "threads"  # too few cores for processes
+    assert choose_shape("auto", 2, cores=16, cuda=True) == "processes"
+    assert choose_shape("auto", 3, cores=16, cuda=False) == "threads"
+    assert choose_shape("auto", 8, cores=16, cuda=False) == "processes"
+    assert choose_shape("processes", 1, cores=2, cuda=False) == "processes"
+    with pytest.raises(ValueError):
+        choose_shape("fibres", 2)
+    assert process_count(32, cores=16) == 15 and process_count(3, cores=16) == 3 and process_count(5, 2) == 2
+    assert RunConfig(sources=["a.mp4"]).shape == "auto"
+    with pytest.raises(ValueError):
+        RunConfig(sources=["a.mp4"], shape="fibres")
+
+
+def test_slot_ring_round_trip_and_unlink():
+    ring = SlotRing.create(3, 64 * 64 * 3)
+    assert left([ring.name]) == [ring.name]
+    other = SlotRing.attach(*ring.spec())
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    slot = other.acquire()
+    shape, dtype = other.write(slot, img)
+    assert np.array_equal(ring.view(slot, shape, dtype), img)  # the other side sees it, no copy sent
+    other.release(slot)
+    assert not ring.fits(64 * 64 * 3 + 1)
+    with pytest.raises(ValueError):
+        ring.view(3, (1,), np.uint8)
+    assert other.close() and ring.close()
+    assert left([ring.name]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# On the shared Hamilton clip (skipped without ../shared)
+
+
+def _cfg(video: Path, **kw) -> RunConfig:
+    clip = str(video / "hamilton_clip_640x360.mp4")
+    return RunConfig(sources=[f"a={clip}", f"b={clip}"], watchlist=video / "hamilton_refs",
+                     alerts={"threshold": 0.6}, **kw)
+
+
+def _alerts(events) -> list[tuple]:
+    return sorted((e["camera"], e["subject"], e["frame"], round(e["distance"], 3)) for e in events if e["event"] == "alert")
+
+
+@pytest.fixture(scope="module")
+def hamilton(shared_data):
+    video = shared_data / "video"
+    if not (video / "hamilton_clip_640x360.mp4").exists():
+        pytest.skip("hamilton clip absent")
+    return video
+
+
+@pytest.fixture(scope="module")
+def watchlist(hamilton):
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.watchlist.enrol import load_watchlist
+
+    wl, _ = load_watchlist(hamilton / "hamilton_refs", FaceEngine(detector="hog", upsample=1))
+    return wl
+
+
+@pytest.fixture(scope="module")
+def threaded(hamilton, watchlist):
+    from openlfr.live.runner import LiveRunner
+
+    events: list[dict] = []
+    r = LiveRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist)
+    r.prepare()
+    return r.run(), events
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    ref_summary, ref_events = threaded
+    assert "lin-manuel-miranda" in {a[1] for a in _alerts(ref_events)}
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+    s = r.run()
+    assert _alerts(events) == _alerts(ref_events)
+    alerts = [e for e in events if e["event"] == "alert"]
+    assert sorted(e["alert"] for e in alerts) == list(range(1, len(alerts) + 1))  # one numbering for the run
+    for key in ("frames", "alerts", "alerts_per_subject", "dropped_frames", "threshold"):
+        assert s[key] == ref_summary[key], key
+    assert s["shape"] == "processes" and len(s["processes"]) == 2 and s["restarts"] == 0
+    assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
+    assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
+    assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_camera_process_restarts_without_losing_the_other(hamilton, watchlist, threaded):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    _, ref_events = threaded
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+    killed: list[int] = []
+
+    def killer():  # kill camera b's process once it is running and has done some frames
+        end = time.monotonic() + 300
+        while time.monotonic() < end:
+            g = r.groups[1] if len(r.groups) > 1 else None
+            if g is not None and g.pid and r.stats[1].frames >= 5:
+                os.kill(g.pid, signal.SIGKILL)
+                killed.append(g.pid)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    s = r.run()
+    t.join()
+    assert killed, "camera b's process was never seen running"
+    assert s["restarts"] == 1
+    died = [e for e in events if e["event"] == "source" and e["camera"] == "b" and e["state"] == "error"]
+    assert died and "died" in died[0]["message"] and "restarting" in died[0]["message"]
+    # camera a never noticed: its alerts are the threaded run's
+    assert [a for a in _alerts(events) if a[0] == "a"] == [a for a in _alerts(ref_events) if a[0] == "a"]
+    cams = {c["name"]: c for c in s["cameras"]}
+    assert cams["a"]["frames"] == 100
+    assert cams["b"]["frames"] >= 100  # the restarted process read its file again, to the end
+    assert {a[1] for a in _alerts(events) if a[0] == "b"} >= {"lin-manuel-miranda"}
+    assert killed[0] not in {p["pid"] for p in s["processes"]}
+    assert len(r.segments) == 6  # 2 rings per process, and 2 more for the restarted one
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_stop_mid_run_is_clean(hamilton, watchlist):
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, realtime=True), on_event=events.append, watchlist=watchlist, processes=2)
+    r.prepare()
+
+    def stopper():
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not (len(r.stats) == 2 and all(st.frames >= 3 for st in r.stats)):
+            time.sleep(0.05)
+        r.stop()
+
+    t = threading.Thread(target=stopper)
+    t.start()
+    s = r.run()
+    t.join()
+    assert s["interrupted"] and s["restarts"] == 0
+    assert len(s["processes"]) == 2  # both sent their summary: stopped, not killed
+    assert all(0 < c["frames"] < 275 for c in s["cameras"])
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+def test_make_runner_follows_the_shape(tmp_path):
+    from openlfr.live.multiproc import make_runner
+    from openlfr.live.multiproc.runner import ProcessRunner
+    from openlfr.live.runner import LiveRunner
+
+    one = RunConfig(sources=["a.mp4"])
+    assert type(make_runner(one)) is LiveRunner  # one camera: today's path, whatever the machine
+    assert type(make_runner(RunConfig(sources=["a.mp4", "b.mp4"], shape="processes"))) is ProcessRunner
+    assert type(make_runner(RunConfig(sources=["a.mp4", "b.mp4"], shape="threads"))) is LiveRunner
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
+    """``openlfr run --shape processes`` on the demo scenario: the same single alert as the
+    threaded run (tests/test_live_cli.py), from a camera process; here with a /dev/shm too
+    small for the rings (as in a container), so the chips go through the pipe instead."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from openlfr.cli import app
+    from openlfr.live.demo import SUBJECT_ID, build_demo
+
+    demo = build_demo(tmp_path)
+    made: list[str] = []
+    create = SlotRing.create.__func__
+
+    def recording(cls, slots, slot_bytes):
+        ring = create(cls, slots, slot_bytes)
+        made.append(ring.name)
+        return ring
+
+    monkeypatch.setattr(SlotRing, "create", classmethod(recording))
+    real_statvfs = os.statvfs
+
+    def tiny_shm(path):  # a container's /dev/shm: 64 KB free
+        st = real_statvfs(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 16, 16, st.f_files, st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", tiny_shm)
+    res = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--json",
+                                   "--shape", "processes"])
+    assert res.exit_code == 0, res.output
+    evs = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    alerts = [e for e in evs if e["event"] == "alert"]
+    assert len(alerts) == 1 and alerts[0]["subject"] == SUBJECT_ID and alerts[0]["alert"] == 1
+    s = evs[-1]
+    assert s["event"] == "summary" and s["shape"] == "processes" and s["frames"] == 100 and s["alerts"] == 1
+    assert s["service"]["oversize"] > 0 and s["service"]["faces"] == s["embedded"] > 0  # chips through the pipe
+    assert mp.active_children() == [] and len(made) == 2 and left(made) == []
+    bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
+    assert bad.exit_code == 2 and "shape" in bad.output
+
+
+def test_service_answers_as_the_engine_does(astronaut):
+    """The service protocol in one process (client and service on two ends of real pipes and
+    rings): detections and descriptors equal the engine's own, extra detector arguments pass
+    through, an image larger than a slot goes through the pipe, a failure reaches the caller."""
+    import multiprocessing as mpc
+
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.live.multiproc.client import RemoteDescriptor, RemoteDetector, ServiceClient, ServiceError
+    from openlfr.live.multiproc.service import InferenceService
+
+    engine = FaceEngine(detector="hog", upsample=1)
+    svc = InferenceService(engine, embed_batch=8, embed_wait_ms=1.0).start()
+    images, chips = SlotRing.create(1, 300 * 300 * 3), SlotRing.create(2, 8 * 150 * 150 * 3)
+    req_r, req_w = mpc.Pipe(duplex=False)
+    resp_r, resp_w = mpc.Pipe(duplex=False)
+    svc.register("t.1", images, chips, req_r, resp_w)
+    client = ServiceClient("t.1", req_w, resp_r, images.spec(), chips.spec())
+    try:
+        det = RemoteDetector(client, {"accepts_grey": False})
+        small = np.ascontiguousarray(astronaut[:300, 100:400])
+        assert det.detect(small) == engine.detector.detect(small) != []  # through the ring
+        assert det.detect(astronaut) == engine.detector.detect(astronaut)  # 512x512: through the pipe
+        assert svc.stats.oversize == 1
+        faces = engine.align(astronaut, engine.detector.detect(astronaut))
+        cs = np.stack([f.chip for f in faces] * 3)
+        np.testing.assert_allclose(RemoteDescriptor(client).compute(cs), engine.descriptor.compute(cs), atol=1e-5)
+        with pytest.raises(ServiceError, match="TypeError"):
+            det.detect(small, "no such argument")
+    finally:
+        client.close()
+        svc.stop()
+    assert left([images.name, chips.name]) == []
