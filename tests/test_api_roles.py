@@ -35,6 +35,10 @@ class Env:
         self.authorised = w.plan(start_in=timedelta(0), name="to start")
         w.gov.authorise_deployment(w["authorising_officer"], self.authorised)
         self.cancel = w.plan(start_in=timedelta(0), name="to cancel")
+        self.ended = w.plan(start_in=timedelta(0), name="to publish")
+        w.gov.authorise_deployment(w["authorising_officer"], self.ended)
+        w.gov.start_deployment(w["operator"], self.ended)
+        w.gov.stop_deployment(w["operator"], self.ended, "done")
         self.app = create_app(url, w.clock, enroller=fake_enroller)
         self.client = TestClient(self.app)
         self.tokens = role_tokens(w)
@@ -89,6 +93,11 @@ class Env:
             ("GET", "/api/audit/export", "audit.read", {}, 200),
             ("POST", f"/api/subjects/{s2}/expire", "watchlist.expire", {}, 200),
             ("DELETE", f"/api/subjects/{s1}", "subject.erase", {}, 200),
+            ("GET", f"/api/deployments/{self.d}/cameras", "deployment.read", {}, 200),
+            ("GET", "/api/published", "deployment.read", {}, 200),
+            ("POST", f"/api/deployments/{self.ended}/publish", "deployment.publish", {"json": {"authorising_rank": "Superintendent"}}, 200),
+            ("DELETE", f"/api/deployments/{self.ended}/publish", "deployment.publish", {}, 200),
+            ("POST", "/api/worker/cameras", "worker", {"json": {"host": "h", "cameras": [{"camera": "cam-a", "state": "up"}]}}, 200),
             ("GET", "/api/worker/run", "worker", {}, 200),
             ("GET", "/api/worker/status", "worker", {}, 200),
             ("POST", "/api/worker/faces-seen", "worker", {"json": {"idempotency_key": f"faces-{role}-1", "camera": "cam-a", "count": 3}}, 200),

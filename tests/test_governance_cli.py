@@ -146,8 +146,9 @@ def test_full_flow(cli):
     # S3 expires before the deployment starts: it joins no snapshot
     run("watchlist", "expire", "S3", "--watchlist", "wanted", who="watchlist_manager")
 
+    # --end +2h: two hours after the start
     plan = ["deployment", "plan", "--name", "Cup final", "--use-case", "wanted persons", "--location", "Cardiff",
-            "--zone", "Gate 4", "--start", "+1h", "--end", "+3h", "--camera", "cam-a", "--camera", "cam-b",
+            "--zone", "Gate 4", "--start", "+1h", "--end", "+2h", "--camera", "cam-a", "--camera", "cam-b",
             "--watchlist", "wanted", "--threshold", "0.55", "--threshold-reason", "test: a fixed distance", "--dpia", "DPIA-7"]
     run(*plan, who="operator")  # 1: no signage or notices confirmed
     run(*plan, "--signage-confirmed", "--notices-confirmed", "--authorising-officer", "authorising_officer", who="operator")  # 2

@@ -107,7 +107,9 @@ def test_stop_is_clean(demo):
     assert alive == []
 
 
-def test_sigterm_on_the_command_line(demo, tmp_path):
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 0), ("SIGINT", 130)])
+def test_signal_on_the_command_line(demo, tmp_path, sig, status):
+    """SIGTERM stops a run cleanly (status 0); Ctrl-C (SIGINT) too, with status 130; the summary comes first."""
     import json
     import signal
     import subprocess
@@ -122,12 +124,12 @@ def test_sigterm_on_the_command_line(demo, tmp_path):
         first = p.stdout.readline()  # the start event: the run is under way
         assert json.loads(first)["event"] == "start"
         time.sleep(0.5)
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(getattr(signal, sig))
         out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, err
+    assert p.returncode == status, err
     last = json.loads(out.strip().splitlines()[-1])
     assert last["event"] == "summary" and last["interrupted"] is True and last["frames"] < 100
 
@@ -205,6 +207,6 @@ def test_a_dead_stream_does_not_stop_the_other_cameras(demo):
     cams = {c["name"]: c for c in s["cameras"]}
     assert cams["walk_past.mp4"]["frames"] == 100 and cams["walk_past.mp4"]["alerts"] == 1
     stream = [c for name, c in cams.items() if name != "walk_past.mp4"][0]
-    assert stream["frames"] > 0 and stream["state"] == "down"
+    assert stream["frames"] > 0 and stream["state"] == "reconnecting"  # down, and being reopened
     states = [e["state"] for e in events if e["event"] == "source" and e["camera"] != "walk_past.mp4"]
     assert "down" in states and "reconnecting" in states

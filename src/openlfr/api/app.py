@@ -90,7 +90,7 @@ def _error(status: int, error: str, detail: str, headers: dict | None = None, **
     return JSONResponse(body, status_code=status, headers={**(headers or {}), "Cache-Control": "no-store"})
 
 
-HTML_PREFIXES = ("/console", "/login", "/logout", "/docs")
+HTML_PREFIXES = ("/console", "/login", "/logout", "/docs", "/public")
 
 
 def _wants_html(request: Request) -> bool:
@@ -187,11 +187,14 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
     async def lifespan(app: FastAPI):
         import asyncio
 
+        from ..governance.cameras import sweep as camera_sweep
+
         async def housekeeping():
             while True:
                 await asyncio.sleep(60)
                 try:
                     await asyncio.to_thread(gov.housekeeping)
+                    await asyncio.to_thread(camera_sweep, gov)  # "camera down too long" warnings, audited
                     context.notifier.poke()
                 except Exception:  # noqa: BLE001 - keep serving; the next command purges
                     log.exception("housekeeping failed")
@@ -216,9 +219,9 @@ def create_app(db_url: str | None = None, clock=None, *, enroller: Callable | No
     app.state.ctx = context
     app.state.body_limits = body_limits or BodyLimits.from_env()
 
-    from .routes import alerts, audit, auth, deployments, stream, users, watchlists, worker
+    from .routes import alerts, audit, auth, cameras, deployments, publication, stream, users, watchlists, worker
 
-    for r in (auth, users, watchlists, deployments, alerts, stream, audit, worker):
+    for r in (auth, users, watchlists, deployments, alerts, stream, audit, worker, cameras, publication):
         app.include_router(r.router)
     _install_errors(app)
 

@@ -273,6 +273,22 @@ class RemoteAlertSink:
             except Refused as e:
                 raise _refusal(e) from None
 
+    # -- camera health -----------------------------------------------------------------------------
+
+    def report_cameras(self, deployment_id: int, cameras: list[dict]) -> None:
+        """Post the cameras' health; dropped when the server is away (the next report replaces it)."""
+        import socket
+
+        body = {"host": socket.gethostname()[:200], "cameras": [
+            {**c, "last_frame_at": datetime.fromtimestamp(c["last_frame_at"], timezone.utc).isoformat()
+             if isinstance(c.get("last_frame_at"), (int, float)) else c.get("last_frame_at")} for c in cameras]}
+        try:
+            self.client.call("POST", "/api/worker/cameras", body)
+        except ServerUnavailable as e:
+            log.info("camera health not reported (server away: %s)", e)
+        except Refused as e:
+            log.warning("camera health refused by the server: %s", e.detail)
+
     # -- the background delivery ------------------------------------------------------------------
 
     def _start(self) -> None:

@@ -12,9 +12,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("openlfr")
+        except PackageNotFoundError:  # run from a source tree without installing
+            v = "unknown (not installed)"
+        typer.echo(f"openlfr {v}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Open, accountable live facial recognition."""
+
+
 from . import faces as _faces  # noqa: E402,F401  (registers commands)
 
-for _mod in ("evaluate", "bench", "live", "governance", "serve", "transparency"):
+for _mod in ("evaluate", "bench", "live", "governance", "publication", "serve", "transparency"):
     try:
         __import__(f"{__name__}.{_mod}")
     except ModuleNotFoundError as _e:  # a command group not present in this build

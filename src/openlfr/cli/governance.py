@@ -115,12 +115,12 @@ def _gov(db: str | None):
     return gov
 
 
-def _secret(prompt: str, confirm: bool = False) -> str:
+def _secret(prompt: str, confirm: bool = False, env: str = "OPENLFR_PASSWORD") -> str:
     if not sys.stdin or not sys.stdin.isatty():
         # CliRunner and pipes: read a line (no echo to hide).
         line = sys.stdin.readline() if sys.stdin else ""
         if not line:
-            err.print(f"error: {prompt.lower()} needed (set the environment variable or run interactively)")
+            err.print(f"error: {prompt.lower()} needed: set {env}=... or run the command interactively")
             raise typer.Exit(2)
         return line.rstrip("\n")
     return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
@@ -135,7 +135,7 @@ def actor_password(as_user: str | None, allow_password_env: bool = True) -> str:
     if password is None and allow_password_env:
         password = os.environ.get("OPENLFR_PASSWORD")
     if password is None:
-        password = _secret(f"Password for {as_user}")
+        password = _secret(f"Password for {as_user}", env="OPENLFR_ACTOR_PASSWORD")
     return password
 
 
@@ -532,7 +532,7 @@ def deployment_plan(
     location: Annotated[str, typer.Option(help="Location.")],
     zone: Annotated[str, typer.Option(help="Zone of recognition.")],
     start: Annotated[str, typer.Option(help="Start: ISO date/time (local unless a zone is given), now, or +N with s, m, h or d (e.g. +2h).")],
-    end: Annotated[str, typer.Option(help="End: ISO date/time or +N with s, m, h or d.")],
+    end: Annotated[str, typer.Option(help="End: ISO date/time, or +N with s, m, h or d counted from the start (e.g. +4h).")],
     camera: Annotated[list[str], typer.Option("--camera", help="A camera name (repeat for several).")],
     watchlist: Annotated[str, typer.Option(help="Watchlist name or id.")],
     threshold: Annotated[Optional[float], typer.Option(help="A manual distance threshold (alert below it); needs --threshold-reason. Default: the calibrated scoring model for the watchlist's size and --target-fpir.", show_default=False)] = None,
@@ -548,9 +548,12 @@ def deployment_plan(
     """Plan a deployment (it cannot start until an authorising officer authorises it)."""
     gov, actor = _setup(db, as_user)
     now = _clock().now()
+    starts_at = parse_when(start, now=now)
+    # "--end +4h" is four hours after the start (not after now) when a start is given
+    ends_at = parse_when(end, now=starts_at if _REL.match(end.strip().lower()) else now)
     d = gov.plan_deployment(
-        actor, name=name, use_case=use_case, location=location, zone=zone, starts_at=parse_when(start, now=now),
-        ends_at=parse_when(end, now=now), cameras=camera, threshold=threshold, watchlist=watchlist,
+        actor, name=name, use_case=use_case, location=location, zone=zone, starts_at=starts_at,
+        ends_at=ends_at, cameras=camera, threshold=threshold, watchlist=watchlist,
         signage_confirmed=signage_confirmed, notices_confirmed=notices_confirmed, dpia_ref=dpia,
         authorising_officer=authorising_officer, threshold_reason=threshold_reason, target_fpir=target_fpir,
     )
@@ -624,6 +627,9 @@ def deployment_show(
     d = gov.get_deployment(actor, deployment)
     if json_out:
         return _print_json(d)
+    from ..transparency.figures import alert_precision as precision_text
+    from ..transparency.figures import false_alert_rate as far_text
+
     t = Table(title=f"deployment {d['id']}: {d['name']}", show_header=False)
     t.add_column("field")
     t.add_column("value")
@@ -645,8 +651,8 @@ def deployment_show(
         ("faces seen", f"{d['faces_seen']['total']}" + ("" if not d["faces_seen"]["by_camera"] else
                        " (" + ", ".join(f"{c} {n}" for c, n in d["faces_seen"]["by_camera"].items()) + ")")),
         ("alerts", f"{fa['total']} (true {fa['true_alerts']}, false {fa['false_alerts']}, unadjudicated {fa['unadjudicated']})"),
-        ("false alert rate", "-" if d["false_alert_rate"] is None else f"{d['false_alert_rate']:.4%} (false alerts / faces seen)"),
-        ("alert precision", "-" if d["alert_precision"] is None else f"{d['alert_precision']:.1%} (true alerts / adjudicated alerts)"),
+        ("false alert rate", f"{far_text(fa['false_alerts'], d['faces_seen']['total'])['text']} (false alerts / faces seen)"),
+        ("alert precision", f"{precision_text(fa['true_alerts'], fa['true_alerts'] + fa['false_alerts'])['text']} (true alerts / adjudicated alerts)"),
     ]
     ev = d.get("threshold_evidence")
     if ev and ev.get("kind") in ("openlfr scoring model", "manual threshold"):
@@ -682,14 +688,20 @@ def alert_list(
     rows = gov.list_alerts(actor, deployment)
     if json_out:
         return _print_json(rows)
-    t = Table(title="alerts")
-    for c in ("id", "deployment", "camera", "track", "subject", "distance", "time", "adjudication", "outcome"):
-        t.add_column(c)
+    # Fits 80 columns: short headings, long cells cut with an ellipsis (--json has everything).
+    from rich import box
+
+    t = Table(title="alerts", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c, w in (("id", 5), ("dep", 3), ("camera", 10), ("subject", 16), ("dist", 5), ("time", 16), ("status", 12)):
+        t.add_column(c, max_width=w, no_wrap=True, overflow="ellipsis")
+    short = {"true_alert": "true", "false_alert": "false"}
     for a in rows:
-        t.add_row(str(a["id"]), str(a["deployment_id"]), a["camera"], a["track"], f"{a['subject_name']} ({a['subject_id']})",
-                  f"{a['distance']:.3f}", _local(a["occurred_at"], True), a["adjudication"] or "-",
-                  "/".join(a["engagement"]) if a["engagement"] else "-")
-    out.print(t)
+        status = short.get(a["adjudication"], "pending")
+        if a["engagement"]:
+            status += f"/{a['engagement'][1].replace('_', ' ')}"
+        t.add_row(str(a["id"]), str(a["deployment_id"]), a["camera"], f"{a['subject_name']} ({a['subject_id']})",
+                  f"{a['distance']:.3f}", _local(a["occurred_at"], True), status)
+    out.print(t, soft_wrap=False, width=min(out.width, 80))
 
 
 class Decision(str, Enum):

@@ -139,6 +139,8 @@ def run(
             left = runner_args["sink"].run.sink.close()
             if left:
                 err.print(f"[yellow]{left} alert(s) or faces-seen count(s) wait in the disk buffer for {server}: they go with the next run[/]")
+    if summary.get("signal") == "SIGINT":  # Ctrl-C: status 130 after the summary, as shells expect (SIGTERM: a clean stop, 0)
+        raise typer.Exit(130)
     failed = [c for c in summary["cameras"] if c["state"] == "error"]
     if failed and len(failed) == len(summary["cameras"]):
         raise typer.Exit(1)

@@ -16,6 +16,7 @@ from ..api.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelo
 from ..governance.errors import AuthenticationError, GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from .views import Page, _read_flash, _safe_next, _secure, act, form_of, home_of, int_field, page, redirect, text
+from .views import page as page_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -118,17 +119,26 @@ async def console_home(request: Request):
 
 
 @router.get("/console/alerts", response_class=HTMLResponse)
-async def alerts_page(request: Request, deployment: int | None = None):
-    pg = await page(request, "alert.read")
-    if deployment is not None and not (1 <= deployment < 2**31):
-        deployment = None
+async def alerts_page(request: Request, deployment: str | None = None, camera: str | None = None, status: str | None = None,
+                      subject: str | None = None, page: str | None = None):
+    from ..governance.alert_queue import STATUSES, cameras_with_alerts, queue
+
+    pg = await page_of(request, "alert.read")
+    dep = int(deployment) if deployment and deployment.isdigit() and 1 <= int(deployment) < 2**31 else None
+    camera = camera[:200] if camera and camera.isprintable() else None
+    status = status if status in STATUSES else None
+    subject = subject.strip()[:200] if subject and subject.strip().isprintable() else None
+    number = int(page) if page and page.isdigit() and len(page) < 7 else 1
 
     def load():
         seq = queries.head_seq(pg.gov)  # read first: nothing falls between the list and the stream
-        return seq, pg.gov.list_alerts(pg.actor, deployment, limit=200)
+        q = queue(pg.gov, pg.actor, deployment=dep, camera=camera, status=status, subject=subject, page=number)
+        return seq, q, cameras_with_alerts(pg.gov, pg.actor, dep)
 
-    seq, alerts = await run_in_threadpool(load)
-    return pg.render("alerts.html", alerts=alerts, seq=seq, deployment=deployment, title="Live alerts")
+    seq, q, cams = await run_in_threadpool(load)
+    filters = {k: v for k, v in (("deployment", dep), ("camera", camera), ("status", status), ("subject", subject)) if v}
+    return pg.render("alerts.html", alerts=q.alerts, q=q, seq=seq, deployment=dep, camera=camera, status_filter=status,
+                     subject=subject, cameras=cams, filters=filters, statuses=STATUSES, title="Live alerts")
 
 
 @router.get("/console/alerts/{alert_id}", response_class=HTMLResponse)
@@ -221,28 +231,27 @@ async def _deployment(pg: Page, deployment_id: int) -> dict:
 
 @router.get("/console/deployments/{deployment_id}", response_class=HTMLResponse)
 async def deployment_page(request: Request, deployment_id: int):
+    from ..governance import cameras as health
+    from ..governance import publication
+
     pg = await page(request, "deployment.read")
     d = await _deployment(pg, deployment_id)
+    cams = await run_in_threadpool(health.cameras, pg.gov, pg.actor, deployment_id)
+    pub = (await run_in_threadpool(publication.published, pg.gov)).get(deployment_id)
     token = request.app.state.console_tokens.pop((pg.p.token_id, "worker", deployment_id), None)
     from ..governance.thresholds import expected_line
 
     ev = d.get("threshold_evidence") or {}
     return pg.render("deployment.html", d=d, f=d["figures"], threshold_reason=ev.get("reason"),
                      threshold_expected=expected_line(ev), worker_token=token, server_url=str(request.base_url).rstrip("/"),
+                     cameras=cams, publication=pub, warn_s=await run_in_threadpool(health.warning_after_s, pg.gov),
                      title=f"Deployment {deployment_id}")
-
-
-@router.get("/console/deployments/{deployment_id}/report", response_class=HTMLResponse)
-async def report_page(request: Request, deployment_id: int):
-    pg = await page(request, "deployment.read")
-    d = await _deployment(pg, deployment_id)
-    return pg.render("report.html", d=d, f=d["figures"], title=f"Report: deployment {deployment_id}")
 
 
 @router.post("/console/deployments/{deployment_id}/{action}")
 async def deployment_action(request: Request, deployment_id: int, action: str):
     perms = {"authorise": "deployment.authorise", "start": "deployment.start", "stop": "deployment.stop",
-             "worker-token": "deployment.run"}
+             "worker-token": "deployment.run", "publish": "deployment.publish", "unpublish": "deployment.publish"}
     if action not in perms:
         raise NotFound(f"no action {action}")
     pg = await page(request, perms[action])
@@ -252,6 +261,15 @@ async def deployment_action(request: Request, deployment_id: int, action: str):
         note = text(form, "note")
         return await act(pg, lambda: pg.gov.authorise_deployment(pg.actor, deployment_id, note), back,
                          f"Deployment {deployment_id} authorised.")
+    if action in ("publish", "unpublish"):
+        from ..governance import publication
+
+        if action == "unpublish":
+            return await act(pg, lambda: publication.unpublish(pg.gov, pg.actor, deployment_id), back,
+                             f"Deployment {deployment_id}: public record withdrawn.")
+        rank = text(form, "authorising_rank", 60, True)
+        return await act(pg, lambda: publication.publish(pg.gov, pg.actor, deployment_id, rank), back,
+                         f"Deployment {deployment_id}: public record published on /public.")
     if action == "start":
         return await act(pg, lambda: pg.gov.start_deployment(pg.actor, deployment_id), back, f"Deployment {deployment_id} started.")
     if action == "stop":

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from ..governance.errors import GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from ..governance.service import CATEGORIES, OUTCOMES, RESULTS
+from ..transparency.figures import MIN_FACES
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -49,7 +50,7 @@ LABELS = {
     "wanted_by_courts": "Wanted by courts", "wanted_on_suspicion": "Wanted on suspicion of an offence",
     "missing_or_vulnerable": "Missing or vulnerable person", "risk_of_harm": "Risk of harm to self or others",
     "operator": "Operator", "engagement_officer": "Engagement officer", "watchlist_manager": "Watchlist manager",
-    "authorising_officer": "Authorising officer", "auditor": "Auditor", "administrator": "Administrator",
+    "authorising_officer": "Authorising officer", "auditor": "Auditor", "administrator": "Administrator", "supervisor": "Supervisor",
 }
 
 
@@ -88,6 +89,7 @@ templates.env.globals["CATEGORIES"] = CATEGORIES
 templates.env.globals["RESULTS"] = RESULTS
 templates.env.globals["OUTCOMES"] = OUTCOMES
 templates.env.globals["ROLES"] = ROLES
+templates.env.globals["min_faces"] = MIN_FACES  # fewer faces seen: no false alert rate
 
 
 def _secret_key() -> str:
@@ -164,10 +166,44 @@ def error_page(request: Request, status: int, detail: str, headers: dict | None 
     if status == 401:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     page = Page(request, p)
-    resp = page.render("error.html", status=status, status_code=status, detail=detail)
+    heading = ERROR_HEADINGS.get(status, f"Error {status}")
+    if status == 403:
+        detail = plain_denial(detail)
+    resp = page.render("error.html", status=status, status_code=status, detail=detail, heading=heading, title=heading)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
+
+
+ERROR_HEADINGS = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not possible here", 409: "Refused",
+                  413: "Too large", 422: "Something in the form is wrong", 429: "Too many attempts", 503: "Database unavailable"}
+# What each permission lets a user do, in words (for the 403 page).
+DOING = {
+    "user.create": "add users", "user.change": "change users", "user.list": "see the users",
+    "watchlist.create": "create watchlists", "watchlist.enrol": "enrol people on a watchlist",
+    "watchlist.expire": "expire watchlist entries", "watchlist.read": "see the watchlists",
+    "subject.erase": "erase people from a watchlist", "deployment.plan": "plan deployments",
+    "deployment.authorise": "authorise deployments", "deployment.start": "start deployments",
+    "deployment.stop": "stop deployments", "deployment.read": "see deployments", "deployment.run": "run cameras",
+    "deployment.publish": "publish deployments' public records", "alert.read": "see alerts",
+    "alert.adjudicate": "review alerts", "alert.revise": "change a decision on an alert",
+    "alert.outcome": "record what happened after an alert",
+    "volunteer.record": "record volunteers' passes", "retention.configure": "change the retention settings",
+    "purge.run": "run the purge", "audit.read": "read the audit log", "alert.record": "record alerts",
+}
+
+
+def plain_denial(detail: str) -> str:
+    """``operator may not audit.read (needs one of: administrator, auditor)`` in plain words."""
+    import re
+
+    m = re.match(r"^(.+?) may not (\S+) \(needs one of: (.+)\)$", detail or "")
+    if not m:
+        return detail
+    roles = [LABELS.get(r.strip(), r.strip()) for r in m.group(3).split(",") if r.strip() in ROLES]
+    doing = DOING.get(m.group(2), "do this")
+    who = " or ".join(roles) if roles else "another role"
+    return f"Your account may not {doing}: only the {who} role{'s' if len(roles) > 1 else ''} can."
 
 
 # -- auth for pages -----------------------------------------------------------------------------
@@ -266,8 +302,17 @@ def mount_console(app: FastAPI) -> None:
 
     app.state.console_secret = _secret_key()
     app.state.console_tokens = {}  # a new token, shown once on the next page of the session that made it
+    from . import public, report_pages
+
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(report_pages.router)  # before routes: /report.pdf is not a deployment action
     app.include_router(routes.router)
+    app.include_router(public.router)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response((HERE / "static" / "favicon.svg").read_bytes(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, e: NeedLogin):

@@ -64,6 +64,14 @@ class AlertStore:
     def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
         self._gov.count_faces_seen(self.actor, deployment_id, camera, n, too_poor=too_poor)
 
+    def report_cameras(self, deployment_id: int, cameras: list[dict]) -> None:
+        """Camera health (``openlfr.governance.cameras``), as this host and actor."""
+        import socket
+
+        from .cameras import report
+
+        report(self._gov, self.actor, deployment_id, f"{socket.gethostname()} (local run as {self.actor.name})", cameras)
+
     def __repr__(self) -> str:
         return f"AlertStore(actor={self.actor.name!r})"
 

@@ -44,6 +44,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "deployment.read": _ALL | {SYSTEM},
     "deployment.run": frozenset({OPERATOR, SYSTEM}),
     "deployment.enforce": frozenset({SYSTEM}),
+    "deployment.publish": frozenset({ADMINISTRATOR}),  # choose what the public transparency pages show
     # alerts
     "alert.record": frozenset({OPERATOR, SYSTEM}),
     "alert.read": frozenset({OPERATOR, ENGAGEMENT_OFFICER, AUDITOR, SUPERVISOR}),

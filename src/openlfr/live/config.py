@@ -117,6 +117,7 @@ class RunConfig(BaseModel):
     annotate: Optional[Path] = None
     max_frames: Optional[int] = Field(None, ge=1, description="stop each source after this many frames")
     maintain_every_s: float = Field(30.0, gt=0, description="deployment runs: purge and schedule check interval")
+    health_every_s: float = Field(2.0, gt=0, description="deployment runs: camera health report interval (and at once on a change)")
     shape: Literal["auto", "threads", "processes"] = Field(
         "auto",
         description="threads: one process, a thread per camera; processes: camera processes around one "

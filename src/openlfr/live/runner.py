@@ -97,6 +97,7 @@ class CameraStats:
     window_cpu_s: float = 0.0  # of which re-detecting around tracks
     scanned_mpx: float = 0.0  # megapixels the scans looked at
     last_time: float = 0.0
+    last_frame_at: float = 0.0  # epoch seconds of the last frame processed (camera health)
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -288,6 +289,7 @@ class CameraWorker(threading.Thread):
                 st.cpu_s += time.thread_time() - c0
                 st.frames += 1
                 st.last_time = frame.time
+                st.last_frame_at = time.time()
                 self.r.frame_done(self, frame)
                 del frame
         except BaseException as e:  # report, let the other cameras go on
@@ -338,6 +340,10 @@ class LiveRunner:
         self._faces_stored: dict[str, int] = {}
         self._poor_stored: dict[str, int] = {}
         self.frame_hook: Callable[[CameraWorker, Frame], None] | None = None  # tests and benchmarks
+        self.signalled: int | None = None
+        self._health_due = False
+        self._last_health = 0.0
+        self._health_last: dict[str, tuple[int, float]] = {}
 
     # ------------------------------------------------------------------ setup
     def emit(self, event: dict) -> None:
@@ -469,10 +475,11 @@ class LiveRunner:
     def _source_event(self, ev: SourceEvent) -> None:
         for st in self.stats:
             if st.name == ev.camera:
-                st.state = {"down": "down", "reconnecting": "down", "reconnected": "live", "ended": "ended",
+                st.state = {"down": "down", "reconnecting": "reconnecting", "reconnected": "live", "ended": "ended",
                             "error": "error"}.get(ev.state, st.state)
                 if ev.state == "reconnected":
                     st.reconnects += 1
+        self._health_due = True  # report the change at once (deployment runs)
         lvl = logging.WARNING if ev.state in ("down", "reconnecting", "error") else logging.INFO
         log.log(lvl, "camera %s: %s %s", ev.camera, ev.state, ev.message)
         self.emit({"event": "source", "camera": ev.camera, "state": ev.state, "message": ev.message})
@@ -533,6 +540,7 @@ class LiveRunner:
             for t in readers + workers:
                 t.start()
             last_maintain = time.monotonic()
+            self._report_health()
             while any(w.is_alive() for w in workers):
                 for w in workers:
                     w.join(timeout=0.1)
@@ -547,6 +555,7 @@ class LiveRunner:
             self.embedder.stop()
             if self.sink is not None:
                 self._flush_faces_seen()
+                self._report_health(final=True)
             self._restore_signals(prev)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         cpu1 = os.times()
@@ -563,6 +572,9 @@ class LiveRunner:
         if self.sink is None:
             return last_maintain
         self._flush_faces_seen()
+        if self._health_due or time.monotonic() - self._last_health >= self.cfg.health_every_s:
+            self._last_health = time.monotonic()
+            self._report_health()
         if time.monotonic() - last_maintain >= self.cfg.maintain_every_s:
             last_maintain = time.monotonic()
             if not self.sink.maintain():
@@ -584,6 +596,32 @@ class LiveRunner:
                 except Exception as e:  # noqa: BLE001 - retried at the next flush
                     log.error("faces seen on %s not stored: %s", st.name, e)
 
+    def _report_health(self, final: bool = False) -> None:
+        """Each camera's health to the deployment (state, frames/s, dropped, faces seen, last frame)."""
+        self._health_due = False
+        report = getattr(self.sink, "report_cameras", None)
+        if report is None or not self.stats:
+            return
+        now = time.monotonic()
+        cams = []
+        for st in self.stats:
+            frames, t = self._health_last.get(st.name, (0, self.started or now))
+            fps = (st.frames - frames) / (now - t) if now - t > 0.2 else None
+            if fps is not None:
+                self._health_last[st.name] = (st.frames, now)
+            state = {"live": "up", "starting": "up", "down": "down", "reconnecting": "reconnecting", "ended": "ended",
+                     "error": "down"}.get(st.state, "up")
+            message = "the camera's worker failed" if st.state == "error" else ""
+            if final and state != "ended":  # nobody watches this camera any more
+                state, message = "down", "the run was stopped"
+            cams.append({"camera": st.name, "state": state, "fps": round(fps, 2) if fps is not None else 0.0,
+                         "frames": st.read, "dropped": st.dropped, "faces_seen": st.faces_seen,
+                         "last_frame_at": st.last_frame_at or None, "message": message})
+        try:
+            report(cams)
+        except Exception as e:  # noqa: BLE001 - health reports must never stop a camera
+            log.warning("camera health not reported: %s", e)
+
     def _summary(self, elapsed: float, cpu_s: float) -> dict:
         frames = sum(s.frames for s in self.stats)
         return {
@@ -604,6 +642,7 @@ class LiveRunner:
             "embedded": self.embedder.faces,
             "embed_batches": self.embedder.batches,
             "interrupted": self.interrupted,
+            "signal": signal.Signals(self.signalled).name if self.signalled else None,
             "cameras": [s.to_json() for s in self.stats],
         }
 
@@ -615,6 +654,7 @@ class LiveRunner:
 
         def handler(signum, _frame):
             log.warning("signal %s: stopping", signal.Signals(signum).name)
+            self.signalled = signum  # the command exits 128 + signum after the summary (Ctrl-C: 130)
             self.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

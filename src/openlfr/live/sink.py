@@ -41,6 +41,12 @@ class DeploymentSink:
     def maintain(self) -> bool:
         return self.run.maintain()
 
+    def report_cameras(self, cameras: list[dict]) -> None:
+        """Each camera's health (state, frames/s, dropped frames, faces seen, last frame) to the deployment."""
+        report = getattr(self.run.sink, "report_cameras", None)
+        if report is not None:
+            report(self.run.deployment_id, cameras)
+
 
 def split_source_name(spec: str) -> tuple[str | None, str]:
     """``NAME=SPEC`` names a camera (``cam-a=rtsp://...``); a URL's own '=' is left alone."""

@@ -364,3 +364,42 @@ class WorkerDelivery(Base):
     token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
     alert_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: purge and erasure delete alerts freely
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- camera health and public records (migration 0007) ------------------------------------------
+
+
+class CameraStatus(Base):
+    """The latest health report of one camera of a deployment (no frame, no face: counts and times).
+
+    Overwritten by each report of the worker that runs the camera; ``down_since`` is when it last
+    stopped delivering frames and ``warned_at`` when its "down for too long" warning was raised
+    (and audited), cleared (and audited) when it comes back.
+    """
+
+    __tablename__ = "camera_status"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))  # up / reconnecting / down / ended
+    worker: Mapped[str] = mapped_column(String(300), default="")
+    fps: Mapped[float] = mapped_column(Float, default=0.0)
+    frames: Mapped[int] = mapped_column(BigInteger, default=0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    faces_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_frame_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    down_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Publication(Base):
+    """An ended deployment an administrator chose to publish on the public transparency pages."""
+
+    __tablename__ = "publications"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    authorising_rank: Mapped[str] = mapped_column(String(100))  # the authorising officer's rank (never a name)

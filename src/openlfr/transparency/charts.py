@@ -28,6 +28,22 @@ def figure_png(fig, plt, out: Path | None = None) -> bytes:
     return data
 
 
+def figure_bytes(fig, plt, fmt: str = "png") -> bytes:
+    """The figure as PNG or SVG bytes; the figure is closed."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"chart format {fmt!r}: png or svg")
+    buf = io.BytesIO()
+    if fmt == "svg":
+        import matplotlib
+
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "openlfr"}):
+            fig.savefig(buf, format="svg")
+    else:
+        fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 

@@ -325,6 +325,8 @@ def collect(gov, actor, deployment_id: int) -> Report:
                            "unadjudicated": sum(1 for a in vo if not a["decision"]), "passes": n_passes,
                            "per_volunteer": per_volunteer},
             "by_camera": {c: sum(1 for a in op if a["camera"] == c) for c in d["cameras"]},
+            # when each operational alert was raised and how it was adjudicated (no subject): the timeline chart
+            "timeline": sorted(({"created": a["created"], "decision": a["decision"]} for a in op), key=lambda x: x["created"]),
         },
         "outcomes": outcomes,
         "figures": figures,
@@ -406,10 +408,13 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
 
     fr, fc = fig["false_alert_rate"], fig["false_alert_rate_ci95"]
     ap, ac = fig["alert_precision"], fig["alert_precision_ci95"]
+    from .figures import MIN_FACES
+
     lines = [
         "False alert rate (false alerts / faces seen): "
         + ("-" if fr is None else f"{pct(fr, 3)} = {fig['false_alerts']} / {num(fig['faces_seen'])}"
-           + (f" (95% CI {pct(fc[0], 3)} to {pct(fc[1], 3)})" if fc else "")),
+           + (f" (95% CI {pct(fc[0], 3)} to {pct(fc[1], 3)})" if fc else "")
+           + (f"; too few faces seen for a dependable rate (fewer than {num(MIN_FACES)})" if fig["faces_seen"] < MIN_FACES else "")),
         "Alert precision (true alerts / adjudicated alerts): "
         + ("-" if ap is None else f"{pct(ap, 3)} = {fig['true_alerts']} / {fig['true_alerts'] + fig['operational_false_alerts']}"
            + (f" (95% CI {pct(ac[0], 3)} to {pct(ac[1], 3)})" if ac else "")),
@@ -474,11 +479,17 @@ def render_text(r: Report) -> str:
 # --------------------------------------------------------------------------- charts
 
 
-def charts(r: Report) -> dict[str, bytes]:
-    """PNG charts: alerts, faces seen per camera, time to adjudication, the calibration curve."""
+def charts(r: Report, fmt: str = "png") -> dict[str, bytes]:
+    """Charts (PNG, or SVG with ``fmt="svg"``): alerts and the two figures with their intervals,
+    alerts over time, faces seen per camera, time to adjudication, the calibration curve. Count
+    axes have whole-number ticks."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    from .charts import figure_png, pyplot
+    from .charts import figure_bytes, pyplot
+
+    def figure_png(f, plt):
+        return figure_bytes(f, plt, fmt)
 
     d = r.data
     plt = pyplot()
@@ -494,8 +505,6 @@ def charts(r: Report) -> dict[str, bytes]:
         a1.bar(["vol. true", "vol. false"], [vo["true_alerts"], vo["false_alerts"]], color=["C0", "C1"])
     a1.set_title("alerts by adjudication", fontsize=10)
     a1.set_ylabel("alerts")
-    from matplotlib.ticker import MaxNLocator
-
     a1.yaxis.set_major_locator(MaxNLocator(integer=True))
     vals = [fig["false_alert_rate"], fig["alert_precision"]]
     cis = [fig["false_alert_rate_ci95"], fig["alert_precision_ci95"]]
@@ -519,9 +528,40 @@ def charts(r: Report) -> dict[str, bytes]:
     cams = d["cameras"]
     ax.bar([c["name"] for c in cams], [c["faces_seen"] for c in cams], color="C0")
     ax.set_ylabel("faces seen")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("faces seen per camera (tracks)", fontsize=10)
     f.tight_layout()
     out["faces"] = figure_png(f, plt)
+
+    tl = al.get("timeline") or []
+    if tl:
+        import matplotlib.dates as mdates
+
+        times = [_t(x["created"]) for x in tl]
+        dep = d["deployment"]
+        t0 = _t(dep.get("started_at")) or min(times)
+        t1 = max(_t(dep.get("ended_at")) or max(times), max(times))
+        span = max((t1 - t0).total_seconds(), 60.0)
+        n_bins = int(min(24, max(4, span // 900)))
+        edges = [t0 + (t1 - t0) * i / n_bins for i in range(n_bins + 1)] if t1 > t0 else [t0, t0]
+        f, ax = plt.subplots(figsize=(6, 3), dpi=110)
+        bottom = np.zeros(max(len(edges) - 1, 1))
+        for dec, colour, name in (("true_alert", "C2", "true"), ("false_alert", "C3", "false"), (None, "C7", "not adjudicated")):
+            sel = [t for t, x in zip(times, tl) if x["decision"] == dec]
+            counts = np.histogram([mdates.date2num(t) for t in sel], bins=[mdates.date2num(e) for e in edges])[0] \
+                if len(edges) > 1 else np.array([len(sel)])
+            if counts.sum():
+                ax.bar([mdates.date2num(e) for e in edges[:-1]], counts, width=np.diff([mdates.date2num(e) for e in edges]),
+                       bottom=bottom, align="edge", color=colour, label=name, edgecolor="white", linewidth=0.5)
+                bottom = bottom + counts
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.set_xlabel("time (UTC)")
+        ax.set_ylabel("alerts")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("alerts over time", fontsize=10)
+        ax.legend(fontsize=7)
+        f.tight_layout()
+        out["timeline"] = figure_png(f, plt)
 
     adj = d["adjudication"]
     if adj.get("seconds"):
@@ -531,6 +571,7 @@ def charts(r: Report) -> dict[str, bytes]:
         ax.axvline(adj["median_s"] / 60, color="k", ls="--", lw=1, label=f"median {duration(adj['median_s'])}")
         ax.set_xlabel("minutes from alert to adjudication")
         ax.set_ylabel("alerts")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("time to adjudication", fontsize=10)
         ax.legend(fontsize=8)
         f.tight_layout()
@@ -559,6 +600,7 @@ def charts(r: Report) -> dict[str, bytes]:
 
 CHART_TITLES = {
     "alerts": "Alerts, false alert rate and alert precision",
+    "timeline": "Alerts over time",
     "faces": "Faces seen per camera",
     "adjudication": "Time to adjudication",
     "calibration": "Threshold calibration",
@@ -582,9 +624,15 @@ def render_html(r: Report) -> str:
                       if r.data["threshold"].get("evidence") else None)
 
 
+# Which charts go with which section of the text (the PDF puts each chart right after its text).
+CHART_AFTER = {"Threshold": ("calibration",), "Cameras and faces seen": ("faces",),
+               "Alerts and outcomes": ("timeline", "adjudication"), "False alert rate and alert precision": ("alerts",)}
+
+
 def render_pdf(r: Report, out: str | Path) -> Path:
-    """A PDF through matplotlib's PdfPages: text pages, then one page per chart (TrueType fonts,
-    so the text can be searched and extracted)."""
+    """A PDF through matplotlib's PdfPages (A4, TrueType fonts so the text can be searched and
+    extracted): the sections flow down the page, each chart right after the text it illustrates,
+    a new page only when the next block does not fit."""
     import io
 
     import matplotlib
@@ -595,43 +643,62 @@ def render_pdf(r: Report, out: str | Path) -> Path:
     plt = pyplot()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[tuple[str, str]] = []  # (style, text)
     d = r.data
-    lines.append(("title", f"openlfr deployment report - deployment {d['deployment']['id']}"))
-    lines.append(("", ""))
+    imgs = r.charts()
+    blocks: list[tuple[str, object]] = [("title", f"openlfr deployment report - deployment {d['deployment']['id']}"), ("", "")]
+    placed = set()
     for head, body in sections(r):
-        lines.append(("head", head))
+        blocks.append(("head", head))
         for ln in body:
-            wrapped = textwrap.wrap(ln, 100, subsequent_indent="    ") or [""]
-            lines += [("", w) for w in wrapped]
-        lines.append(("", ""))
-    per_page = 58
+            blocks += [("", w) for w in (textwrap.wrap(ln, 100, subsequent_indent="    ") or [""])]
+        for key in CHART_AFTER.get(head, ()):
+            if key in imgs:
+                blocks.append(("chart", key))
+                placed.add(key)
+        blocks.append(("", ""))
+    blocks += [("chart", k) for k in imgs if k not in placed]
+    line_h, top, bottom, left, width = 0.0158, 0.96, 0.04, 0.06, 0.88
+    page_ratio = 8.27 / 11.69
     with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
         with PdfPages(out, metadata={"Title": f"openlfr deployment report {d['deployment']['id']}",
                                      "Subject": d["deployment"]["name"], "Creator": "openlfr"}) as pdf:
-            for start in range(0, len(lines), per_page):
-                fig = plt.figure(figsize=(8.27, 11.69))  # A4
-                y = 0.96
-                for style, text in lines[start : start + per_page]:
-                    kw = {"fontsize": 8.5, "family": "DejaVu Sans"}
-                    if style == "title":
-                        kw |= {"fontsize": 13, "weight": "bold"}
-                    elif style == "head":
-                        kw |= {"fontsize": 10, "weight": "bold"}
-                    fig.text(0.06, y, text, va="top", **kw)
-                    y -= 0.0158
-                pdf.savefig(fig)
-                plt.close(fig)
-            for key, png in r.charts().items():
-                img = plt.imread(io.BytesIO(png), format="png")
-                fig = plt.figure(figsize=(8.27, 11.69))
-                fig.text(0.06, 0.96, CHART_TITLES.get(key, key), fontsize=11, weight="bold", va="top")
-                h, w = img.shape[:2]
-                width = 0.88
-                height = width * h / w * 8.27 / 11.69
-                ax = fig.add_axes((0.06, 0.92 - height, width, height))
-                ax.imshow(img)
-                ax.axis("off")
-                pdf.savefig(fig)
-                plt.close(fig)
+            fig, y = None, top
+
+            def new_page():
+                nonlocal fig, y
+                if fig is not None:
+                    pdf.savefig(fig)
+                    plt.close(fig)
+                fig, y = plt.figure(figsize=(8.27, 11.69)), top
+
+            new_page()
+            for i, (style, item) in enumerate(blocks):
+                if style == "chart":
+                    img = plt.imread(io.BytesIO(imgs[item]), format="png")
+                    h, w = img.shape[:2]
+                    wd = min(width, 0.7 if w / h < 2.2 else width)
+                    ht = wd * h / w * page_ratio
+                    if y - ht - 0.03 < bottom:
+                        new_page()
+                    fig.text(left, y, CHART_TITLES.get(item, item), fontsize=9, weight="bold", va="top", family="DejaVu Sans")
+                    ax = fig.add_axes((left, y - 0.018 - ht, wd, ht))
+                    ax.imshow(img)
+                    ax.axis("off")
+                    y -= ht + 0.03
+                    continue
+                # keep a heading with at least a few lines of its section
+                need = line_h * (4 if style == "head" else 1)
+                if y - need < bottom:
+                    new_page()
+                if style == "" and not item and y == top:
+                    continue
+                kw = {"fontsize": 8.5, "family": "DejaVu Sans"}
+                if style == "title":
+                    kw |= {"fontsize": 13, "weight": "bold"}
+                elif style == "head":
+                    kw |= {"fontsize": 10, "weight": "bold"}
+                fig.text(left, y, str(item), va="top", **kw)
+                y -= line_h
+            pdf.savefig(fig)
+            plt.close(fig)
     return out

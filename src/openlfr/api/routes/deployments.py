@@ -73,16 +73,10 @@ def report(request: Request, deployment_id: int = DepId, p: Principal = Depends(
 
 
 def explain(f: dict) -> str:
-    far, prec = f["false_alert_rate"], f["alert_precision"]
-    parts = []
-    if far is None:
-        parts.append("False alert rate: no faces seen yet.")
-    else:
-        parts.append(f"False alert rate = false alerts / faces seen = {f['false_alerts']} / {f['faces_seen']} = {far:.4%}.")
-    if prec is None:
-        parts.append("Alert precision: no adjudicated alert yet.")
-    else:
-        parts.append(f"Alert precision = true alerts / adjudicated alerts = {f['true_alerts']} / {f['adjudicated']} = {prec:.1%}.")
+    from ...transparency.figures import alert_precision, false_alert_rate
+
+    parts = [f"False alert rate = false alerts / faces seen: {false_alert_rate(f['false_alerts'], f['faces_seen'])['text']}.",
+             f"Alert precision = true alerts / adjudicated alerts: {alert_precision(f['true_alerts'], f['adjudicated'])['text']}."]
     parts.append("The two differ because almost everyone who passes is not on the watchlist: a tiny false alert "
                  "rate per face can still mean that most alerts are false when watchlisted people are rare.")
     return " ".join(parts)

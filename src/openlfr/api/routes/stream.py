@@ -6,7 +6,10 @@ EventSource resumes after the last event it saw, via ``Last-Event-ID``, and miss
 - ``alert``: a new alert (the same fields as ``GET /api/alerts/{id}``), for alert.read holders;
 - ``alert_update``: an alert got a better shot, an adjudication or an outcome (alert.read);
 - ``deployment``: a deployment was planned, authorised, started, stopped or ended ({"id", "action"});
-- ``refresh``: alerts were erased or purged: reload the list.
+- ``refresh``: alerts were erased or purged: reload the list;
+- ``camera``: a camera of an active deployment changed (state, counts, warning; the fields of
+  ``GET /api/deployments/{id}/cameras``), and ``camera_warning`` when one has been down too
+  long or is back (``{"deployment_id", "camera", "action"}``: ``camera.down`` / ``camera.restored``).
 
 The stream checks every few seconds that the caller's session or token is still valid (it ends
 on logout, revocation or a disabled account) and ends after ``max_s`` seconds (the browser's
@@ -23,6 +26,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ...governance.cameras import CameraWatch
 from ...governance.errors import GovernanceError
 from ...governance import queries
 from ..deps import ctx, permit
@@ -52,6 +56,8 @@ def _payloads(gov, actor, changes) -> list[str]:
             except GovernanceError:  # erased or purged since
                 continue
             out.append(_sse("alert" if action == "alert.create" else "alert_update", a, seq))
+        elif action.startswith("camera.") and kind == "deployment" and ident.isdigit():
+            out.append(_sse("camera_warning", {"deployment_id": int(ident), "action": action}, seq))
         elif action.startswith("deployment.") and kind == "deployment" and ident.isdigit():
             out.append(_sse("deployment", {"id": int(ident), "action": action}, seq))
         elif action == "snapshot.delete":
@@ -82,6 +88,8 @@ async def stream(
         seq = start
         yield f"retry: 2000\n: openlfr live stream from seq {seq}\n\n"
         waiter = c.notifier.register()
+        cams = CameraWatch(gov)
+        await asyncio.to_thread(cams.poll)  # the cameras as they are now: only changes are sent
         t0 = last_beat = last_check = time.monotonic()
         try:
             while True:
@@ -101,6 +109,8 @@ async def stream(
                         yield chunk
                     last_beat = time.monotonic()
                 seq = seq_next
+                for view in await asyncio.to_thread(cams.poll):
+                    yield _sse("camera", view)
                 if time.monotonic() - last_beat >= HEARTBEAT_S:
                     yield ": heartbeat\n\n"
                     last_beat = time.monotonic()

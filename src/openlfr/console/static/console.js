@@ -100,35 +100,69 @@
       el("span", { className: "sr-only", text: " alert " + a.id })]);
     var status = el("td", { className: "status" });
     if (a.adjudication) status.textContent = statusText(a); else status.appendChild(el("strong", { text: statusText(a) }));
+    status.setAttribute("data-label", "Status");
     return el("tr", { "data-alert-id": String(a.id), className: a.adjudication || "pending" }, [
-      el("td", {}, [img]), el("td", { text: dt(a.occurred_at) }), el("td", { className: "subject", text: a.subject_name || "—" }),
-      el("td", { text: label(a.category) }), el("td", { text: a.camera }), el("td", { text: String(a.deployment_id) }),
-      el("td", { text: Number(a.distance).toFixed(3) }), status, el("td", {}, [link])]);
+      el("td", { className: "c-probe" }, [img]), el("td", { className: "c-time", "data-label": "Time", text: dt(a.occurred_at) }),
+      el("td", { className: "subject", "data-label": "Subject", text: a.subject_name || "—" }),
+      el("td", { className: "c-cat", "data-label": "Category", text: label(a.category) }),
+      el("td", { className: "c-cam", "data-label": "Camera", text: a.camera }),
+      el("td", { className: "c-dep", "data-label": "Deployment", text: String(a.deployment_id) }),
+      el("td", { className: "c-dist", "data-label": "Distance", text: Number(a.distance).toFixed(3) }), status,
+      el("td", { className: "c-open" }, [link])]);
+  }
+  function matches(table, a) {
+    var dep = table.getAttribute("data-deployment"), cam = table.getAttribute("data-camera");
+    var st = table.getAttribute("data-status"), subj = (table.getAttribute("data-subject") || "").toLowerCase();
+    if (dep && String(a.deployment_id) !== dep) return false;
+    if (cam && a.camera !== cam) return false;
+    if (st && st !== (a.adjudication || "pending")) return false;
+    if (subj && String(a.subject_id) !== subj && String(a.subject_name || "").toLowerCase().indexOf(subj) < 0 &&
+        String(a.subject_ref || "").toLowerCase().indexOf(subj) < 0) return false;
+    return true;
+  }
+  function announce(banner, a, fresh) {
+    /* the banner names one alert and follows it: its review link, then its decision */
+    var who = (a.subject_name || "subject " + a.subject_id) + " on camera " + a.camera;
+    banner.textContent = "";
+    banner.setAttribute("data-alert-id", String(a.id));
+    if (!a.adjudication) {
+      banner.className = "banner";
+      banner.appendChild(document.createTextNode((fresh ? "New alert " : "Alert ") + a.id + ": " + who +
+        " (distance " + Number(a.distance).toFixed(3) + ") "));
+      banner.appendChild(el("a", { className: "button", href: "/console/alerts/" + a.id, text: "Review now" }));
+    } else {
+      banner.className = "banner done";
+      banner.appendChild(document.createTextNode("Alert " + a.id + ": " + who + " — " + statusText(a) + " "));
+      banner.appendChild(el("a", { href: "/console/alerts/" + a.id, text: "Open" }));
+    }
+    banner.hidden = false;
   }
   function setupAlerts() {
     var table = document.getElementById("alert-queue");
     if (!table) return;
     var tbody = table.tBodies[0], banner = document.getElementById("new-alert-banner");
-    var only = table.getAttribute("data-deployment");
+    var firstPage = (table.getAttribute("data-page") || "1") === "1";
     setupSound();
     window.addEventListener("focus", function () { unseen = 0; document.title = baseTitle; });
     stream(table.getAttribute("data-seq"), {
       alert: function (a) {
-        if (only && String(a.deployment_id) !== only) return;
+        var dep = table.getAttribute("data-deployment");
+        if (dep && String(a.deployment_id) !== dep) return;
         var old = tbody.querySelector('tr[data-alert-id="' + a.id + '"]');
-        var empty = tbody.querySelector("tr.empty");
-        if (empty) empty.remove();
-        var row = alertRow(a);
-        row.classList.add("new");
-        if (old) old.replaceWith(row); else tbody.insertBefore(row, tbody.firstChild);
-        banner.textContent = "New alert: " + (a.subject_name || "subject " + a.subject_id) + " on camera " + a.camera +
-          " (distance " + Number(a.distance).toFixed(3) + ")";
-        banner.hidden = false;
+        if (firstPage && matches(table, a)) {
+          var empty = tbody.querySelector("tr.empty");
+          if (empty) empty.remove();
+          var row = alertRow(a);
+          row.classList.add("new");
+          if (old) old.replaceWith(row); else tbody.insertBefore(row, tbody.firstChild);
+        }
+        announce(banner, a, true);
         unseen += 1;
         document.title = "(" + unseen + ") " + baseTitle;
         beep();
       },
       alert_update: function (a) {
+        if (banner.getAttribute("data-alert-id") === String(a.id)) announce(banner, a, false);
         var old = tbody.querySelector('tr[data-alert-id="' + a.id + '"]');
         if (!old) return;
         var row = alertRow(a);
@@ -171,7 +205,8 @@
           set("fig-alerts", String(f.alerts));
           set("fig-adjudicated", String(f.adjudicated));
           set("fig-true-false", f.true_alerts + " / " + f.false_alerts);
-          set("fig-far", pct(f.false_alert_rate, 3));
+          var minFaces = Number(box.getAttribute("data-min-faces") || 0);
+          set("fig-far", f.faces_seen && f.faces_seen < minFaces ? "too few faces" : pct(f.false_alert_rate, 3));
           set("fig-precision", pct(f.alert_precision, 1));
           var st = document.getElementById("dep-status");
           if (st && st.textContent !== d.status) { st.textContent = d.status; st.className = "pill " + d.status; }
@@ -180,10 +215,47 @@
         }).catch(function () {});
     }
     openlfr.refreshDashboard = refresh;
+    function camera(c) {
+      if (String(c.deployment_id) !== id) return;
+      var row = document.querySelector('#camera-table tr[data-camera="' + (window.CSS && CSS.escape ? CSS.escape(c.camera) : c.camera) + '"]');
+      if (!row) return;
+      var st = row.querySelector(".cam-state");
+      st.textContent = c.state; st.className = "pill cam-state " + c.state;
+      var down = row.querySelector(".cam-down");
+      if (c.down_for_s) {
+        if (!down) { down = el("span", { className: "cam-down" }); st.after(document.createTextNode(" "), down); }
+        down.textContent = "for " + duration(c.down_for_s);
+      } else if (down) { down.remove(); }
+      row.querySelector(".cam-message").textContent = c.message ? " " + c.message : "";
+      row.querySelector(".cam-fps").textContent = c.fps == null ? "—" : Number(c.fps).toFixed(1);
+      row.querySelector(".cam-dropped").textContent = String(c.dropped);
+      row.querySelector(".cam-faces").textContent = String(c.faces_seen);
+      row.querySelector(".cam-last").textContent = dt(c.last_frame_at);
+      row.querySelector(".cam-worker").textContent = c.worker || "—";
+      row.classList.toggle("warning", !!c.warning);
+      openlfr.cameras = (openlfr.cameras || {});
+      openlfr.cameras[c.camera] = c;
+      var warn = document.getElementById("camera-warning"), texts = [];
+      Object.keys(openlfr.cameras).forEach(function (k) {
+        var x = openlfr.cameras[k];
+        if (x.warning) texts.push("Camera " + x.camera + " " + x.state + " for " + duration(x.down_for_s || 0) + (x.message ? ": " + x.message : "") + ".");
+      });
+      if (warn) {
+        if (texts.length) { warn.textContent = texts.join(" "); warn.hidden = false; }
+        else if (document.querySelectorAll("#camera-table tr.warning").length === 0) { warn.hidden = true; }
+      }
+    }
+    function refreshCameras() {
+      fetch("/api/deployments/" + id + "/cameras", { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (cs) { (cs || []).forEach(camera); }).catch(function () {});
+    }
     stream(null, {
+      camera: camera,
+      camera_warning: function (w) { if (String(w.deployment_id) === id) refreshCameras(); },
       alert: function (a) { if (String(a.deployment_id) === id) refresh(); },
       alert_update: function (a) { if (String(a.deployment_id) === id) refresh(); },
-      deployment: function (d) { if (String(d.id) === id) refresh(); },
+      deployment: function (d) { if (String(d.id) === id) { refresh(); refreshCameras(); } },
       refresh: refresh
     }, null);
     setInterval(tick, 1000);
