@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures offered to every test)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OPENLFR_SHARED", REPO.parent / "shared"))

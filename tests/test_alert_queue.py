@@ -8,7 +8,7 @@ import pytest
 from openlfr.governance.alert_queue import queue
 from openlfr.governance.errors import GovernanceError, PermissionDenied
 from openlfr.governance.testing import make_world
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401
+from dbtesting import db_url, fast_passwords  # noqa: F401
 
 
 def test_filters_and_pages(db_url, fast_passwords):  # noqa: F811

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from openlfr.api import create_app
 from openlfr.cli import app
 from openlfr.governance.testing import PASSWORD, make_world
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 
 def test_token_commands(tmp_path, fast_passwords):  # noqa: F811

@@ -25,7 +25,7 @@ from openlfr.api import create_app
 from openlfr.api.guard import BodyLimits
 from openlfr.api.testing import fake_enroller, live_server, role_tokens
 from openlfr.governance.testing import make_world
-from openlfr.store.testing import backend_url, db_url, fast_passwords  # noqa: F401
+from dbtesting import backend_url, db_url, fast_passwords  # noqa: F401
 
 KiB, MiB = 1024, 1024 * 1024
 

@@ -19,7 +19,7 @@ from openlfr.api.security import Tokens
 from openlfr.api.testing import fake_enroller, jpeg, role_tokens
 from openlfr.governance.roles import ROLES, Actor
 from openlfr.governance.testing import PASSWORD, make_world
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401
+from dbtesting import db_url, fast_passwords  # noqa: F401
 
 
 class Env:
@@ -143,7 +143,7 @@ def env(db_url, fast_passwords):  # noqa: F811
 @pytest.fixture
 def lite(tmp_path, fast_passwords):  # noqa: F811
     """SQLite only (the rest: the API layer does not depend on the database kind)."""
-    from openlfr.store.testing import backend_url
+    from dbtesting import backend_url
 
     with backend_url("sqlite", tmp_path) as url:
         e = Env(url)

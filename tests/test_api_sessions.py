@@ -23,7 +23,7 @@ from openlfr.api import create_app
 from openlfr.api.security import Tokens
 from openlfr.api.testing import fake_enroller, free_port, live_server
 from openlfr.governance.testing import PASSWORD, make_world
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401
+from dbtesting import db_url, fast_passwords  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 NEW = "a brand new long password"

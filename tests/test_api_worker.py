@@ -17,7 +17,7 @@ from openlfr.api.testing import fake_enroller, free_port, jpeg, live_server, rol
 from openlfr.api.worker_client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
 from openlfr.governance.errors import DeploymentNotActive
 from openlfr.governance.testing import make_world, template
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 
 @pytest.fixture

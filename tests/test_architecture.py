@@ -42,7 +42,6 @@ KNOWN_DEBT: set[tuple[str, str]] = {
     ("api.app", "console"),
     ("console.routes", "api"),
     ("console.views", "api"),
-    ("store.testing", "governance"),
 }
 
 
@@ -119,3 +118,15 @@ def test_the_reader_sees_relative_and_nested_imports(tmp_path):
         assert _imports(fake) == {"store", "console"}
     finally:
         fake.unlink()
+
+
+def test_the_package_does_not_import_pytest():
+    """Test tooling stays in tests/: an installed openlfr never needs pytest."""
+    users = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "pytest" or n.startswith("pytest.") or n.startswith("_pytest") for n in names):
+                users.append(str(path.relative_to(PACKAGE_ROOT)))
+    assert not users, f"these modules import pytest: {users}"

@@ -16,7 +16,7 @@ from openlfr.api.testing import fake_enroller
 from openlfr.governance import cameras as health
 from openlfr.governance.errors import GovernanceError, PermissionDenied
 from openlfr.governance.testing import make_world
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401
+from dbtesting import db_url, fast_passwords  # noqa: F401
 
 
 def camera_events(w, d) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from openlfr.api.testing import fake_enroller, jpeg, live_server  # noqa: E402
 from openlfr.api.worker_client import open_remote_run  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: E402,F401
+from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]

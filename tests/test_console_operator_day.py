@@ -41,7 +41,7 @@ from openlfr.governance import publication  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
 from openlfr.store.models import SnapshotTemplate, SubjectRow, User  # noqa: E402
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: E402,F401
+from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 from openlfr.transparency.public import public_records  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",

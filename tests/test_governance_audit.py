@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, text, update
 from openlfr.governance import audit
 from openlfr.governance.testing import make_world
 from openlfr.store.models import GENESIS_HASH, AuditEvent
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

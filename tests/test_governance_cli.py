@@ -17,7 +17,7 @@ from openlfr.governance import open_deployment_run
 from openlfr.governance.clock import TestClock
 from openlfr.governance.testing import FAKE_JPEG, template
 from openlfr.store.models import AuditEvent
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 PW = {"administrator": "admin password", "operator": "operator password", "watchlist_manager": "manager password",
       "authorising_officer": "officer password", "auditor": "auditor password", "engagement_officer": "engage password"}

@@ -20,7 +20,7 @@ from openlfr.api.testing import fake_enroller, role_tokens
 from openlfr.cli import app
 from openlfr.governance import GovernanceError, NewImage, PermissionDenied, TestClock
 from openlfr.governance.testing import FAKE_JPEG, PASSWORD, make_world, template
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

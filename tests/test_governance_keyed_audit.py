@@ -27,7 +27,7 @@ from openlfr.store.models import (
     Deployment,
     FacesSeen,
 )
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

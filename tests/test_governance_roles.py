@@ -11,7 +11,7 @@ import pytest
 from openlfr.governance import Actor, Governance, PermissionDenied
 from openlfr.governance.roles import PERMISSIONS, ROLES
 from openlfr.governance.testing import FAKE_JPEG, image, make_world, template
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 SYSTEM = "system"
 

@@ -22,7 +22,7 @@ from openlfr.store.models import (
     SubjectRow,
     Template,
 )
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

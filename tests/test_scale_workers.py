@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 

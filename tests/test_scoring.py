@@ -9,7 +9,7 @@ import pytest
 
 from openlfr.scoring import ScoringError, load_scoring_model
 from openlfr.scoring.degrade import Degradation, degrade
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from openlfr.store import db as store_db
 from openlfr.store.db import Database, current_revision, downgrade, head_revision, open_db, resolve_db_url, upgrade
 from openlfr.store.models import Base
-from openlfr.store.testing import db_url  # noqa: F401  (fixture)
+from dbtesting import db_url  # noqa: F401  (fixture)
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from openlfr.governance.clock import TestClock
 from openlfr.governance.testing import make_world
 from openlfr.store.models import AlertRow, FacesSeen
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 WRITER = r"""
 import sys

@@ -10,7 +10,7 @@ import pytest
 
 from openlfr.transparency import calibrate as cal
 from openlfr.transparency.differentials import counts_from_calibration, group_rates
-from openlfr.store.testing import fast_passwords  # noqa: F401  (fixture)
+from dbtesting import fast_passwords  # noqa: F401  (fixture)
 from openlfr.transparency.rates import wilson_interval
 
 

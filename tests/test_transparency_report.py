@@ -18,7 +18,7 @@ from openlfr.cli import governance as cli_gov
 from openlfr.governance import Actor, GovernanceError
 from openlfr.governance.testing import PASSWORD, image, make_world
 from openlfr.store.models import AuditEvent
-from openlfr.store.testing import db_url, fast_passwords  # noqa: F401  (fixtures)
+from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 from openlfr.transparency.report import collect, render_html, render_pdf, render_text, sections
 
 EVIDENCE = {

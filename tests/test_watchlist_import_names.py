@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openlfr.store.testing import backend_url, fast_passwords  # noqa: F401
+from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 PW = "long enough password"
