@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from dbtesting import PG_ENV, pg_base_url, pg_reachable, pg_schema_url
+from openlfr.store.testing import PG_ENV, pg_base_url, pg_reachable, pg_schema_url
 
 BACKENDS = ("sqlite", "postgresql")
 
