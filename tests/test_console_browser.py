@@ -132,7 +132,7 @@ def test_live_alert_adjudication_and_dashboard(browser, site):
     queue.wait_for_url(f"**/console/alerts/{alert_id}")
     assert queue.locator(".compare img").count() == 2
     for img in queue.locator(".compare img").all():
-        assert img.evaluate("i => i.complete && i.naturalWidth >= 0")
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0")  # decoded: a broken image has width 0
     facts = queue.locator("dl.facts").inner_text()
     assert "0.380" in facts and "cam-a" in facts and "sharpness" in facts
     queue.keyboard.press("t")

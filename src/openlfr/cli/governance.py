@@ -85,8 +85,7 @@ def _handled(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         from ..governance.audit import AuditChainBroken
-        from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
-        from ..governance.errors import StoreError
+        from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied, StoreError
 
         try:
             return fn(*args, **kwargs)

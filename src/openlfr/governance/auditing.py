@@ -1,8 +1,4 @@
-"""Reading the audit log: verification and export.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Reading the audit log: verification and export."""
 
 from __future__ import annotations
 

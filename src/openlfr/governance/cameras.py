@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..store import repository as repo
-from ..store.models import CameraStatus, Deployment, Setting
+from ..store.models import CameraStatus, Deployment
 from ..store.types import utc
 from .errors import GovernanceError
 from .roles import Actor
@@ -47,23 +47,14 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def warning_after_s(gov) -> float:
-    with gov.db.transaction() as s:
-        row = s.get(Setting, WARNING_KEY)
-        return float(row.value) if row else DOWN_WARNING_S
+    return gov.setting(WARNING_KEY, DOWN_WARNING_S, float)
 
 
 def set_warning_after_s(gov, actor: Actor, seconds: float) -> None:
     """The administrator's N: seconds a camera may be down before the warning (audited)."""
     if not (1 <= float(seconds) <= 86400):
         raise GovernanceError("the camera warning delay is 1 to 86400 seconds")
-    with gov._tx(actor, "retention.configure") as s:
-        row = s.get(Setting, WARNING_KEY)
-        was = float(row.value) if row else DOWN_WARNING_S
-        if row is None:
-            s.add(Setting(key=WARNING_KEY, value=str(float(seconds))))
-        else:
-            row.value = str(float(seconds))
-        gov._audit(s, actor, "setting.change", WARNING_KEY, {"value": float(seconds), "was": was})
+    gov.change_setting(actor, WARNING_KEY, float(seconds), DOWN_WARNING_S)
 
 
 def _clean(report: dict) -> dict:

@@ -1,8 +1,4 @@
-"""Deployments: plan, authorise, start, stop, the schedule and the frozen snapshot.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Deployments: plan, authorise, start, stop, the schedule and the frozen snapshot."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..live.sink import DeploymentEnded
 from ..store.db import StoreError  # noqa: F401  (the store unreachable or not migrated: passed on to the entry points)
 
 
@@ -21,5 +22,5 @@ class NotFound(GovernanceError):
     """No such record."""
 
 
-class DeploymentNotActive(GovernanceError):
+class DeploymentNotActive(GovernanceError, DeploymentEnded):
     """The deployment is not running (not started, ended, or past its end time)."""

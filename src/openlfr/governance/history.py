@@ -1,8 +1,4 @@
-"""Transparency records of a deployment: calibrated thresholds, volunteers, history.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Transparency records of a deployment: calibrated thresholds, volunteers, history."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Retention: the alert retention period and the purge.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Retention: the alert retention period and the purge."""
 
 from __future__ import annotations
 
@@ -30,22 +26,30 @@ from .roles import Actor
 class Retention:
     """Retention and purge. (a part of ``Governance``)"""
 
-    def retention_days(self) -> int:
+    def setting(self, key: str, default, cast=str):
+        """A stored setting (``cast`` from its text), or ``default`` when none was set."""
         with self.db.transaction() as s:
-            row = s.get(Setting, RETENTION_KEY)
-            return int(row.value) if row else DEFAULT_RETENTION_DAYS
+            row = s.get(Setting, key)
+            return cast(row.value) if row else default
+
+    def change_setting(self, actor: Actor, key: str, value, default) -> None:
+        """Set a setting (an administrator's, ``retention.configure``); audited with the value it had."""
+        with self._tx(actor, "retention.configure") as s:
+            row = s.get(Setting, key)
+            was = type(value)(row.value) if row else default
+            if row is None:
+                s.add(Setting(key=key, value=str(value)))
+            else:
+                row.value = str(value)
+            self._audit(s, actor, "setting.change", key, {"value": value, "was": was})
+
+    def retention_days(self) -> int:
+        return self.setting(RETENTION_KEY, DEFAULT_RETENTION_DAYS, int)
 
     def set_retention_days(self, actor: Actor, days: int) -> None:
         if not (1 <= int(days) <= 3650):
             raise GovernanceError("the alert retention is 1 to 3650 days")
-        with self._tx(actor, "retention.configure") as s:
-            row = s.get(Setting, RETENTION_KEY)
-            before = int(row.value) if row else DEFAULT_RETENTION_DAYS
-            if row is None:
-                s.add(Setting(key=RETENTION_KEY, value=str(int(days))))
-            else:
-                row.value = str(int(days))
-            self._audit(s, actor, "setting.change", RETENTION_KEY, {"value": int(days), "was": before})
+        self.change_setting(actor, RETENTION_KEY, int(days), DEFAULT_RETENTION_DAYS)
 
     def purge(self, actor: Actor, quiet: bool = False) -> PurgeReport:
         """Stop overdue deployments, delete their snapshots, delete alerts past the retention period.

@@ -1,8 +1,4 @@
-"""Alerts under review: listing, media, adjudication and engagement outcomes.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Alerts under review: listing, media, adjudication and engagement outcomes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The live pipeline's door: runs of an active deployment, alerts and faces seen.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""The live pipeline's door: runs of an active deployment, alerts and faces seen."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Users: accounts, roles, passwords and logins.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Users: accounts, roles, passwords and logins."""
 
 from __future__ import annotations
 

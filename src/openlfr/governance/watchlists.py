@@ -1,8 +1,4 @@
-"""Watchlists and their subjects: creation, enrolment, expiry and erasure.
-
-A part of the ``Governance`` front door (``service.py``); it acts only through its checks:
-``self._tx`` (permission and audit in one transaction) and ``self._audit``.
-"""
+"""Watchlists and their subjects: creation, enrolment, expiry and erasure."""
 
 from __future__ import annotations
 

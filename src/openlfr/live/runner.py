@@ -35,7 +35,7 @@ from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
 from .scheduler import PROFILES, DetectionScheduler, GreyHog
-from .sink import split_source_name
+from .sink import DeploymentEnded, split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
 
@@ -457,7 +457,7 @@ class LiveRunner:
                 stored = False
                 log.error("alert %s not stored: %s", ev.alert.id, e)
                 self.emit({"event": "error", "camera": ev.alert.camera, "message": f"alert not stored: {e}"})
-                if type(e).__name__ == "DeploymentNotActive":
+                if isinstance(e, DeploymentEnded):
                     self.stop()
         with self._lock:
             for st in self.stats:
@@ -553,9 +553,7 @@ class LiveRunner:
             for r in readers:
                 r.join(timeout=5)
             self.embedder.stop()
-            if self.sink is not None:
-                self._flush_faces_seen()
-                self._report_health(final=True)
+            self._close_sink()
             self._restore_signals(prev)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         cpu1 = os.times()
@@ -582,6 +580,12 @@ class LiveRunner:
                 self.emit({"event": "deployment_ended"})
                 self.stop()
         return last_maintain
+
+    def _close_sink(self) -> None:
+        """At the end of a run: the last faces-seen counts and the cameras' final health report."""
+        if self.sink is not None:
+            self._flush_faces_seen()
+            self._report_health(final=True)
 
     def _flush_faces_seen(self) -> None:
         """Add each camera's new tracks to the deployment's faces-seen count."""

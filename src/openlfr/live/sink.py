@@ -14,6 +14,11 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 
+class DeploymentEnded(Exception):
+    """The sink's deployment is no longer active (ended, stopped, or past its end time): the run
+    stops. Governance's ``DeploymentNotActive`` is one."""
+
+
 class AlertSink(Protocol):
     def record(self, alert) -> object: ...
 

@@ -190,9 +190,7 @@ class ProcessRunner(LiveRunner):
             self.stop_event.set()
             self._stop_processes()
             self._shutdown()
-            if self.sink is not None:
-                self._flush_faces_seen()
-                self._report_health(final=True)
+            self._close_sink()
             self._restore_signals(prev)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         cpu1 = os.times()
