@@ -3,6 +3,8 @@ alerts and faces seen to `openlfr serve` with a worker token (end to end on the 
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -47,7 +49,9 @@ def test_run_posts_to_the_server(tmp_path, scenario, monkeypatch):
     assert w.gov.faces_seen(w["auditor"], dep)["walkway"] >= 2
     assert not (tmp_path / "worker-data" / "worker-buffer" / f"deployment-{dep}.jsonl").exists()
     # the worker's actor is in the audit log; no worker token without --deployment
-    assert any(e["actor"].startswith("system:worker:") for e in _audit(w))
+    # (the entries name the token and the operator it acts for)
+    operator = w["operator"].name
+    assert any(re.fullmatch(rf"system:worker:\d+:{re.escape(operator)}", e["actor"]) for e in _audit(w))
     res = CliRunner().invoke(app, ["run", "--server", "http://127.0.0.1:9", "--source", str(scenario.video)])
     assert res.exit_code == 2
 

@@ -119,7 +119,7 @@ class Tokens:
             if row.kind == "worker":
                 if not Actor(name=user.name, roles=repo.roles_of(s, user.id)).can("deployment.run"):
                     return None  # its user no longer runs deployments (their tokens are revoked then too)
-                actor = Actor(name=f"system:worker:{row.id}", roles=frozenset({SYSTEM}))
+                actor = Actor(name=f"system:worker:{row.id}:{user.name}", roles=frozenset({SYSTEM}))  # the token and its operator
             else:
                 actor = Actor(name=user.name, roles=repo.roles_of(s, user.id), user_id=user.id)
             with self._lock:
