@@ -4,7 +4,7 @@
                                   [--out bench/out/workers.json]
 
 Each worker is a separate process with its own worker token (as a camera host at another
-site would be), using the real client (``openlfr.api.worker_client.RemoteAlertSink``: HTTP,
+site would be), using the real client (``openlfr.worker.client.RemoteAlertSink``: HTTP,
 idempotency keys, the disk buffer when the server fails). Every alert is a new track, so
 every post inserts one alert row and one audit entry. The server is ``openlfr serve`` (one
 uvicorn process) in a subprocess on a free loopback port, on SQLite (a file) or PostgreSQL
@@ -145,7 +145,7 @@ def worker_main(args) -> int:
     """One worker process: ``alerts`` alerts on its camera, each a new track; prints JSON."""
     import numpy as np
 
-    from openlfr.api.worker_client import RemoteAlertSink, WorkerClient, alert_payload
+    from openlfr.worker.client import RemoteAlertSink, WorkerClient, alert_payload
     from openlfr.governance.testing import FAKE_JPEG, template
 
     client = WorkerClient(args.server, os.environ["OPENLFR_WORKER_TOKEN"], timeout=30)

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from openlfr.api import create_app
 from openlfr.api.security import Tokens
 from openlfr.api.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
-from openlfr.api.worker_client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
+from openlfr.worker.client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
 from openlfr.governance.errors import DeploymentNotActive
 from openlfr.governance.testing import make_world, template
 from dbtesting import backend_url, fast_passwords  # noqa: F401

@@ -23,7 +23,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from openlfr.api import create_app  # noqa: E402
 from openlfr.api.security import Tokens  # noqa: E402
 from openlfr.api.testing import fake_enroller, jpeg, live_server  # noqa: E402
-from openlfr.api.worker_client import open_remote_run  # noqa: E402
+from openlfr.worker.client import open_remote_run  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401

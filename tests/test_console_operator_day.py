@@ -165,7 +165,7 @@ def test_queue_is_cards_and_review_buttons_are_reachable(browser, site):
 def test_camera_that_stops_and_comes_back_is_seen_live(browser, site, tmp_path):
     from test_live_sources import MjpegServer
 
-    from openlfr.api.worker_client import open_remote_run
+    from openlfr.worker.client import open_remote_run
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
     from openlfr.live.sink import DeploymentSink

@@ -158,7 +158,7 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
 
     try:
         if server:
-            from ..api.worker_client import open_remote_run
+            from ..worker.client import open_remote_run
 
             if as_user:
                 err.print("[yellow]note:[/] with --server the run acts as its worker token; --as is not used")
