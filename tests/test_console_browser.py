@@ -9,16 +9,11 @@ Skipped when /usr/bin/chromium or the playwright package is absent (.ci/run inst
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("OPENLFR_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from openlfr.api import create_app  # noqa: E402
 from openlfr.api.security import Tokens  # noqa: E402
@@ -28,19 +23,9 @@ from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]
 NAV = {"Alerts": "alert.read", "Deployments": "deployment.read", "Watchlists": "watchlist.read", "Audit": "audit.read",
        "Users": "user.list", "Tokens": None, "API": None}
 T = 10_000  # ms: the longest any expectation waits
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

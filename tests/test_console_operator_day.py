@@ -17,19 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import threading
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("OPENLFR_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from sqlalchemy import select  # noqa: E402
 
@@ -44,18 +38,8 @@ from openlfr.store.models import SnapshotTemplate, SubjectRow, User  # noqa: E40
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 from openlfr.transparency.public import public_records  # noqa: E402
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-dev-shm-usage"]
 T = 15_000
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
