@@ -9,6 +9,7 @@ network (no background requests, no component updates, no sync).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,16 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
         b.close()
+
+
+def login(browser, base: str, user: str, password: str, viewport: dict, timeout_ms: int):
+    """A new browser context logged in to the console at ``base`` as ``user``: (context, page)."""
+    ctx = browser.new_context(viewport=viewport)
+    page = ctx.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(f"{base}/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.press("#password", "Enter")
+    page.wait_for_url(re.compile(r".*/console/.*"))
+    return ctx, page

@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+import chromium  # noqa: E402
 from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from openlfr.api import create_app  # noqa: E402
@@ -39,15 +40,7 @@ def site(tmp_path, fast_passwords):  # noqa: F811
 
 
 def login(browser, base: str, user: str):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = ctx.new_page()
-    page.set_default_timeout(T)
-    page.goto(f"{base}/login")
-    page.fill("#username", user)
-    page.fill("#password", PASSWORD)
-    page.press("#password", "Enter")
-    page.wait_for_url(re.compile(r".*/console/.*"))
-    return ctx, page
+    return chromium.login(browser, base, user, PASSWORD, {"width": 1280, "height": 800}, T)
 
 
 def test_each_role_sees_only_what_it_may(browser, site):

@@ -23,6 +23,7 @@ from datetime import timedelta
 
 import pytest
 
+import chromium  # noqa: E402
 from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from sqlalchemy import select  # noqa: E402
@@ -64,15 +65,7 @@ def site(tmp_path, fast_passwords):  # noqa: F811
 
 
 def login(browser, base: str, user: str, viewport=PHONE):
-    ctx = browser.new_context(viewport=viewport)
-    page = ctx.new_page()
-    page.set_default_timeout(T)
-    page.goto(f"{base}/login")
-    page.fill("#username", user)
-    page.fill("#password", PASSWORD)
-    page.press("#password", "Enter")
-    page.wait_for_url(re.compile(r".*/console/.*"))
-    return ctx, page
+    return chromium.login(browser, base, user, PASSWORD, viewport, T)
 
 
 def overflow(page) -> int:
