@@ -109,7 +109,7 @@ def setup(url: str, n_workers: int) -> tuple[int, list[str], object]:
     """A governed world on ``url`` with one active deployment of ``n_workers`` cameras (real
     clock: it runs for four hours from now) and one worker token per camera. Returns
     (deployment id, tokens, world)."""
-    from openlfr.api.security import Tokens
+    from openlfr.web.security import Tokens
     from openlfr.governance.clock import TestClock
     from openlfr.governance.testing import make_world
 

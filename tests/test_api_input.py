@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from openlfr.api import create_app
-from openlfr.api.guard import BodyLimits
+from openlfr.web.guard import BodyLimits
 from openlfr.api.testing import fake_enroller, live_server, role_tokens
 from openlfr.governance.testing import make_world
 from dbtesting import backend_url, db_url, fast_passwords  # noqa: F401

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openlfr.api import create_app
-from openlfr.api.security import Tokens
+from openlfr.web.security import Tokens
 from openlfr.api.testing import fake_enroller, jpeg, role_tokens
 from openlfr.governance.roles import ROLES, Actor
 from openlfr.governance.testing import PASSWORD, make_world

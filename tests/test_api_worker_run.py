@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openlfr.api import create_app
-from openlfr.api.security import Tokens
+from openlfr.web.security import Tokens
 from openlfr.api.testing import live_server
 from openlfr.cli import app
 from openlfr.engine.images import load_image

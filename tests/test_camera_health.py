@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openlfr.api import create_app
-from openlfr.api.security import Tokens
+from openlfr.web.security import Tokens
 from openlfr.api.testing import fake_enroller
 from openlfr.governance import cameras as health
 from openlfr.governance.errors import GovernanceError, PermissionDenied

@@ -17,7 +17,7 @@ import chromium  # noqa: E402
 from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from openlfr.api import create_app  # noqa: E402
-from openlfr.api.security import Tokens  # noqa: E402
+from openlfr.web.security import Tokens  # noqa: E402
 from openlfr.api.testing import fake_enroller, jpeg, live_server  # noqa: E402
 from openlfr.worker.client import open_remote_run  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402

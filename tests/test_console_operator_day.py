@@ -29,7 +29,7 @@ from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this modu
 from sqlalchemy import select  # noqa: E402
 
 from openlfr.api import create_app  # noqa: E402
-from openlfr.api.security import Tokens  # noqa: E402
+from openlfr.web.security import Tokens  # noqa: E402
 from openlfr.api.testing import fake_enroller, live_server  # noqa: E402
 from openlfr.governance import cameras as health  # noqa: E402
 from openlfr.governance import publication  # noqa: E402

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from openlfr.api import create_app
-from openlfr.api.security import Tokens
+from openlfr.web.security import Tokens
 from openlfr.api.testing import fake_enroller, role_tokens
 from openlfr.cli import app
 from openlfr.governance import GovernanceError, NewImage, PermissionDenied, TestClock

@@ -21,9 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..governance.errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied, StoreError
 from ..governance.service import Governance
-from .deps import ApiError, Context, Notifier, resolve
-from .guard import BodyLimits, Guard
-from .security import LoginLimiter, Tokens
+from ..web.deps import ApiError, Context, Notifier, resolve
+from ..web.guard import BodyLimits, Guard
+from ..web.security import LoginLimiter, Tokens
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi.responses import Response
 
 from ..engine.images import ImageError, reencode
-from .deps import ApiError
+from ..web.deps import ApiError
 
 IMAGE_CONTENT = {"image/jpeg": {}, "image/png": {}}
 

@@ -37,7 +37,7 @@ def serve(
         err.print(f"error: {e}")
         raise typer.Exit(2)
     err.print(f"openlfr console on http://{host}:{port}/ (database {redact(url)})")
-    from ..api.security import proxy_settings
+    from ..web.security import proxy_settings
 
     uvicorn.run(application, host=host, port=port, log_level=log_level, **proxy_settings(trusted_proxy))
 
@@ -52,7 +52,7 @@ def token_create(
     as_user: AsOpt = None,
 ) -> None:
     """Create a bearer token acting as you (or a worker token bound to a deployment); printed once."""
-    from ..api.security import Tokens
+    from ..web.security import Tokens
 
     gov, actor = _setup(db, as_user)
     tokens = Tokens(gov)
@@ -75,7 +75,7 @@ def token_list(
     """Your tokens and console sessions (or everyone's)."""
     import json
 
-    from ..api.security import Principal, Tokens
+    from ..web.security import Principal, Tokens
 
     gov, actor = _setup(db, as_user)
     if all_users:
@@ -92,7 +92,7 @@ def token_revoke(
     as_user: AsOpt = None,
 ) -> None:
     """Revoke a token: your own; any worker token (operator); any token (administrator)."""
-    from ..api.security import Principal, Tokens
+    from ..web.security import Principal, Tokens
 
     gov, actor = _setup(db, as_user)
     p = Principal(actor=actor, kind="cli", token_id=0, user_id=actor.user_id)

@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..governance import queries
-from ..api.deps import ApiError, client_address
+from ..web.deps import ApiError, client_address
 from ..api.routes.deployments import explain, figures
-from ..api.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelogin_csrf, same
+from ..web.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelogin_csrf, same
 from ..governance.errors import AuthenticationError, GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from .views import Page, _read_flash, _safe_next, _secure, act, form_of, home_of, int_field, page, redirect, text

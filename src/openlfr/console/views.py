@@ -157,7 +157,7 @@ def _secure(request: Request) -> bool:
 
 
 def error_page(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
-    from ..api.deps import resolve
+    from ..web.deps import resolve
 
     try:
         p = resolve(request)
@@ -214,7 +214,7 @@ class NeedLogin(Exception):
 
 
 def _session(request: Request):
-    from ..api.security import SESSION_COOKIE
+    from ..web.security import SESSION_COOKIE
 
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
@@ -234,8 +234,8 @@ async def page(request: Request, permission: str | None = None) -> Page:
 
 async def form_of(pg: Page) -> dict:
     """The posted form, its CSRF token checked; text fields checked for NUL and length."""
-    from ..api.deps import ApiError
-    from ..api.security import same
+    from ..web.deps import ApiError
+    from ..web.security import same
 
     try:
         form = await pg.request.form()
@@ -247,7 +247,7 @@ async def form_of(pg: Page) -> dict:
 
 
 def text(form, name: str, max_length: int = 2000, required: bool = False) -> str:
-    from ..api.deps import ApiError
+    from ..web.deps import ApiError
 
     v = form.get(name)
     v = v.strip() if isinstance(v, str) else ""
@@ -259,7 +259,7 @@ def text(form, name: str, max_length: int = 2000, required: bool = False) -> str
 
 
 def int_field(form, name: str, lo: int = 1, hi: int = 2**31 - 1) -> int:
-    from ..api.deps import ApiError
+    from ..web.deps import ApiError
 
     v = text(form, name, 20, required=True)
     if not v.isdigit() or not (lo <= int(v) <= hi):

@@ -9,10 +9,10 @@ from fastapi.responses import Response
 
 from ...governance import queries
 from ...governance.errors import PermissionDenied
-from ..deps import ApiError, ctx, permit, user
+from ...web.deps import ApiError, ctx, permit, user
+from ...web.security import Principal
 from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, AdjudicationBody, ErrorOut, OutcomeBody
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}

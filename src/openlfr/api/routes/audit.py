@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from ...governance import queries
-from ..deps import ctx, permit
+from ...web.deps import ctx, permit
+from ...web.security import Principal
 from ..schemas import ErrorOut, clean_text
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["audit"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}}

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from ...governance.errors import AuthenticationError, PermissionDenied
 from ...governance.roles import PERMISSIONS
-from ..deps import ApiError, client_address, ctx, permit, user
+from ...web.deps import ApiError, client_address, ctx, permit, user
+from ...web.security import Principal
 from ..schemas import MAX_ID, Done, ErrorOut, Me, TokenInfo, TokenOut, TokenRequest, WorkerTokenRequest
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["auth"])
 R401 = {401: {"model": ErrorOut}}

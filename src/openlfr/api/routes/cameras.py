@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...governance import cameras as health
-from ..deps import ctx, permit, worker
+from ...web.deps import ctx, permit, worker
+from ...web.security import Principal
 from ..schemas import MAX_ID, ErrorOut
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["deployments"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}

@@ -7,9 +7,9 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from ..deps import ctx, permit
+from ...web.deps import ctx, permit
+from ...web.security import Principal
 from ..schemas import MAX_ID, DeploymentPlan, ErrorOut, NoteBody, StopBody
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["deployments"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...governance import publication
-from ..deps import ctx, permit
+from ...web.deps import ctx, permit
+from ...web.security import Principal
 from ..schemas import MAX_ID, ErrorOut
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["deployments"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}

@@ -29,9 +29,9 @@ from fastapi.responses import StreamingResponse
 from ...governance.cameras import CameraWatch
 from ...governance.errors import GovernanceError
 from ...governance import queries
-from ..deps import ctx, permit
+from ...web.deps import ctx, permit
+from ...web.security import Principal
 from ..schemas import ErrorOut
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["stream"])
 HEARTBEAT_S = 15.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Request
 
 from ...governance.errors import AuthenticationError, PermissionDenied
-from ..deps import ApiError, client_address, ctx, permit, user
+from ...web.deps import ApiError, client_address, ctx, permit, user
+from ...web.security import Principal
 from ..schemas import Done, ErrorOut, PasswordChange, RetentionBody, UserChange, UserCreate, UserName
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["users"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}}

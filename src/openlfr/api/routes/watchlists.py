@@ -10,11 +10,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from ...engine.images import RequestTooLarge
 from ...governance import queries
-from ..deps import ApiError, ctx, permit
+from ...web.deps import ApiError, ctx, permit
+from ...web.security import Principal
 from ..enrol import FaceEnroller, Upload
 from ..media import IMAGE_CONTENT, image_response
 from ..schemas import MAX_ID, Category, Done, ErrorOut, ExpireBody, Name, When, WatchlistCreate, clean_text
-from ..security import Principal
 
 router = APIRouter(prefix="/api", tags=["watchlists"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}

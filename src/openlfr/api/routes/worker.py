@@ -13,7 +13,8 @@ import base64
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
 
-from ..deps import ApiError, ctx, worker
+from ...web.deps import ApiError, ctx, worker
+from ...web.security import Principal
 from ..schemas import (
     ErrorOut,
     FacesSeenBody,
@@ -22,7 +23,6 @@ from ..schemas import (
     WorkerStatus,
     decode_b64,
 )
-from ..security import Principal
 
 router = APIRouter(prefix="/api/worker", tags=["workers"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}

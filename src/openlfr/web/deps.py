@@ -1,4 +1,4 @@
-"""Request plumbing shared by the routers: the app's services, who is asking, and permissions."""
+"""Request plumbing shared by the API and the console: the app's services, who is asking, and permissions."""
 
 from __future__ import annotations
 
