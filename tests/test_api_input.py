@@ -57,7 +57,7 @@ def assert_secured(r: httpx.Response) -> None:
 
 
 def test_stored_xss_polyglot_is_served_as_a_clean_jpeg(db_url, fast_passwords, engine, astronaut):  # noqa: F811
-    from openlfr.api.enrol import FaceEnroller
+    from openlfr.web.enrol import FaceEnroller
 
     w = make_world(db_url)
     app = create_app(db_url, w.clock, enroller=FaceEnroller(engine=engine))

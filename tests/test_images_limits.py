@@ -146,7 +146,7 @@ def test_the_enroller_refuses_a_bomb_and_decodes_each_upload_once(bomb, astronau
         engine = FaceEngine()
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"face engine unavailable: {e}")
-    from openlfr.api.enrol import EnrolmentRejected, FaceEnroller, Upload
+    from openlfr.web.enrol import EnrolmentRejected, FaceEnroller, Upload
     from openlfr.watchlist import enrol as wl_enrol
 
     calls = []

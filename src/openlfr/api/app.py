@@ -158,7 +158,7 @@ def _install_errors(app: FastAPI) -> None:
     async def store(request: Request, e: StoreError):
         return respond(request, 503, "unavailable", str(e))
 
-    from .enrol import EnrolmentRejected
+    from ..web.enrol import EnrolmentRejected
 
     @app.exception_handler(EnrolmentRejected)
     async def rejected(request: Request, e: EnrolmentRejected):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from ..governance.roles import ROLES
+from ..web.times import When
 
 MAX_ID = 2**31 - 1
 
@@ -31,16 +31,6 @@ def _clean(v: str) -> str:
     return v
 
 
-def _when(v: datetime) -> datetime:
-    try:
-        v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
-    except (OverflowError, ValueError):
-        raise ValueError("time out of range") from None
-    if not (1970 <= v.year <= 9000):
-        raise ValueError("time out of range (years 1970 to 9000)")
-    return v
-
-
 def clean_text(max_length: int, min_length: int = 0, pattern: str | None = None):
     return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern), AfterValidator(_clean)]
 
@@ -52,7 +42,6 @@ Password = clean_text(1_000, 1)
 UserName = clean_text(100, 1, r"^[A-Za-z0-9._@-]+$")
 Camera = clean_text(200, 1)
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-When = Annotated[datetime, AfterValidator(_when)]
 IdempotencyKey = clean_text(80, 8, r"^[A-Za-z0-9._:-]+$")
 
 

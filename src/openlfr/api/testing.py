@@ -17,7 +17,7 @@ import numpy as np
 
 from ..governance.service import NewImage
 from ..governance.testing import FAKE_JPEG, World
-from .enrol import EnrolmentRejected, EnrolResult, Upload
+from ..web.enrol import EnrolmentRejected, EnrolResult, Upload
 from ..web.security import Tokens
 
 

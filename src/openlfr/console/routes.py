@@ -329,9 +329,8 @@ async def watchlist_page(request: Request, ref: str):
 
 @router.post("/console/watchlists/{ref}/enrol", response_class=HTMLResponse)
 async def enrol(request: Request, ref: str):
-    from ..api.enrol import EnrolmentRejected
-    from ..api.routes.watchlists import enrol as do_enrol
-    from ..api.routes.watchlists import read_uploads
+    from ..web.enrol import EnrolmentRejected, read_uploads
+    from ..web.enrol import enrol as do_enrol
 
     pg = await page(request, "watchlist.enrol")
     form = await form_of(pg)

@@ -1,6 +1,10 @@
-"""Enrolment of uploaded reference images: the same quality checks as ``openlfr watchlist add``.
+"""Enrolment of uploaded reference images, for the API and the console alike: the same quality
+checks as ``openlfr watchlist add``.
 
-``FaceEnroller`` loads the face engine on first use (once per process) and runs
+``read_uploads`` reads a request's images (each at most ``MAX_IMAGE_BYTES``); ``enrol`` checks
+the form's fields, runs the enroller and enrols the subject through governance (one function,
+called by the API's ``POST /api/watchlists/{watchlist}/subjects`` and the console's enrolment
+form). ``FaceEnroller`` loads the face engine on first use (once per process) and runs
 ``openlfr.watchlist.enrol.enrol_subjects`` on the uploads, written for the duration of the check
 to a private temporary folder (mode 0700) that is removed straight after.
 """
@@ -12,10 +16,21 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+from fastapi import Request, UploadFile
 from PIL import Image
+from pydantic import TypeAdapter, ValidationError
 
+from ..engine.images import RequestTooLarge
 from ..governance.service import NewImage
+from .deps import ApiError, ctx
+from .security import Principal
+from .times import When
+
+MAX_IMAGES = 20
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff")
 
 
 class EnrolmentRejected(Exception):
@@ -122,3 +137,52 @@ def _report(report, names: dict[str, str]) -> dict:
         r["path"] = names.get(r["path"], r["path"])
     j["source"] = "upload"
     return j
+
+
+_when = TypeAdapter(Optional[When])
+
+
+def _parse_when(value: str | None, field: str):
+    if value is None or value == "":
+        return None
+    try:
+        return _when.validate_python(value)
+    except ValidationError:
+        raise ApiError(422, "validation", f"{field}: give an ISO 8601 date/time between 1970 and 9000") from None
+
+
+def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, category: str, reason: str,
+          expires_at: str, source: str, taken_at: str | None, uploads: list[Upload], low_quality_reason: str = "") -> dict:
+    """Shared by the API and the console: checks, quality report, governance enrolment."""
+    c = ctx(request)
+    exp = _parse_when(expires_at, "expires_at")
+    if exp is None:
+        raise ApiError(422, "validation", "expires_at: an expiry is required")
+    taken = _parse_when(taken_at, "taken_at")
+    if not uploads:
+        raise ApiError(422, "validation", "images: at least one reference image is needed")
+    if len(uploads) > MAX_IMAGES:
+        raise ApiError(422, "validation", f"images: at most {MAX_IMAGES} at a time")
+    enroller = c.enroller
+    if enroller is None:
+        enroller = c.enroller = FaceEnroller()
+    override = {"low_quality_reason": low_quality_reason} if (low_quality_reason or "").strip() else {}
+    try:
+        result = enroller(ref, name, category, uploads, source=source, taken_at=taken, **override)
+    except RequestTooLarge as e:
+        raise ApiError(413, "too_large", f"images: {e}") from None
+    subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
+    return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
+            "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
+
+
+async def read_uploads(images: list[UploadFile]) -> list[Upload]:
+    out = []
+    for f in images or []:
+        data = await f.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ApiError(413, "too_large", f"{f.filename}: an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+        if not data:
+            continue
+        out.append(Upload(filename=(f.filename or "image")[:200], data=data, media_type=f.content_type if f.content_type in IMAGE_TYPES else ""))
+    return out
