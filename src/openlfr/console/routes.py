@@ -10,11 +10,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..governance import queries
-from ..web.deps import ApiError, client_address
-from ..api.routes.deployments import explain, figures
-from ..web.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelogin_csrf, same
 from ..governance.errors import AuthenticationError, GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
+from ..web.dashboard import explain, figures
+from ..web.deps import ApiError, client_address
+from ..web.security import PRELOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS, prelogin_csrf, same
 from .views import Page, _read_flash, _safe_next, _secure, act, form_of, home_of, int_field, page, redirect, text
 from .views import page as page_of
 

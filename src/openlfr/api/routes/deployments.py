@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Optional
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from ...web.dashboard import explain, figures
 from ...web.deps import ctx, permit
 from ...web.security import Principal
 from ..schemas import MAX_ID, DeploymentPlan, ErrorOut, NoteBody, StopBody
@@ -14,29 +14,6 @@ from ..schemas import MAX_ID, DeploymentPlan, ErrorOut, NoteBody, StopBody
 router = APIRouter(prefix="/api", tags=["deployments"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 DepId = Path(ge=1, le=MAX_ID)
-
-
-def figures(gov, d: dict) -> dict:
-    """The dashboard's figures of a deployment view (``Governance.get_deployment``)."""
-    now = gov.now()
-    ends = datetime.fromisoformat(d["ends_at"])
-    starts = datetime.fromisoformat(d["starts_at"])
-    a = d.get("alerts") or {}
-    adjudicated = (a.get("true_alerts") or 0) + (a.get("false_alerts") or 0)
-    left = (ends - now).total_seconds() if d["status"] in ("planned", "authorised", "active") else 0.0
-    return {
-        "status": d["status"],
-        "seconds_left": max(0.0, left),
-        "seconds_to_start": max(0.0, (starts - now).total_seconds()) if d["status"] in ("planned", "authorised") else 0.0,
-        "faces_seen": (d.get("faces_seen") or {}).get("total", 0),
-        "alerts": a.get("total", 0),
-        "adjudicated": adjudicated,
-        "unadjudicated": a.get("unadjudicated", 0),
-        "true_alerts": a.get("true_alerts", 0),
-        "false_alerts": a.get("false_alerts", 0),
-        "false_alert_rate": d.get("false_alert_rate"),
-        "alert_precision": d.get("alert_precision"),
-    }
 
 
 def _view(gov, actor, deployment_id: int) -> dict:
@@ -70,16 +47,6 @@ def report(request: Request, deployment_id: int = DepId, p: Principal = Depends(
     f = d["figures"]
     d["explanation"] = explain(f)
     return d
-
-
-def explain(f: dict) -> str:
-    from ...transparency.figures import alert_precision, false_alert_rate
-
-    parts = [f"False alert rate = false alerts / faces seen: {false_alert_rate(f['false_alerts'], f['faces_seen'])['text']}.",
-             f"Alert precision = true alerts / adjudicated alerts: {alert_precision(f['true_alerts'], f['adjudicated'])['text']}."]
-    parts.append("The two differ because almost everyone who passes is not on the watchlist: a tiny false alert "
-                 "rate per face can still mean that most alerts are false when watchlisted people are rare.")
-    return " ".join(parts)
 
 
 @router.post("/deployments/{deployment_id}/authorise", responses=ERR, summary="Authorise a planned deployment (deployment.authorise)")
