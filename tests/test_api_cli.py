@@ -48,7 +48,7 @@ def test_enrolment_through_the_api_with_the_real_engine(tmp_path, fast_passwords
     import cv2
     import numpy as np
 
-    from openlfr.api.testing import role_tokens
+    from openlfr.web.testing import role_tokens
 
     with backend_url("sqlite", tmp_path) as url:
         w = make_world(url)

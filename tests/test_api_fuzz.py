@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 from openlfr.api import create_app  # noqa: E402
 from openlfr.web.security import Tokens  # noqa: E402
-from openlfr.api.testing import fake_enroller  # noqa: E402
+from openlfr.web.testing import fake_enroller  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
 

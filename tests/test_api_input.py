@@ -23,7 +23,7 @@ from PIL import Image
 
 from openlfr.api import create_app
 from openlfr.web.guard import BodyLimits
-from openlfr.api.testing import fake_enroller, live_server, role_tokens
+from openlfr.web.testing import fake_enroller, live_server, role_tokens
 from openlfr.governance.testing import make_world
 from dbtesting import backend_url, db_url, fast_passwords  # noqa: F401
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import fake_enroller, jpeg, role_tokens
+from openlfr.web.testing import fake_enroller, jpeg, role_tokens
 from openlfr.governance.roles import ROLES, Actor
 from openlfr.governance.testing import PASSWORD, make_world
 from dbtesting import db_url, fast_passwords  # noqa: F401

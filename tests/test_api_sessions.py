@@ -21,7 +21,7 @@ import pytest
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import fake_enroller, free_port, live_server
+from openlfr.web.testing import fake_enroller, free_port, live_server
 from openlfr.governance.testing import PASSWORD, make_world
 from dbtesting import db_url, fast_passwords  # noqa: F401
 

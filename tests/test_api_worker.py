@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
+from openlfr.web.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
 from openlfr.worker.client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
 from openlfr.governance.errors import DeploymentNotActive
 from openlfr.governance.testing import make_world, template

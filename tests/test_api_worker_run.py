@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import live_server
+from openlfr.web.testing import live_server
 from openlfr.cli import app
 from openlfr.engine.images import load_image
 from openlfr.engine.pipeline import FaceEngine

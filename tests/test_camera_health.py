@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import fake_enroller
+from openlfr.web.testing import fake_enroller
 from openlfr.governance import cameras as health
 from openlfr.governance.errors import GovernanceError, PermissionDenied
 from openlfr.governance.testing import make_world

@@ -18,7 +18,7 @@ from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this modu
 
 from openlfr.api import create_app  # noqa: E402
 from openlfr.web.security import Tokens  # noqa: E402
-from openlfr.api.testing import fake_enroller, jpeg, live_server  # noqa: E402
+from openlfr.web.testing import fake_enroller, jpeg, live_server  # noqa: E402
 from openlfr.worker.client import open_remote_run  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402

@@ -30,7 +30,7 @@ from sqlalchemy import select  # noqa: E402
 
 from openlfr.api import create_app  # noqa: E402
 from openlfr.web.security import Tokens  # noqa: E402
-from openlfr.api.testing import fake_enroller, live_server  # noqa: E402
+from openlfr.web.testing import fake_enroller, live_server  # noqa: E402
 from openlfr.governance import cameras as health  # noqa: E402
 from openlfr.governance import publication  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402

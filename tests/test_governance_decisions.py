@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from openlfr.api import create_app
 from openlfr.web.security import Tokens
-from openlfr.api.testing import fake_enroller, role_tokens
+from openlfr.web.testing import fake_enroller, role_tokens
 from openlfr.cli import app
 from openlfr.governance import GovernanceError, NewImage, PermissionDenied, TestClock
 from openlfr.governance.testing import FAKE_JPEG, PASSWORD, make_world, template

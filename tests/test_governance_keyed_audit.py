@@ -277,7 +277,7 @@ def test_api_export_sends_the_anchor_and_verify_takes_it(world):
     from fastapi.testclient import TestClient
 
     from openlfr.api import create_app
-    from openlfr.api.testing import fake_enroller, role_tokens
+    from openlfr.web.testing import fake_enroller, role_tokens
 
     client = TestClient(create_app(world.gov.db.url, world.clock, enroller=fake_enroller))
     h = {"Authorization": f"Bearer {role_tokens(world)['auditor']}"}

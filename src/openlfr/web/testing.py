@@ -17,8 +17,8 @@ import numpy as np
 
 from ..governance.service import NewImage
 from ..governance.testing import FAKE_JPEG, World
-from ..web.enrol import EnrolmentRejected, EnrolResult, Upload
-from ..web.security import Tokens
+from .enrol import EnrolmentRejected, EnrolResult, Upload
+from .security import Tokens
 
 
 def fake_enroller(ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None) -> EnrolResult:
@@ -59,7 +59,7 @@ def live_server(app, port: int | None = None, trusted_proxy: str | None = None) 
     """Serve ``app`` with uvicorn in a thread, as ``openlfr serve`` does; yields its base URL; stops it afterwards."""
     import uvicorn
 
-    from ..web.security import proxy_settings
+    from .security import proxy_settings
 
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=1,
