@@ -67,13 +67,13 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
 def server(url: str, log_path: Path | None = None, timeout_s: float = 60.0, processes: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
     """``openlfr serve --db URL`` on a free loopback port, in a subprocess; stopped afterwards.
     ``processes`` > 1: uvicorn's own worker processes on the app factory instead
-    (``uvicorn openlfr.api:create_app --factory --workers N``, the database from ``$OPENLFR_DB``)."""
+    (``uvicorn openlfr.server:create_app --factory --workers N``, the database from ``$OPENLFR_DB``)."""
     import urllib.request
 
     port = free_port()
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     if processes > 1:
-        cmd = [sys.executable, "-m", "uvicorn", "openlfr.api:create_app", "--factory", "--workers", str(processes),
+        cmd = [sys.executable, "-m", "uvicorn", "openlfr.server:create_app", "--factory", "--workers", str(processes),
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
         cmd = [sys.executable, "-c", "from openlfr.cli import main; main()", "serve", "--db", url, "--host", "127.0.0.1",

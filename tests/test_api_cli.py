@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from openlfr.api import create_app
 from openlfr.cli import app
 from openlfr.governance.testing import PASSWORD, make_world
+from openlfr.server import create_app
 from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 

@@ -16,11 +16,11 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
-from openlfr.api import create_app  # noqa: E402
-from openlfr.web.security import Tokens  # noqa: E402
-from openlfr.web.testing import fake_enroller  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
+from openlfr.server import create_app  # noqa: E402
+from openlfr.web.security import Tokens  # noqa: E402
+from openlfr.web.testing import fake_enroller  # noqa: E402
 
 EXAMPLES = int(os.environ.get("OPENLFR_FUZZ_EXAMPLES", "8"))
 SKIP = {"/api/stream"}

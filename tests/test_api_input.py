@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from openlfr.api import create_app
+from openlfr.governance.testing import make_world
+from openlfr.server import create_app
 from openlfr.web.guard import BodyLimits
 from openlfr.web.testing import fake_enroller, live_server, role_tokens
-from openlfr.governance.testing import make_world
 from dbtesting import backend_url, db_url, fast_passwords  # noqa: F401
 
 KiB, MiB = 1024, 1024 * 1024

@@ -14,11 +14,11 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from openlfr.api import create_app
-from openlfr.web.security import Tokens
-from openlfr.web.testing import fake_enroller, jpeg, role_tokens
 from openlfr.governance.roles import ROLES, Actor
 from openlfr.governance.testing import PASSWORD, make_world
+from openlfr.server import create_app
+from openlfr.web.security import Tokens
+from openlfr.web.testing import fake_enroller, jpeg, role_tokens
 from dbtesting import db_url, fast_passwords  # noqa: F401
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openlfr.api import create_app
+from openlfr.governance.testing import PASSWORD, make_world
+from openlfr.server import create_app
 from openlfr.web.security import Tokens
 from openlfr.web.testing import fake_enroller, free_port, live_server
-from openlfr.governance.testing import PASSWORD, make_world
 from dbtesting import db_url, fast_passwords  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from openlfr.api import create_app
+from openlfr.governance.errors import DeploymentNotActive
+from openlfr.governance.testing import make_world, template
+from openlfr.server import create_app
 from openlfr.web.security import Tokens
 from openlfr.web.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
 from openlfr.worker.client import AlertBuffer, RemoteAlertSink, WorkerClient, open_remote_run
-from openlfr.governance.errors import DeploymentNotActive
-from openlfr.governance.testing import make_world, template
 from dbtesting import backend_url, fast_passwords  # noqa: F401
 
 

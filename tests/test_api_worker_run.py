@@ -10,9 +10,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from openlfr.api import create_app
-from openlfr.web.security import Tokens
-from openlfr.web.testing import live_server
 from openlfr.cli import app
 from openlfr.engine.images import load_image
 from openlfr.engine.pipeline import FaceEngine
@@ -20,6 +17,9 @@ from openlfr.governance.clock import TestClock
 from openlfr.governance.service import NewImage
 from openlfr.governance.testing import make_world
 from openlfr.live.demo import SUBJECT_ID, build_demo
+from openlfr.server import create_app
+from openlfr.web.security import Tokens
+from openlfr.web.testing import live_server
 
 
 @pytest.fixture(scope="module")

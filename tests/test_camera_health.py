@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from openlfr.api import create_app
-from openlfr.web.security import Tokens
-from openlfr.web.testing import fake_enroller
 from openlfr.governance import cameras as health
 from openlfr.governance.errors import GovernanceError, PermissionDenied
 from openlfr.governance.testing import make_world
+from openlfr.server import create_app
+from openlfr.web.security import Tokens
+from openlfr.web.testing import fake_enroller
 from dbtesting import db_url, fast_passwords  # noqa: F401
 
 

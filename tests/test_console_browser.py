@@ -16,12 +16,12 @@ import pytest
 import chromium  # noqa: E402
 from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
-from openlfr.api import create_app  # noqa: E402
+from openlfr.governance.roles import ROLES  # noqa: E402
+from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
+from openlfr.server import create_app  # noqa: E402
 from openlfr.web.security import Tokens  # noqa: E402
 from openlfr.web.testing import fake_enroller, jpeg, live_server  # noqa: E402
 from openlfr.worker.client import open_remote_run  # noqa: E402
-from openlfr.governance.roles import ROLES  # noqa: E402
-from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 
 NAV = {"Alerts": "alert.read", "Deployments": "deployment.read", "Watchlists": "watchlist.read", "Audit": "audit.read",

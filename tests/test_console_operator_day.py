@@ -28,14 +28,14 @@ from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this modu
 
 from sqlalchemy import select  # noqa: E402
 
-from openlfr.api import create_app  # noqa: E402
-from openlfr.web.security import Tokens  # noqa: E402
-from openlfr.web.testing import fake_enroller, live_server  # noqa: E402
 from openlfr.governance import cameras as health  # noqa: E402
 from openlfr.governance import publication  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world  # noqa: E402
+from openlfr.server import create_app  # noqa: E402
 from openlfr.store.models import SnapshotTemplate, SubjectRow, User  # noqa: E402
+from openlfr.web.security import Tokens  # noqa: E402
+from openlfr.web.testing import fake_enroller, live_server  # noqa: E402
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 from openlfr.transparency.public import public_records  # noqa: E402
 

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from openlfr.api import create_app
-from openlfr.web.security import Tokens
-from openlfr.web.testing import fake_enroller, role_tokens
 from openlfr.cli import app
 from openlfr.governance import GovernanceError, NewImage, PermissionDenied, TestClock
 from openlfr.governance.testing import FAKE_JPEG, PASSWORD, make_world, template
+from openlfr.server import create_app
+from openlfr.web.security import Tokens
+from openlfr.web.testing import fake_enroller, role_tokens
 from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
 

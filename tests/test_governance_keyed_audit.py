@@ -276,7 +276,7 @@ def test_an_unkeyed_chain_from_before_0004_is_anchored_by_the_first_keyed_entry(
 def test_api_export_sends_the_anchor_and_verify_takes_it(world):
     from fastapi.testclient import TestClient
 
-    from openlfr.api import create_app
+    from openlfr.server import create_app
     from openlfr.web.testing import fake_enroller, role_tokens
 
     client = TestClient(create_app(world.gov.db.url, world.clock, enroller=fake_enroller))

@@ -1,9 +1,6 @@
-"""The REST API, the live alert stream and the console (FastAPI): ``create_app(db_url, clock=None)``.
+"""The REST API (FastAPI routers under /api), the live alert stream and the camera workers' endpoints.
 
-Served by ``openlfr serve``; camera workers post alerts with a worker token
-(``openlfr.worker.client``). See docs/console.md.
+``mount.mount_api(app)`` adds them to the application built by ``openlfr.server.create_app``,
+beside the console; camera workers post alerts with a worker token (``openlfr.worker.client``).
+See docs/console.md.
 """
-
-from .app import create_app
-
-__all__ = ["create_app"]

@@ -26,7 +26,7 @@ def serve(
     """The REST API (/api, /openapi.json, /docs), the live alert stream and the operator console."""
     import uvicorn
 
-    from ..api import create_app
+    from ..server import create_app
     from ..governance.errors import StoreError
     from ..governance.storage import redact, resolve_db_url
 

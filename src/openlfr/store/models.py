@@ -326,7 +326,7 @@ class AuditHead(Base):
 GENESIS_HASH = "0" * 64
 
 
-# -- API and console (openlfr.api) --------------------------------------------------------------
+# -- API and console (openlfr.web, openlfr.api, openlfr.console) --------------------------------
 
 
 class ApiToken(Base):
