@@ -25,11 +25,11 @@ from ..governance.errors import GovernanceError, NotFound, PermissionDenied
 from ..governance.roles import ROLES
 from ..governance.service import CATEGORIES, OUTCOMES, RESULTS
 from ..transparency.figures import MIN_FACES
+from ..web.guard import HTML_CSP
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP = HTML_CSP  # the guard's policy for HTML pages, set by the page itself too
 FLASH_COOKIE = "openlfr_flash"
 
 NAV = [
