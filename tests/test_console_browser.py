@@ -21,6 +21,7 @@ from openlfr.api.security import Tokens  # noqa: E402
 from openlfr.api.testing import fake_enroller, jpeg, live_server  # noqa: E402
 from openlfr.worker.client import open_remote_run  # noqa: E402
 from openlfr.governance.roles import ROLES  # noqa: E402
+from openlfr.live.sink import AlertRecord  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
 from dbtesting import backend_url, fast_passwords  # noqa: E402,F401
 
@@ -89,9 +90,9 @@ def test_live_alert_adjudication_and_dashboard(browser, site):
     token = Tokens(w.gov).create(w["operator"], "worker", "camera host", deployment_id=d)[0]
     run = open_remote_run(base, token, d)
     subject = run.subjects[0]
-    run.sink.count_faces_seen(d, "cam-a", 40)
-    alert_id = run.sink.record(d, {"camera": "cam-a", "track": 3, "subject_id": subject.id, "distance": 0.38,
-                                   "frame": 120, "time": 4.8, "crop": jpeg(9), "template": template(77)})
+    run.sink.count_faces_seen("cam-a", 40)
+    alert_id = run.sink.record(AlertRecord(camera="cam-a", track=3, subject_id=subject.id, distance=0.38,
+                                           frame=120, media_time=4.8, crop=jpeg(9), template=template(77)))
     assert isinstance(alert_id, int)
 
     row = queue.locator(f'#alert-queue tr[data-alert-id="{alert_id}"]')
