@@ -4,6 +4,7 @@ and the live stream (SSE) that carries the alerts to the console."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -248,3 +249,38 @@ def test_faces_seen_survive_a_worker_exit_while_the_server_is_down(setup, tmp_pa
     assert len(w.gov.list_alerts(w["auditor"], d)) == 1
     assert w.gov.verify_audit(w["auditor"]).ok  # the counts are covered by the chain
 
+
+
+def test_worker_alert_becomes_the_same_record_on_the_server(setup):
+    """The server builds the governance record from the request: a template as 128 floats or as
+    base64 bytes stores the same vector; media time and time of day are kept apart."""
+    w, d, app, token = setup
+    c = TestClient(app)
+    h = {"Authorization": f"Bearer {token}"}
+    from test_api_roles import worker_alert
+
+    b64 = worker_alert(w.subjects[0], key="k-rec-0001", track="1")
+    floats = {**worker_alert(w.subjects[1], key="k-rec-0002", track="2"), "media_time": None,
+              "occurred_at": "2030-01-01T12:00:00+01:00",
+              "template": np.frombuffer(base64.b64decode(b64["template"]), "<f4").tolist()}
+    ids = [c.post("/api/worker/alerts", json=body, headers=h).json()["alert_id"] for body in (b64, floats)]
+    assert w.gov.alert_media(w["operator"], ids[0])[1] == w.gov.alert_media(w["operator"], ids[1])[1]
+    rows = {a["id"]: a for a in w.gov.list_alerts(w["auditor"], d)}
+    assert rows[ids[0]]["media_time"] == 3.5 and rows[ids[0]]["distances"] == [pytest.approx(0.41)]
+    assert rows[ids[1]]["media_time"] is None and rows[ids[1]]["occurred_at"].startswith("2030-01-01T11:00:00")
+    short = {**b64, "idempotency_key": "k-rec-0003", "template": b64["template"][:-4] + "AA=="}  # 511 bytes
+    r = c.post("/api/worker/alerts", json=short, headers=h)
+    assert r.status_code == 422 and "512 bytes" in r.json()["detail"]
+
+
+def test_both_sinks_have_the_live_sink_interface():
+    """The runner holds one sink: governance's (database) and the worker's (HTTP) take the same calls."""
+    import inspect
+
+    from openlfr.governance.live import DeploymentSink
+    from openlfr.live.sink import AlertSink
+
+    for name in ("record", "count_faces_seen", "maintain", "report_cameras", "close"):
+        want = list(inspect.signature(getattr(AlertSink, name)).parameters)
+        for sink in (DeploymentSink, RemoteAlertSink):
+            assert list(inspect.signature(getattr(sink, name)).parameters)[: len(want)] == want, (sink, name)
