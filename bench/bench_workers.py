@@ -147,6 +147,7 @@ def worker_main(args) -> int:
 
     from openlfr.worker.client import RemoteAlertSink, WorkerClient, alert_payload
     from openlfr.governance.testing import FAKE_JPEG, template
+    from openlfr.live.sink import AlertRecord
 
     client = WorkerClient(args.server, os.environ["OPENLFR_WORKER_TOKEN"], timeout=30)
     sink = RemoteAlertSink(client, args.deployment, Path(args.buffer), retry_s=0.05, max_retry_s=0.5)
@@ -157,14 +158,14 @@ def worker_main(args) -> int:
     lat, ids, buffered = [], [], 0
     t0 = time.perf_counter()
 
-    def make(k: int) -> dict:
-        return {"camera": args.camera, "track": k + 1, "subject_id": subjects[k % len(subjects)],
-                "distance": float(0.3 + 0.2 * rng.random()), "distances": [0.4, 0.7], "frame": k, "time": 0.04 * k,
-                "crop": FAKE_JPEG + k.to_bytes(4, "little"), "template": tpl}
+    def make(k: int) -> AlertRecord:
+        return AlertRecord(camera=args.camera, track=k + 1, subject_id=subjects[k % len(subjects)],
+                           distance=float(0.3 + 0.2 * rng.random()), distances=(0.4, 0.7), frame=k, media_time=0.04 * k,
+                           crop=FAKE_JPEG + k.to_bytes(4, "little"), template=tpl)
 
     for k in range(args.alerts):
         t = time.perf_counter()
-        r = sink.record(args.deployment, make(k))
+        r = sink.record(make(k))
         lat.append(time.perf_counter() - t)
         if r is None:
             buffered += 1

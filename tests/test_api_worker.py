@@ -4,6 +4,7 @@ and the live stream (SSE) that carries the alerts to the console."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -12,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openlfr.governance.errors import DeploymentNotActive
-from openlfr.governance.testing import make_world, template
+from openlfr.governance.testing import alert_record, make_world, template
+from openlfr.live.sink import AlertRecord
 from openlfr.server import create_app
 from openlfr.web.security import Tokens
 from openlfr.web.testing import fake_enroller, free_port, jpeg, live_server, role_tokens
@@ -30,9 +32,8 @@ def setup(tmp_path, fast_passwords):  # noqa: F811
         yield w, d, app, token
 
 
-def alert(subject: int, track: int = 1, camera: str = "cam-a", distance: float = 0.4) -> dict:
-    return {"camera": camera, "track": track, "subject_id": subject, "distance": distance, "distances": [distance, 0.5],
-            "frame": 10 * track, "time": 1.5 * track, "crop": jpeg(track), "template": template(100 + track)}
+def alert(subject: int, track: int = 1, camera: str = "cam-a", distance: float = 0.4) -> AlertRecord:
+    return alert_record(subject, track, camera, distance, distances=(distance, 0.5), crop=jpeg(track), template=template(100 + track))
 
 
 def test_worker_posts_alerts_idempotently(setup):
@@ -82,19 +83,19 @@ def test_buffered_while_server_away_then_delivered_once(setup, tmp_path):
         assert [s.id for s in run.subjects] == w.subjects
         sink: RemoteAlertSink = run.sink
         sink.retry_s = 0.1
-        first = sink.record(d, alert(w.subjects[0], track=1))
+        first = sink.record(alert(w.subjects[0], track=1))
         assert isinstance(first, int)
-        sink.count_faces_seen(d, "cam-a", 2)
-        assert run.maintain() is True
+        sink.count_faces_seen("cam-a", 2)
+        assert sink.maintain() is True
     # the server is down
-    assert sink.record(d, alert(w.subjects[1], track=2)) is None
-    assert sink.record(d, alert(w.subjects[0], track=3, camera="cam-b")) is None
-    sink.count_faces_seen(d, "cam-b", 4)
+    assert sink.record(alert(w.subjects[1], track=2)) is None
+    assert sink.record(alert(w.subjects[0], track=3, camera="cam-b")) is None
+    sink.count_faces_seen("cam-b", 4)
     path = buf / f"deployment-{d}.jsonl"
     lines = [x for x in path.read_text().splitlines() if "faces_seen" not in json.loads(x)]  # alerts (counts wait beside them)
     assert len(lines) == 2 and path.stat().st_mode & 0o777 == 0o600
     assert all(set(json.loads(x)) >= {"idempotency_key", "crop", "template", "camera"} for x in lines)
-    assert run.is_active() is True  # offline: runs on until its end time
+    assert sink.maintain() is True  # offline: runs on until its end time
     # a restarted worker finds the buffer on disk
     again = AlertBuffer(path)
     assert [i["idempotency_key"] for i in again.items if "faces_seen" not in i] == [json.loads(x)["idempotency_key"] for x in lines]
@@ -116,13 +117,13 @@ def test_buffered_alerts_after_the_end_are_refused_not_retried(setup, tmp_path):
     w, d, app, token = setup
     port = free_port()
     sink = RemoteAlertSink(WorkerClient(f"http://127.0.0.1:{port}", token, timeout=1), d, tmp_path / "b", retry_s=0.05)
-    assert sink.record(d, alert(w.subjects[0])) is None  # nothing listens yet
+    assert sink.record(alert(w.subjects[0])) is None  # nothing listens yet
     w.gov.stop_deployment(w["operator"], d)
     with live_server(app, port):
         assert sink.close(flush_timeout_s=5) == 0
     assert sink.refused == 1 and sink.ended
     with pytest.raises(DeploymentNotActive):
-        sink.record(d, alert(w.subjects[0], track=2))
+        sink.record(alert(w.subjects[0], track=2))
     assert w.gov.list_alerts(w["auditor"], d) == []
 
 
@@ -187,7 +188,7 @@ def test_stream_is_live_over_http(setup):
         time.sleep(0.5)
         sent = time.monotonic()
         run = open_remote_run(url, token, d, buffer_dir=None, timeout=2)
-        assert isinstance(run.sink.record(d, alert(w.subjects[0], track=7)), int)
+        assert isinstance(run.sink.record(alert(w.subjects[0], track=7)), int)
         t.join(timeout=6)
     assert got and got[0] - sent < 2.0
 
@@ -225,12 +226,12 @@ def test_faces_seen_survive_a_worker_exit_while_the_server_is_down(setup, tmp_pa
     buf = tmp_path / "buffer"
     with live_server(app, port) as url:
         run = open_remote_run(url, token, d, buffer_dir=buf, timeout=2)
-        run.sink.count_faces_seen(d, "cam-a", 1)  # delivered at once
+        run.sink.count_faces_seen("cam-a", 1)  # delivered at once
     sink: RemoteAlertSink = run.sink
     sink.retry_s = 0.05
     for i in range(12):  # the server is down: every count waits on disk, in order with the alerts
-        sink.count_faces_seen(d, "cam-a" if i % 3 else "cam-b", 1)
-    assert sink.record(d, alert(w.subjects[0], track=5)) is None
+        sink.count_faces_seen("cam-a" if i % 3 else "cam-b", 1)
+    assert sink.record(alert(w.subjects[0], track=5)) is None
     assert sink.close(flush_timeout_s=0.2) == 13  # the worker exits: 12 counts and an alert left on disk
     path = buf / f"deployment-{d}.jsonl"
     copy = tmp_path / "copy.jsonl"
@@ -247,3 +248,39 @@ def test_faces_seen_survive_a_worker_exit_while_the_server_is_down(setup, tmp_pa
     assert sum(w.gov.faces_seen(w["auditor"], d).values()) == 13
     assert len(w.gov.list_alerts(w["auditor"], d)) == 1
     assert w.gov.verify_audit(w["auditor"]).ok  # the counts are covered by the chain
+
+
+
+def test_worker_alert_becomes_the_same_record_on_the_server(setup):
+    """The server builds the governance record from the request: a template as 128 floats or as
+    base64 bytes stores the same vector; media time and time of day are kept apart."""
+    w, d, app, token = setup
+    c = TestClient(app)
+    h = {"Authorization": f"Bearer {token}"}
+    from test_api_roles import worker_alert
+
+    b64 = worker_alert(w.subjects[0], key="k-rec-0001", track="1")
+    floats = {**worker_alert(w.subjects[1], key="k-rec-0002", track="2"), "media_time": None,
+              "occurred_at": "2030-01-01T12:00:00+01:00",
+              "template": np.frombuffer(base64.b64decode(b64["template"]), "<f4").tolist()}
+    ids = [c.post("/api/worker/alerts", json=body, headers=h).json()["alert_id"] for body in (b64, floats)]
+    assert w.gov.alert_media(w["operator"], ids[0])[1] == w.gov.alert_media(w["operator"], ids[1])[1]
+    rows = {a["id"]: a for a in w.gov.list_alerts(w["auditor"], d)}
+    assert rows[ids[0]]["media_time"] == 3.5 and rows[ids[0]]["distances"] == [pytest.approx(0.41)]
+    assert rows[ids[1]]["media_time"] is None and rows[ids[1]]["occurred_at"].startswith("2030-01-01T11:00:00")
+    short = {**b64, "idempotency_key": "k-rec-0003", "template": b64["template"][:-4] + "AA=="}  # 511 bytes
+    r = c.post("/api/worker/alerts", json=short, headers=h)
+    assert r.status_code == 422 and "512 bytes" in r.json()["detail"]
+
+
+def test_both_sinks_have_the_live_sink_interface():
+    """The runner holds one sink: governance's (database) and the worker's (HTTP) take the same calls."""
+    import inspect
+
+    from openlfr.governance.live import DeploymentSink
+    from openlfr.live.sink import AlertSink
+
+    for name in ("record", "count_faces_seen", "maintain", "report_cameras", "close"):
+        want = list(inspect.signature(getattr(AlertSink, name)).parameters)
+        for sink in (DeploymentSink, RemoteAlertSink):
+            assert list(inspect.signature(getattr(sink, name)).parameters)[: len(want)] == want, (sink, name)

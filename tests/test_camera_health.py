@@ -92,7 +92,6 @@ def test_local_deployment_run_reports_its_cameras(tmp_path, fast_passwords):  # 
     from openlfr.governance.live import open_deployment_run
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
-    from openlfr.live.sink import DeploymentSink
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     w = make_world(url)
@@ -100,7 +99,7 @@ def test_local_deployment_run_reports_its_cameras(tmp_path, fast_passwords):  # 
     run = open_deployment_run(url, d, actor=w["operator"], clock=w.clock)
     video = write_video(tmp_path / "clip.mp4", n=30)
     cfg = RunConfig(sources=[f"cam-a={video}"], watchlist=None)
-    runner = LiveRunner(cfg, watchlist=run.watchlist(), threshold=run.threshold, sink=DeploymentSink(run))
+    runner = LiveRunner(cfg, watchlist=run.watchlist(), threshold=run.threshold, sink=run.sink)
     runner.prepare()
     summary = runner.run()
     assert summary["frames"] == 30

@@ -17,6 +17,7 @@ import chromium  # noqa: E402
 from chromium import browser, sync_api  # noqa: E402,F401,F811  (skips this module without Chromium or playwright)
 
 from openlfr.governance.roles import ROLES  # noqa: E402
+from openlfr.live.sink import AlertRecord  # noqa: E402
 from openlfr.governance.testing import PASSWORD, make_world, template  # noqa: E402
 from openlfr.server import create_app  # noqa: E402
 from openlfr.web.security import Tokens  # noqa: E402
@@ -89,9 +90,9 @@ def test_live_alert_adjudication_and_dashboard(browser, site):
     token = Tokens(w.gov).create(w["operator"], "worker", "camera host", deployment_id=d)[0]
     run = open_remote_run(base, token, d)
     subject = run.subjects[0]
-    run.sink.count_faces_seen(d, "cam-a", 40)
-    alert_id = run.sink.record(d, {"camera": "cam-a", "track": 3, "subject_id": subject.id, "distance": 0.38,
-                                   "frame": 120, "time": 4.8, "crop": jpeg(9), "template": template(77)})
+    run.sink.count_faces_seen("cam-a", 40)
+    alert_id = run.sink.record(AlertRecord(camera="cam-a", track=3, subject_id=subject.id, distance=0.38,
+                                           frame=120, media_time=4.8, crop=jpeg(9), template=template(77)))
     assert isinstance(alert_id, int)
 
     row = queue.locator(f'#alert-queue tr[data-alert-id="{alert_id}"]')

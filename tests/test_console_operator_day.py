@@ -145,7 +145,6 @@ def test_camera_that_stops_and_comes_back_is_seen_live(browser, site, tmp_path):
     from openlfr.worker.client import open_remote_run
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
-    from openlfr.live.sink import DeploymentSink
 
     w, ended, d, base = site
     health.set_warning_after_s(w.gov, w["administrator"], 5)
@@ -160,7 +159,7 @@ def test_camera_that_stops_and_comes_back_is_seen_live(browser, site, tmp_path):
     run = open_remote_run(base, token, d, buffer_dir=tmp_path / "buffer")
     cfg = RunConfig(sources=[f"cam-a={srv.url}"], watchlist=None, reconnect_max_s=0.5, stall_timeout_s=2.0,
                     health_every_s=0.5)
-    runner = LiveRunner(cfg, watchlist=run.watchlist(), threshold=run.threshold, sink=DeploymentSink(run))
+    runner = LiveRunner(cfg, watchlist=run.watchlist(), threshold=run.threshold, sink=run.sink)
     runner.prepare()
     t = threading.Thread(target=runner.run, daemon=True)
     t.start()

@@ -15,6 +15,7 @@ from openlfr.cli import app
 from openlfr.cli import governance as cli_gov
 from openlfr.governance import open_deployment_run
 from openlfr.governance.clock import TestClock
+from openlfr.live.sink import AlertRecord
 from openlfr.governance.testing import FAKE_JPEG, template
 from openlfr.store.models import AuditEvent
 from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
@@ -169,10 +170,10 @@ def test_full_flow(cli):
     assert {s.name for s in live.subjects} == {"Jo Bloggs", "Al Smith"} and live.threshold == 0.55
     jo = next(s.id for s in live.subjects if s.name == "Jo Bloggs")
     al = next(s.id for s in live.subjects if s.name == "Al Smith")
-    a1 = live.sink.record(2, {"camera": "cam-a", "track": 1, "subject_id": jo, "distance": 0.4, "crop": FAKE_JPEG, "template": template(1)})
-    a2 = live.sink.record(2, {"camera": "cam-b", "track": 2, "subject_id": al, "distance": 0.5, "crop": FAKE_JPEG, "template": template(2)})
-    live.sink.count_faces_seen(2, "cam-a", 120)
-    live.sink.count_faces_seen(2, "cam-b", 80)
+    a1 = live.sink.record(AlertRecord(camera="cam-a", track=1, subject_id=jo, distance=0.4, crop=FAKE_JPEG, template=template(1)))
+    a2 = live.sink.record(AlertRecord(camera="cam-b", track=2, subject_id=al, distance=0.5, crop=FAKE_JPEG, template=template(2)))
+    live.sink.count_faces_seen("cam-a", 120)
+    live.sink.count_faces_seen("cam-b", 80)
     alerts = json.loads(run("alert", "list", "--deployment", "2", "--json", who="operator").stdout)
     assert {a["id"] for a in alerts} == {a1, a2}
     run("alert", "adjudicate", a1, "true", who="operator")

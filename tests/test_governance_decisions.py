@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from openlfr.cli import app
 from openlfr.governance import GovernanceError, NewImage, PermissionDenied, TestClock
+from openlfr.live.sink import AlertRecord
 from openlfr.governance.testing import FAKE_JPEG, PASSWORD, make_world, template
 from openlfr.server import create_app
 from openlfr.web.security import Tokens
@@ -118,16 +119,16 @@ def test_a_sighting_never_changes_a_decided_alert(world):
     crop_before, tmpl_before = g.alert_media(w["operator"], a)
     g.adjudicate(w["operator"], a, "true")
     # a re-run of the deployment: the same camera, track and subject, a better distance
-    b = g.record_alert(w["operator"], d, {"camera": "cam-a", "track": 7, "subject_id": w.subjects[0], "distance": 0.2,
-                                          "crop": FAKE_JPEG + b"new", "template": template(99)})
+    b = g.record_alert(w["operator"], d, AlertRecord(camera="cam-a", track=7, subject_id=w.subjects[0], distance=0.2,
+                                                     crop=FAKE_JPEG + b"new", template=template(99)))
     assert b != a
     assert g.alert_media(w["operator"], a) == (crop_before, tmpl_before)
     alerts = {x["id"]: x for x in g.list_alerts(w["auditor"], d)}
     assert alerts[a]["distance"] == pytest.approx(0.5) and alerts[a]["adjudication"] == "true_alert"
     assert alerts[b]["distance"] == pytest.approx(0.2) and alerts[b]["adjudication"] is None
     # an explicit update of the decided alert goes to the new one too
-    c = g.record_alert(w["operator"], d, {"camera": "cam-a", "track": 7, "subject_id": w.subjects[0], "distance": 0.1,
-                                          "crop": FAKE_JPEG, "template": template(98), "alert_id": a})
+    c = g.record_alert(w["operator"], d, AlertRecord(camera="cam-a", track=7, subject_id=w.subjects[0], distance=0.1,
+                                                     crop=FAKE_JPEG, template=template(98), alert_id=a))
     assert c == b and g.list_alerts(w["auditor"], d)[0]["distance"] == pytest.approx(0.1)
     # a worker reusing camera + track + subject_id
     token = Tokens(g).create(w["operator"], "worker", "cam host", deployment_id=d)[0]

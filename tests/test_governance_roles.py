@@ -10,6 +10,7 @@ import pytest
 
 from openlfr.governance import Actor, Governance, PermissionDenied
 from openlfr.governance.roles import PERMISSIONS, ROLES
+from openlfr.live.sink import AlertRecord
 from openlfr.governance.testing import FAKE_JPEG, image, make_world, template
 from dbtesting import db_url, fast_passwords  # noqa: F401  (fixtures)
 
@@ -82,9 +83,8 @@ def _actions(w, ctx):
         "list_deployments": lambda a: g.list_deployments(a),
         "faces_seen": lambda a: g.faces_seen(a, ctx["active"]),
         "open_run": lambda a: g.open_run(a, ctx["active"]),
-        "record_alert": lambda a: g.record_alert(a, ctx["active"], {
-            "camera": "cam-a", "track": next(n), "subject_id": w.subjects[0], "distance": 0.3, "crop": FAKE_JPEG,
-            "template": template(3)}),
+        "record_alert": lambda a: g.record_alert(a, ctx["active"], AlertRecord(
+            camera="cam-a", track=next(n), subject_id=w.subjects[0], distance=0.3, crop=FAKE_JPEG, template=template(3))),
         "count_faces_seen": lambda a: g.count_faces_seen(a, ctx["active"], "cam-a", 1),
         "list_alerts": lambda a: g.list_alerts(a),
         "alert_media": lambda a: g.alert_media(a, ctx["alert"]),

@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 
 from openlfr.governance import Actor, DeploymentNotActive, GovernanceError, open_deployment_run
 from openlfr.governance.testing import PASSWORD, image, make_world, template
+from openlfr.live.alerts import Alert
+from openlfr.live.sink import AlertRecord
 from openlfr.store.models import (
     Adjudication,
     AlertRow,
@@ -216,32 +218,41 @@ def test_alerts_and_faces_seen(world):
     d = world.active_deployment()
     run = world.gov.open_run(world["operator"], d)
     sid = world.subjects[0]
-    a1 = run.sink.record(d, {"camera": "cam-a", "track": 7, "subject": str(sid), "distance": 0.5, "crop": b"\xff\xd8x",
-                             "template": template(5), "time": 12.0})
+    a1 = run.sink.record(AlertRecord(camera="cam-a", track=7, subject_id=sid, distance=0.5, crop=b"\xff\xd8x",
+                                     template=template(5), media_time=12.0))
     # the same track and subject updates its alert (a better shot replaces crop and template)
-    a2 = run.sink.record(d, {"camera": "cam-a", "track": 7, "subject_id": sid, "distance": 0.3, "crop": b"\xff\xd8better",
-                             "template": template(6)})
+    a2 = run.sink.record(AlertRecord(camera="cam-a", track=7, subject_id=sid, distance=0.3, crop=b"\xff\xd8better",
+                                     template=template(6)))
     assert a1 == a2
-    # a chip (RGB array) is encoded to JPEG
-    a3 = run.sink.record(d, {"camera": "cam-b", "track": 1, "subject_id": sid, "distance": 0.45,
-                             "chip": np.zeros((150, 150, 3), np.uint8), "template": template(7).tobytes()})
+    # a run's alert becomes a record: its chip (RGB array) encoded to JPEG, its time the media time
+    raised = Alert(id=1, camera="cam-b", track=1, subject=str(sid), name="x", subject_index=0, distance=0.45, threshold=0.6,
+                   frame=30, time=1.2, wall=0.0, latency_s=0.0, chip=np.zeros((150, 150, 3), np.uint8), template=template(7))
+    a3 = run.sink.record(AlertRecord.from_alert(raised))
     assert a3 != a1
+    with pytest.raises(ValueError, match="no probe crop"):
+        AlertRecord.from_alert(Alert(**{**raised.__dict__, "chip": None}))
     crop, tmpl = world.gov.alert_media(world["operator"], a1)
     assert crop == b"\xff\xd8better" and np.frombuffer(tmpl, "<f4")[0] == pytest.approx(template(6)[0])
     assert world.gov.alert_media(world["operator"], a3)[0][:2] == b"\xff\xd8"
-    for bad, msg in (({"camera": "cam-z"}, "not one of"), ({"crop": b"PNG"}, "not a JPEG"), ({"template": [1.0, 2.0]}, "128")):
+    good = dict(camera="cam-a", track=9, subject_id=sid, distance=0.3, crop=b"\xff\xd8", template=template(1))
+    for bad, msg in (({"camera": "cam-z"}, "not one of"), ({"crop": b"PNG"}, "not a JPEG"),
+                     ({"template": np.ones(2, np.float32)}, "128"), ({"template": [0.1] * 128}, "array"),
+                     ({"subject_id": 999999}, "not in deployment")):
         with pytest.raises(GovernanceError, match=msg):
-            run.sink.record(d, {"camera": "cam-a", "track": 9, "subject_id": sid, "distance": 0.3, "crop": b"\xff\xd8",
-                                "template": template(1)} | bad)
-    run.sink.count_faces_seen(d, "cam-a", 10)
-    run.sink.count_faces_seen(d, "cam-a", 5)
-    run.sink.count_faces_seen(d, "cam-b", 1)
+            run.sink.record(AlertRecord(**(good | bad)))
+    with pytest.raises(GovernanceError, match="AlertRecord"):  # only the typed record crosses
+        run.sink.record(good)
+    run.sink.count_faces_seen("cam-a", 10)
+    run.sink.count_faces_seen("cam-a", 5)
+    run.sink.count_faces_seen("cam-b", 1)
     with pytest.raises(GovernanceError):
-        run.sink.count_faces_seen(d, "cam-z", 1)
+        run.sink.count_faces_seen("cam-z", 1)
     assert world.gov.faces_seen(world["auditor"], d) == {"cam-a": 15, "cam-b": 1}
     rows = world.gov.list_alerts(world["operator"], d)
     assert {r["id"] for r in rows} == {a1, a3}
     assert next(r for r in rows if r["id"] == a1)["updates"] == 1
+    r3 = next(r for r in rows if r["id"] == a3)
+    assert (r3["frame"], r3["media_time"], r3["distances"], r3["track"]) == (30, pytest.approx(1.2), [pytest.approx(0.45)], "1")
     # adjudication and outcome, and the deployment's figures
     world.gov.adjudicate(world["operator"], a1, "true_alert")
     world.gov.adjudicate(world["operator"], a3, "false")
@@ -343,13 +354,13 @@ def test_open_deployment_run(world, db_url):  # noqa: F811
         open_deployment_run(db_url, d, clock=world.clock)
     run = open_deployment_run(db_url, d, actor=world["operator"], clock=world.clock)
     assert run.threshold == 0.6 and run.cameras == ["cam-a", "cam-b"] and run.sink.actor.name == "operator"
-    aid = run.sink.record(d, {"camera": "cam-b", "track": 3, "subject_id": run.subjects[0].id, "distance": 0.2,
-                              "crop": b"\xff\xd8", "template": run.watchlist_templates[0]})
-    assert aid > 0 and run.is_active() and run.maintain()
+    aid = run.sink.record(AlertRecord(camera="cam-b", track=3, subject_id=run.subjects[0].id, distance=0.2,
+                                      crop=b"\xff\xd8", template=run.watchlist_templates[0]))
+    assert aid > 0 and run.sink.maintain() is True
     with pytest.raises(Exception):
         open_deployment_run(db_url, d, actor=world["auditor"], clock=world.clock)
     world.clock.advance(hours=5)
-    assert run.maintain() is False
+    assert run.sink.maintain() is False
 
 
 # -- passwords and logs -----------------------------------------------------------------------------

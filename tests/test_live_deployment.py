@@ -19,7 +19,7 @@ from openlfr.governance.testing import PASSWORD, make_world
 from openlfr.live.config import RunConfig
 from openlfr.live.demo import SUBJECT_ID, build_demo
 from openlfr.live.runner import LiveRunner
-from openlfr.live.sink import DeploymentSink, split_source_name
+from openlfr.live.sink import split_source_name
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_alerts_are_stored_before_they_are_announced(tmp_path, scenario):
             seen_in_store.append([a for a in stored if str(a["track"]) == str(ev["track"]) and a["camera"] == ev["camera"]])
 
     cfg = RunConfig(sources=[f"walkway={scenario.video}"])
-    runner = LiveRunner(cfg, on_event=on_event, watchlist=run.watchlist(), threshold=run.threshold, sink=DeploymentSink(run))
+    runner = LiveRunner(cfg, on_event=on_event, watchlist=run.watchlist(), threshold=run.threshold, sink=run.sink)
     runner.prepare()
     summary = runner.run()
     assert summary["alerts"] == 1 and summary["threshold"] == 0.5

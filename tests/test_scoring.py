@@ -258,8 +258,8 @@ def test_report_shows_bands_expected_rate_and_too_poor(world):
 
     d = world.active_deployment(threshold=None, threshold_reason="")
     run = world.gov.open_run(world["operator"], d)
-    run.sink.count_faces_seen(d, "cam-a", 10, too_poor=3)
-    run.sink.count_faces_seen(d, "cam-a", 5)
+    run.sink.count_faces_seen("cam-a", 10, too_poor=3)
+    run.sink.count_faces_seen("cam-a", 5)
     dep = world.gov.get_deployment(world["auditor"], d)
     assert dep["faces_seen"]["total"] == 15 and dep["faces_seen"]["too_poor_to_search"] == 3
     r = collect(world.gov, world["auditor"], d)

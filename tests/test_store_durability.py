@@ -1,7 +1,7 @@
 """Crash safety and concurrent writers, with real processes, on SQLite and PostgreSQL.
 
 - A writer killed with SIGKILL while alerts arrive loses no alert it had acknowledged
-  (``AlertStore.record`` returned its id, and the writer printed it).
+  (``DeploymentSink.record`` returned its id, and the writer printed it).
 - Two camera workers writing alerts and faces-seen counts at once corrupt nothing: every alert
   is there, the counts add up, and the audit chain is intact.
 """
@@ -29,6 +29,7 @@ import time
 import numpy as np
 from openlfr.governance import Governance, open_deployment_run
 from openlfr.governance.testing import PASSWORD
+from openlfr.live.sink import AlertRecord
 
 url, dep, subject, camera, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 run = open_deployment_run(url, dep, actor=Governance(url).login("operator", PASSWORD))
@@ -41,9 +42,9 @@ crop = b"\xff\xd8\xff\xe0" + bytes(2000) + b"\xff\xd9"
 i = 0
 while n < 0 or i < n:
     tmpl = np.full(128, (i % 97) / 97.0, np.float32)
-    aid = run.sink.record(dep, {"camera": camera, "track": i, "subject_id": subject, "distance": 0.3,
-                                "frame": i, "time": i / 25.0, "crop": crop, "template": tmpl})
-    run.sink.count_faces_seen(dep, camera, 1)
+    aid = run.sink.record(AlertRecord(camera=camera, track=i, subject_id=subject, distance=0.3,
+                                      frame=i, media_time=i / 25.0, crop=crop, template=tmpl))
+    run.sink.count_faces_seen(camera, 1)
     print(aid, flush=True)  # acknowledged: committed before this line
     i += 1
     time.sleep(0.003)  # alerts arrive at a (high) real rate, not in a tight loop

@@ -13,9 +13,11 @@ import re
 from enum import Enum
 from typing import Annotated, Literal, Optional, Union
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from ..governance.roles import ROLES
+from ..live.sink import AlertRecord
 from ..web.times import When
 
 MAX_ID = 2**31 - 1
@@ -248,6 +250,20 @@ class WorkerAlert(Strict):
     crop: str = Field(min_length=4, max_length=MAX_CROP_B64, description="The probe crop: a JPEG, base64")
     template: Union[Annotated[list[float], Field(min_length=128, max_length=128)], Annotated[str, Field(min_length=684, max_length=684)]] = Field(
         description="The probe template: 128 floats, or their 512 little-endian float32 bytes in base64")
+
+    def record(self) -> AlertRecord:
+        """The alert as governance records it; ValueError for a crop or template that does not decode."""
+        if isinstance(self.template, str):
+            raw = decode_b64(self.template, "template")
+            if len(raw) != 512:
+                raise ValueError(f"template is 512 bytes (128 float32) in base64, got {len(raw)}")
+            template = np.frombuffer(raw, "<f4").astype(np.float32)
+        else:
+            template = np.array(self.template, np.float32)
+        return AlertRecord(
+            camera=self.camera, track=self.track, subject_id=self.subject_id, distance=self.distance,
+            crop=decode_b64(self.crop, "crop"), template=template, distances=tuple(self.distances),
+            frame=self.frame, media_time=self.media_time, occurred_at=self.occurred_at)
 
 
 class WorkerAlertOut(BaseModel):

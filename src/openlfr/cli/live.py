@@ -135,8 +135,8 @@ def run(
     try:
         summary = _execute(cfg, json_out, **runner_args)
     finally:
-        if server:  # deliver what the disk buffer still holds (it stays on disk for the next run otherwise)
-            left = runner_args["sink"].run.sink.close()
+        if runner_args:  # a worker's sink delivers what its disk buffer still holds (it stays on disk for the next run otherwise)
+            left = runner_args["sink"].close()
             if left:
                 err.print(f"[yellow]{left} alert(s) or faces-seen count(s) wait in the disk buffer for {server}: they go with the next run[/]")
     if summary.get("signal") == "SIGINT":  # Ctrl-C: status 130 after the summary, as shells expect (SIGTERM: a clean stop, 0)
@@ -154,7 +154,7 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
     A run is never anonymous: on the database it acts as ``--as USER`` (an operator, logged in
     and audited as every governed command); with ``--server`` as the deployment's worker token."""
     from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
-    from ..live.sink import DeploymentSink, split_source_name
+    from ..live.sink import split_source_name
 
     try:
         if server:
@@ -192,7 +192,7 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
                   f"({', '.join(run.cameras)}); name each source: --source CAMERA=SPEC")
         raise typer.Exit(2)
     cfg.sources = [f"{n}={spec}" for n, spec in named]
-    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": DeploymentSink(run),
+    return {"watchlist": run.watchlist(), "threshold": run.threshold, "sink": run.sink,
             "scoring_evidence": run.threshold_evidence, "reference_band": run.reference_bands()}
 
 

@@ -12,13 +12,13 @@ See docs/governance.md for the rules, roles, retention and the audit chain.
 
 from .clock import Clock, SystemClock, TestClock
 from .errors import AuthenticationError, DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
-from .live import AlertStore, DeploymentRun, RunSubject, open_deployment_run
+from .live import DeploymentRun, DeploymentSink, RunSubject, open_deployment_run
 from .roles import PERMISSIONS, ROLES, Actor, require
 from .service import CATEGORIES, DECISIONS, OUTCOMES, RESULTS, Governance, NewImage, PurgeReport
 
 __all__ = [
-    "Actor", "AlertStore", "AuthenticationError", "CATEGORIES", "Clock", "DECISIONS", "DeploymentNotActive",
-    "DeploymentRun", "Governance", "GovernanceError", "NewImage", "NotFound", "OUTCOMES", "PERMISSIONS",
+    "Actor", "AuthenticationError", "CATEGORIES", "Clock", "DECISIONS", "DeploymentNotActive",
+    "DeploymentRun", "DeploymentSink", "Governance", "GovernanceError", "NewImage", "NotFound", "OUTCOMES", "PERMISSIONS",
     "PermissionDenied", "PurgeReport", "RESULTS", "ROLES", "RunSubject", "SystemClock", "TestClock",
     "open_deployment_run", "require",
 ]

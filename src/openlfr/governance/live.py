@@ -8,32 +8,31 @@
     run.subjects              # [RunSubject(id, name, category)]
     run.threshold, run.cameras, run.ends_at
     run.watchlist()           # the same as an ``openlfr.watchlist.model.Watchlist``
-    alert_id = run.sink.record(deployment_id, {...})   # committed (on disk) when it returns
-    run.sink.count_faces_seen(deployment_id, camera, n)
-    run.maintain()            # purge + schedule; False once the deployment is over: stop
+    run.sink                  # a DeploymentSink: this deployment, as this actor
+    alert_id = run.sink.record(AlertRecord(...))   # committed (on disk) when it returns
+    run.sink.count_faces_seen(camera, n)
+    run.sink.maintain()       # purge + schedule; False once the deployment is over: stop
 
-``record`` takes a dict (or an object with the same attributes, e.g. ``live.alerts.Alert``):
-``camera``, ``track``, ``subject_id`` (or ``subject``: the subject's id from ``run.subjects``),
-``distance``, optional ``distances`` (list), ``frame``, ``time`` (a datetime, epoch seconds, or
-seconds into the source), the probe crop as JPEG bytes (``crop``/``probe_crop``) or as an RGB
-array (``chip``, encoded to JPEG here), ``template`` (128 floats or 512 bytes), and optional
-``alert_id`` (an id ``record`` returned) to update that alert. The same (camera, track,
-subject) updates its alert instead of adding one. An alert is *acknowledged* when ``record``
-returns: the transaction has committed (SQLite ``synchronous=FULL``; PostgreSQL's default
-``synchronous_commit=on``), so a crash after that loses nothing. Notify the operator only
-after it returns. Raises ``DeploymentNotActive`` once the deployment has ended (stop then) and
-``GovernanceError`` for an unknown camera or a subject no longer in the snapshot (erased).
-Nothing here logs a template or a crop.
+``run.sink`` is the live run's ``live.sink.AlertSink``, bound to (governance, actor,
+deployment). ``record`` takes a ``live.sink.AlertRecord`` (camera, track, subject id, distance,
+distances, frame, media time or time of day, the probe crop as JPEG bytes, the template as 128
+float32, and optional ``alert_id``: an id ``record`` returned, to update that alert). The same
+(camera, track, subject) updates its alert instead of adding one. An alert is *acknowledged*
+when ``record`` returns: the transaction has committed (SQLite ``synchronous=FULL``;
+PostgreSQL's default ``synchronous_commit=on``), so a crash after that loses nothing. Notify the
+operator only after it returns. Raises ``DeploymentNotActive`` once the deployment has ended
+(stop then) and ``GovernanceError`` for a bad record (not a JPEG, not 128 values), an unknown
+camera or a subject no longer in the snapshot (erased). Nothing here logs a template or a crop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
 import numpy as np
 
+from ..live.sink import AlertRecord, AlertSink
 from ..store import repository as repo
 from ..store.types import utc
 from .clock import Clock
@@ -41,7 +40,6 @@ from .errors import GovernanceError
 from .roles import Actor
 
 JPEG_MAGIC = b"\xff\xd8"
-EPOCH_MIN = 1e9  # a number this large is epoch seconds, a smaller one seconds into the source
 
 
 @dataclass
@@ -51,29 +49,41 @@ class RunSubject:
     category: str
 
 
-class AlertStore:
-    """The live pipeline's alert sink for one actor (see the module docstring)."""
+class DeploymentSink:
+    """A live run's alert sink: one deployment, as one actor (``live.sink.AlertSink``; see the
+    module docstring)."""
 
-    def __init__(self, gov, actor: Actor):
-        self._gov = gov
+    def __init__(self, gov, actor: Actor, deployment_id: int):
+        self.gov = gov
         self.actor = actor
+        self.deployment_id = int(deployment_id)
 
-    def record(self, deployment_id: int, alert) -> int:
-        return self._gov.record_alert(self.actor, deployment_id, alert)
+    def record(self, record: AlertRecord) -> int:
+        return self.gov.record_alert(self.actor, self.deployment_id, record)
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
-        self._gov.count_faces_seen(self.actor, deployment_id, camera, n, too_poor=too_poor)
+    def count_faces_seen(self, camera: str, n: int = 1, too_poor: int = 0) -> None:
+        if n or too_poor:
+            self.gov.count_faces_seen(self.actor, self.deployment_id, camera, n, too_poor=too_poor)
 
-    def report_cameras(self, deployment_id: int, cameras: list[dict]) -> None:
+    def maintain(self) -> bool:
+        """Run the automatic purge and schedule; True while the deployment may go on."""
+        self.gov.housekeeping()
+        return self.gov.is_running(self.deployment_id)
+
+    def report_cameras(self, cameras: list[dict]) -> None:
         """Camera health (``openlfr.governance.cameras``), as this host and actor."""
         import socket
 
         from .cameras import report
 
-        report(self._gov, self.actor, deployment_id, f"{socket.gethostname()} (local run as {self.actor.name})", cameras)
+        report(self.gov, self.actor, self.deployment_id, f"{socket.gethostname()} (local run as {self.actor.name})", cameras)
+
+    def close(self) -> int:
+        """Nothing waits: every alert and count was committed when it was handed over."""
+        return 0
 
     def __repr__(self) -> str:
-        return f"AlertStore(actor={self.actor.name!r})"
+        return f"DeploymentSink(deployment={self.deployment_id}, actor={self.actor.name!r})"
 
 
 @dataclass
@@ -87,7 +97,7 @@ class DeploymentRun:
     cameras: list[str]
     starts_at: datetime
     ends_at: datetime
-    sink: AlertStore
+    sink: AlertSink  # governance's DeploymentSink, or a camera worker's RemoteAlertSink
     threshold_evidence: dict | None = None  # how the threshold was chosen (a scoring model decides per band)
     template_low_quality_band: list = field(default_factory=list)  # per template: band name of an override, or None
 
@@ -119,14 +129,6 @@ class DeploymentRun:
             template_quality=np.zeros(len(self.template_subject_ids), np.float32),
         )
 
-    def is_active(self) -> bool:
-        return self.sink._gov.is_running(self.deployment_id)
-
-    def maintain(self) -> bool:
-        """Run the automatic purge and schedule; True while the deployment may go on."""
-        self.sink._gov.housekeeping()
-        return self.is_active()
-
 
 def open_deployment_run(db_url: str | None, deployment_id: int, actor: Actor | None = None, clock: Clock | None = None) -> DeploymentRun:
     """Everything ``openlfr run --deployment ID`` needs; refuses unless the deployment is active.
@@ -144,71 +146,31 @@ def open_deployment_run(db_url: str | None, deployment_id: int, actor: Actor | N
     return gov.open_run(actor, int(deployment_id))
 
 
-def _get(alert, *names, default=None):
-    for n in names:
-        if isinstance(alert, dict):
-            if n in alert and alert[n] is not None:
-                return alert[n]
-        elif getattr(alert, n, None) is not None:
-            return getattr(alert, n)
-    return default
-
-
-def _jpeg(chip: np.ndarray) -> bytes:
-    import cv2
-
-    a = np.ascontiguousarray(np.asarray(chip, dtype=np.uint8))
-    if a.ndim == 3 and a.shape[2] == 3:
-        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    if not ok:
-        raise GovernanceError("could not encode the probe crop")
-    return buf.tobytes()
-
-
-def normalise_alert(alert: Any) -> dict:
-    """The alert's fields as the store keeps them; raises ``GovernanceError`` for a bad alert."""
-    camera, track = _get(alert, "camera"), _get(alert, "track")
-    subject = _get(alert, "subject_id", "subject")
-    distance = _get(alert, "distance")
-    if camera is None or track is None or subject is None or distance is None:
-        raise GovernanceError("an alert needs camera, track, subject_id and distance")
+def alert_fields(record: AlertRecord) -> dict:
+    """The record's fields as the store keeps them (crop and template as bytes, the track as
+    text, the time in UTC); ``GovernanceError`` for a bad record."""
+    if not isinstance(record, AlertRecord):
+        raise GovernanceError(f"an alert is an openlfr.live.sink.AlertRecord, not {type(record).__name__}")
     try:
-        subject_id = int(subject)
+        subject_id = int(record.subject_id)
     except (TypeError, ValueError):
-        raise GovernanceError(f"subject id {subject!r} is not a stored subject's id") from None
-    crop = _get(alert, "crop", "probe_crop")
-    if crop is None:
-        chip = _get(alert, "chip")
-        if chip is None:
-            raise GovernanceError("an alert needs its probe crop (crop: JPEG bytes, or chip: an RGB array)")
-        crop = _jpeg(chip)
-    crop = bytes(crop)
-    if not crop.startswith(JPEG_MAGIC):
+        raise GovernanceError(f"subject id {record.subject_id!r} is not a stored subject's id") from None
+    if not isinstance(record.crop, (bytes, bytearray)) or not bytes(record.crop).startswith(JPEG_MAGIC):
         raise GovernanceError("the probe crop is not a JPEG")
-    template = _get(alert, "template")
-    if template is None:
-        raise GovernanceError("an alert needs its probe template")
+    if not isinstance(record.template, np.ndarray):
+        raise GovernanceError(f"alert template: a (128,) float32 array, not {type(record.template).__name__}")
     try:
-        template = repo.vector_bytes(template)
+        template = repo.vector_bytes(record.template)
     except ValueError as e:
         raise GovernanceError(f"alert template: {e}") from None
-    t = _get(alert, "time")
-    occurred_at, media_time = None, _get(alert, "media_time")
-    if isinstance(t, datetime):
-        occurred_at = utc(t)
-    elif isinstance(t, (int, float, np.floating, np.integer)):
-        if float(t) >= EPOCH_MIN:
-            occurred_at = datetime.fromtimestamp(float(t), timezone.utc)
-        elif media_time is None:
-            media_time = float(t)
-    distances = _get(alert, "distances")
-    distances = [float(x) for x in (distances if distances is not None else [distance])]
-    frame = _get(alert, "frame")
-    alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
+    if record.occurred_at is not None and not isinstance(record.occurred_at, datetime):
+        raise GovernanceError("an alert's occurred_at is a datetime")
     return {
-        "camera": str(camera), "track": str(track), "subject_id": subject_id, "distance": float(distance),
-        "distances": distances, "frame": None if frame is None else int(frame),
-        "media_time": None if media_time is None else float(media_time), "occurred_at": occurred_at,
-        "crop": crop, "template": template, "alert_id": None if alert_id is None else int(alert_id),
+        "camera": str(record.camera), "track": str(record.track), "subject_id": subject_id, "distance": float(record.distance),
+        "distances": [float(x) for x in record.distances] or [float(record.distance)],
+        "frame": None if record.frame is None else int(record.frame),
+        "media_time": None if record.media_time is None else float(record.media_time),
+        "occurred_at": None if record.occurred_at is None else utc(record.occurred_at),
+        "crop": bytes(record.crop), "template": template,
+        "alert_id": None if record.alert_id is None else int(record.alert_id),
     }

@@ -9,6 +9,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ..live.sink import AlertRecord
 from ..store import repository as repo
 from ..store.models import (
     Adjudication,
@@ -43,7 +44,7 @@ class LiveRuns:
 
     def open_run(self, actor: Actor, deployment_id: int):
         """The snapshot, threshold and alert sink of an active deployment (see ``governance.live``)."""
-        from .live import AlertStore, DeploymentRun, RunSubject
+        from .live import DeploymentRun, DeploymentSink, RunSubject
 
         self.enforce_schedule()
         with self._tx(actor, "deployment.run") as s:
@@ -63,7 +64,7 @@ class LiveRuns:
                 deployment_id=d.id, name=d.name, watchlist_templates=templates,
                 template_subject_ids=np.array([r[0] for r in rows], np.int64), subjects=list(subjects.values()),
                 threshold=d.threshold, cameras=repo.cameras_of(d), starts_at=d.starts_at, ends_at=d.ends_at,
-                sink=AlertStore(self, actor),
+                sink=DeploymentSink(self, actor, d.id),
                 threshold_evidence=json.loads(d.threshold_evidence) if d.threshold_evidence else None,
                 template_low_quality_band=[r[4] for r in rows],
             )
@@ -76,17 +77,17 @@ class LiveRuns:
             except (DeploymentNotActive, NotFound):
                 return False
 
-    def record_alert(self, actor: Actor, deployment_id: int, alert, delivery: tuple[str, int] | None = None) -> int:
-        """Persist one alert (a new one, or a better shot of an unadjudicated one) and commit
-        before returning its id.
+    def record_alert(self, actor: Actor, deployment_id: int, record: AlertRecord, delivery: tuple[str, int] | None = None) -> int:
+        """Persist one alert (a ``live.sink.AlertRecord``: a new one, or a better shot of an
+        unadjudicated one) and commit before returning its id; ``GovernanceError`` for a bad record.
 
         A sighting never changes an adjudicated alert: the same (camera, track, subject) after a
         decision, or an ``alert_id`` update of an adjudicated alert, becomes a new alert (the next
         ``sighting``; its entry names the alert it ``follows``). ``delivery``: a worker's
         (idempotency key, token id), stored in the same transaction (exactly once)."""
-        from .live import normalise_alert
+        from .live import alert_fields
 
-        a = normalise_alert(alert)
+        a = alert_fields(record)
         try:
             with self._tx(actor, "alert.record") as s:
                 d = self._running(s, deployment_id, lock=True)

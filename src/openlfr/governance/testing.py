@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from ..live.sink import AlertRecord
 from .clock import TestClock
 from .roles import ROLES, Actor
 from .service import Governance, NewImage
@@ -31,6 +32,14 @@ FAKE_JPEG = _tiny_jpeg()  # a real (8x8, face-less) JPEG: stored images are deco
 def template(seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+def alert_record(subject_id: int, track: int | str = 1, camera: str = "cam-a", distance: float = 0.4, **fields) -> AlertRecord:
+    """A test alert: a tiny JPEG crop, template ``template(1000 + track)``, frame ``10 * track``,
+    media time ``1.5 * track`` (all replaced by ``fields``)."""
+    n = int(track) if str(track).isdigit() else 0
+    base = dict(crop=FAKE_JPEG, template=template(1000 + n), distances=(distance,), frame=10 * n, media_time=1.5 * n)
+    return AlertRecord(camera=camera, track=track, subject_id=subject_id, distance=distance, **{**base, **fields})
 
 
 def image(seed: int, source: str = "custody record") -> NewImage:
@@ -80,9 +89,7 @@ class World:
 
     def alert(self, deployment_id: int, subject_id: int, track: int = 1, camera: str = "cam-a", distance: float = 0.4, actor: Actor | None = None) -> int:
         run_actor = actor or Actor.system("live")
-        return self.gov.record_alert(run_actor, deployment_id, {
-            "camera": camera, "track": track, "subject_id": subject_id, "distance": distance, "distances": [distance],
-            "frame": 10 * track, "time": 1.5 * track, "crop": FAKE_JPEG, "template": template(1000 + track)})
+        return self.gov.record_alert(run_actor, deployment_id, alert_record(subject_id, track, camera, distance))
 
 
 def make_world(db_url: str, clock: TestClock | None = None, subjects: int = 2) -> World:

@@ -35,7 +35,7 @@ from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
 from .scheduler import PROFILES, DetectionScheduler, GreyHog
-from .sink import DeploymentEnded, split_source_name
+from .sink import AlertRecord, DeploymentEnded, split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
 
@@ -452,7 +452,7 @@ class LiveRunner:
         stored, stored_id = True, None
         if self.sink is not None:  # persisted first: nobody hears of an alert the store lost
             try:
-                stored_id = self.sink.record(ev.alert)
+                stored_id = self.sink.record(AlertRecord.from_alert(ev.alert))
             except Exception as e:  # noqa: BLE001 - reported, and the run goes on or stops
                 stored = False
                 log.error("alert %s not stored: %s", ev.alert.id, e)
@@ -594,7 +594,7 @@ class LiveRunner:
             poor = st.too_poor - self._poor_stored.get(st.name, 0)
             if n > 0 or poor > 0:
                 try:
-                    self.sink.count_faces_seen(st.name, max(n, 0), **({"too_poor": poor} if poor > 0 else {}))
+                    self.sink.count_faces_seen(st.name, max(n, 0), too_poor=max(poor, 0))
                     self._faces_stored[st.name] = st.faces_seen
                     self._poor_stored[st.name] = st.too_poor
                 except Exception as e:  # noqa: BLE001 - retried at the next flush
@@ -603,8 +603,7 @@ class LiveRunner:
     def _report_health(self, final: bool = False) -> None:
         """Each camera's health to the deployment (state, frames/s, dropped, faces seen, last frame)."""
         self._health_due = False
-        report = getattr(self.sink, "report_cameras", None)
-        if report is None or not self.stats:
+        if self.sink is None or not self.stats:
             return
         now = time.monotonic()
         cams = []
@@ -622,7 +621,7 @@ class LiveRunner:
                          "frames": st.read, "dropped": st.dropped, "faces_seen": st.faces_seen,
                          "last_frame_at": st.last_frame_at or None, "message": message})
         try:
-            report(cams)
+            self.sink.report_cameras(cams)
         except Exception as e:  # noqa: BLE001 - health reports must never stop a camera
             log.warning("camera health not reported: %s", e)
 

@@ -4,12 +4,13 @@
 
     run = open_remote_run("http://console:8000", token, deployment_id)   # GET /api/worker/run
     run.watchlist_templates, run.template_subject_ids, run.subjects, run.threshold, run.cameras
-    alert_id = run.sink.record(deployment_id, {...})   # as governance's AlertStore.record
-    run.sink.count_faces_seen(deployment_id, "cam-a", 1)
-    keep_going = run.maintain()                        # flush; ask the server; False: stop
-    run.sink.close()
+    alert_id = run.sink.record(AlertRecord(...))   # as governance's DeploymentSink.record
+    run.sink.count_faces_seen("cam-a", 1)
+    keep_going = run.sink.maintain()               # flush; ask the server; False: stop
+    left = run.sink.close()                        # what still waits on disk
 
-The same interface as ``openlfr.governance.open_deployment_run``, so a live run does not care
+The same run as ``openlfr.governance.open_deployment_run``, and a sink with the same interface
+(``openlfr.live.sink.AlertSink``), bound to the token's deployment, so a live run does not care
 whether its alerts go to the database or to a server.
 
 **Delivery.** Each alert gets an idempotency key (a UUID) when it is raised. ``record`` posts
@@ -42,14 +43,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from ..governance.errors import DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
-from ..governance.live import DeploymentRun, RunSubject, normalise_alert
+from ..governance.live import DeploymentRun, RunSubject, alert_fields
+from ..live.sink import AlertRecord
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "OPENLFR_WORKER_TOKEN"
@@ -108,9 +109,10 @@ def _refusal(e: Refused) -> GovernanceError:
     return GovernanceError(e.detail)
 
 
-def alert_payload(alert) -> dict:
-    """The JSON body of ``POST /api/worker/alerts`` for an alert (dict or object), with a new key."""
-    a = normalise_alert(alert)
+def alert_payload(record: AlertRecord) -> dict:
+    """The JSON body of ``POST /api/worker/alerts`` for an alert, with a new key; ``GovernanceError``
+    for a bad record (checked here as the server checks it, so it never waits in the buffer)."""
+    a = alert_fields(record)
     body = {
         "idempotency_key": str(uuid.uuid4()), "camera": a["camera"], "track": a["track"], "subject_id": a["subject_id"],
         "distance": a["distance"], "distances": a["distances"][:64], "frame": a["frame"], "media_time": a["media_time"],
@@ -177,9 +179,10 @@ class RemoteAlertSink:
     """``record`` / ``count_faces_seen`` over HTTP, with the disk buffer (see the module docstring)."""
 
     def __init__(self, client: WorkerClient, deployment_id: int, buffer_dir: Path | None = None,
-                 retry_s: float = 1.0, max_retry_s: float = 30.0):
+                 retry_s: float = 1.0, max_retry_s: float = 30.0, ends_at: datetime | None = None):
         self.client = client
-        self.deployment_id = int(deployment_id)
+        self.deployment_id = int(deployment_id)  # the token's deployment
+        self.ends_at = ends_at  # while the server is away, the run stops at this time all the same
         self.buffer = AlertBuffer(Path(buffer_dir or default_buffer_dir()) / f"deployment-{self.deployment_id}.jsonl")
         self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self.delivered = 0
@@ -195,13 +198,11 @@ class RemoteAlertSink:
 
     # -- alerts -------------------------------------------------------------------------------
 
-    def record(self, deployment_id: int, alert) -> int | None:
+    def record(self, record: AlertRecord) -> int | None:
         """The server's alert id once it is committed there; None when buffered for later delivery."""
-        if int(deployment_id) != self.deployment_id:
-            raise GovernanceError(f"this worker's token is for deployment {self.deployment_id}, not {deployment_id}")
         if self.ended:
             raise DeploymentNotActive(f"deployment {self.deployment_id} is over")
-        body = alert_payload(alert)
+        body = alert_payload(record)
         with self._lock:
             if len(self.buffer):
                 self.buffer.append(body)  # keep the order: behind what waits already
@@ -255,9 +256,9 @@ class RemoteAlertSink:
 
     # -- faces seen ---------------------------------------------------------------------------
 
-    def count_faces_seen(self, deployment_id: int, camera: str, n: int = 1, too_poor: int = 0) -> None:
-        if int(deployment_id) != self.deployment_id:
-            raise GovernanceError(f"this worker's token is for deployment {self.deployment_id}, not {deployment_id}")
+    def count_faces_seen(self, camera: str, n: int = 1, too_poor: int = 0) -> None:
+        if not (n or too_poor):
+            return
         with self._lock:
             batch = {"idempotency_key": str(uuid.uuid4()), "camera": str(camera), "count": int(n), "too_poor": int(too_poor)}
             if len(self.buffer):
@@ -275,7 +276,7 @@ class RemoteAlertSink:
 
     # -- camera health -----------------------------------------------------------------------------
 
-    def report_cameras(self, deployment_id: int, cameras: list[dict]) -> None:
+    def report_cameras(self, cameras: list[dict]) -> None:
         """Post the cameras' health; dropped when the server is away (the next report replaces it)."""
         import socket
 
@@ -288,6 +289,21 @@ class RemoteAlertSink:
             log.info("camera health not reported (server away: %s)", e)
         except Refused as e:
             log.warning("camera health refused by the server: %s", e.detail)
+
+    # -- the deployment's state ------------------------------------------------------------------
+
+    def maintain(self) -> bool:
+        """Deliver what waits, then ask the server whether the deployment goes on (offline: until
+        its end time); False: stop."""
+        self.flush()
+        if self.ended:
+            return False
+        try:
+            return bool(self.client.call("GET", "/api/worker/status").get("active"))
+        except ServerUnavailable:
+            return self.ends_at is None or datetime.now(timezone.utc) < self.ends_at
+        except Refused:
+            return False
 
     # -- the background delivery ------------------------------------------------------------------
 
@@ -329,29 +345,8 @@ class RemoteAlertSink:
         return len(self.buffer)
 
 
-@dataclass
-class RemoteDeploymentRun(DeploymentRun):
-    """A ``DeploymentRun`` whose sink is a server (``open_remote_run``)."""
-
-    def is_active(self) -> bool:
-        sink: RemoteAlertSink = self.sink  # type: ignore[assignment]
-        if sink.ended:
-            return False
-        try:
-            st = sink.client.call("GET", "/api/worker/status")
-            return bool(st.get("active"))
-        except ServerUnavailable:
-            return datetime.now(timezone.utc) < self.ends_at  # offline: stop at the end time all the same
-        except Refused:
-            return False
-
-    def maintain(self) -> bool:
-        self.sink.flush()  # type: ignore[attr-defined]
-        return self.is_active()
-
-
 def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_dir: Path | None = None,
-                    timeout: float = 5.0) -> RemoteDeploymentRun:
+                    timeout: float = 5.0) -> DeploymentRun:
     """The snapshot, threshold and a buffered alert sink of an active deployment, from the server."""
     token = token or os.environ.get(TOKEN_ENV)
     if not token:
@@ -366,13 +361,14 @@ def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_d
     if int(r["deployment_id"]) != int(deployment_id):
         raise GovernanceError(f"the worker token is for deployment {r['deployment_id']}, not {deployment_id}")
     templates = np.frombuffer(base64.b64decode(r["templates"]), dtype="<f4").astype(np.float32).reshape(-1, 128)
-    return RemoteDeploymentRun(
+    ends_at = datetime.fromisoformat(r["ends_at"])
+    return DeploymentRun(
         deployment_id=int(r["deployment_id"]), name=r["name"], watchlist_templates=templates,
         template_subject_ids=np.array(r["template_subject_ids"], np.int64),
         subjects=[RunSubject(int(s["id"]), s["name"], s["category"]) for s in r["subjects"]],
         threshold=float(r["threshold"]), cameras=list(r["cameras"]),
-        starts_at=datetime.fromisoformat(r["starts_at"]), ends_at=datetime.fromisoformat(r["ends_at"]),
-        sink=RemoteAlertSink(client, int(r["deployment_id"]), buffer_dir),  # type: ignore[arg-type]
+        starts_at=datetime.fromisoformat(r["starts_at"]), ends_at=ends_at,
+        sink=RemoteAlertSink(client, int(r["deployment_id"]), buffer_dir, ends_at=ends_at),
         threshold_evidence=r.get("threshold_evidence"),
         template_low_quality_band=list(r.get("template_low_quality_band") or []),
     )

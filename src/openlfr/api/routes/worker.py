@@ -21,7 +21,6 @@ from ..schemas import (
     WorkerAlert,
     WorkerAlertOut,
     WorkerStatus,
-    decode_b64,
 )
 
 router = APIRouter(prefix="/api/worker", tags=["workers"])
@@ -50,15 +49,11 @@ def post_alert(body: WorkerAlert, request: Request, p: Principal = Depends(worke
     if seen:
         return WorkerAlertOut(alert_id=alert_id or 0, duplicate=True)
     try:
-        crop = decode_b64(body.crop, "crop")
-        template = decode_b64(body.template, "template") if isinstance(body.template, str) else body.template
+        record = body.record()
     except ValueError as e:
         raise ApiError(422, "validation", str(e)) from None
-    alert = {"camera": body.camera, "track": body.track, "subject_id": body.subject_id, "distance": body.distance,
-             "distances": body.distances or [body.distance], "frame": body.frame, "crop": crop, "template": template,
-             "time": body.occurred_at or body.media_time, "media_time": body.media_time}
     try:  # the alert and its idempotency key commit together: a re-delivery can never make a second one
-        alert_id = c.gov.record_alert(p.actor, p.deployment_id, alert, delivery=(body.idempotency_key, p.token_id))
+        alert_id = c.gov.record_alert(p.actor, p.deployment_id, record, delivery=(body.idempotency_key, p.token_id))
     except IntegrityError:  # a concurrent delivery of the same key won the race
         seen, alert_id = c.gov.delivery(body.idempotency_key, p.token_id)
         if not seen:
