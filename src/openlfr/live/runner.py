@@ -166,7 +166,9 @@ class CameraWorker(threading.Thread):
         that do (asynchronously, on the shared embedder; results are taken at the next frame)."""
         cands: list[tuple[Track, object]] = []
         for tr, d in pairs:
-            shots = tr.state.setdefault("shots", BestShots(**self.r.shot_args))
+            if tr.shots is None:
+                tr.shots = BestShots(**self.r.shot_args)
+            shots = tr.shots
             det = d.payload
             if not shots.wants(quality_bound(det.width, det.score), frame.index):
                 continue  # cannot beat the kept shots, or too soon after the last one: not even aligned
@@ -174,14 +176,14 @@ class CameraWorker(threading.Thread):
             self.stats.aligned += 1
             band = self.r.band_of(face)
             if band is None:  # below the lowest quality band: not searched, counted when the track ends
-                tr.state["too_poor"] = True
+                tr.too_poor = True
                 continue
             if shots.wants(face.quality.score, frame.index):
                 cands.append((tr, face, band))
         if not cands:
             return
         for tr, *_ in cands:
-            tr.state["shots"].reserve(frame.index)
+            tr.shots.reserve(frame.index)
         fut = self.r.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
         self._pending.append((fut, cands, frame.index, frame.time))
 
@@ -193,14 +195,14 @@ class CameraWorker(threading.Thread):
             desc = fut.result(timeout=120)
             last = (index, t)
             for (tr, face, band), dvec in zip(cands, desc):
-                shots = tr.state.get("shots")
+                shots = tr.shots
                 if shots is None:  # the track ended meanwhile
                     continue
                 shot = Shot(float(face.quality.score), dvec, index, t, tuple(face.box), face.chip)
                 first = not shots.shots
                 self.stats.embedded += 1
                 if shots.add(shot):
-                    tr.state["band"] = min(tr.state.get("band", band), band)
+                    tr.band = band if tr.band is None else min(tr.band, band)
                     if first and self._reidentify(tr):
                         continue
                     if tr not in changed:
@@ -213,12 +215,12 @@ class CameraWorker(threading.Thread):
         limit = self.cfg.tracking.reid_distance
         if limit <= 0:
             return False
-        tpl = tr.state["shots"].template
+        tpl = tr.shots.template
         best, best_d = None, limit
         for other in self.tracker.tracks:
-            if other is tr or other.last_time >= tr.first_time or "shots" not in other.state:
+            if other is tr or other.last_time >= tr.first_time or other.shots is None:
                 continue
-            ot = other.state["shots"].template
+            ot = other.shots.template
             if ot is None:
                 continue
             d = float(np.linalg.norm(ot - tpl))
@@ -226,8 +228,8 @@ class CameraWorker(threading.Thread):
                 best, best_d = other, d
         if best is None:
             return False
-        best.state["shots"].absorb(tr.state["shots"])
-        tr.state["shots"].clear()
+        best.shots.absorb(tr.shots)
+        tr.shots.clear()
         self.tracker.merge(best, tr)
         self.r.policy.merge_tracks(self.source.name, best.id, tr.id)
         self.stats.merged += 1
@@ -237,36 +239,33 @@ class CameraWorker(threading.Thread):
     def _search(self, tracks: list[Track], at: tuple[int, float] | None) -> None:
         from ..watchlist.index import top_subjects
 
-        q = np.stack([tr.state["shots"].template for tr in tracks])
+        q = np.stack([tr.shots.template for tr in tracks])
         k = min(3, self.r.n_subjects)
         dist, lab = top_subjects(self.r.index, q, k)
         sc = self.r.scoring
         for tr, drow, lrow in zip(tracks, dist, lab):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
             if sc is not None:
-                band = tr.state.get("band", len(sc.z) - 1)
+                band = tr.band if tr.band is not None else len(sc.z) - 1
                 matches = [(l, d, sc.threshold(l, band)) for l, d in matches]
-            tr.state["nearest"] = matches[0][1] if matches else None
-            best = tr.state["shots"].best
+            tr.nearest = matches[0][1] if matches else None
+            best = tr.shots.best
             events = self.r.policy.consider(
                 self.source.name, tr.id, matches,
                 at[0] if at is not None else tr.last_frame,
                 at[1] if at is not None else tr.last_time,
-                tr.first_wall, chip=best.chip if best else None, template=tr.state["shots"].template,
+                tr.first_wall, chip=best.chip if best else None, template=tr.shots.template,
             )
             for ev in events:
-                tr.state.setdefault("alerts", {})[ev.alert.subject] = ev.alert
+                tr.alerts[ev.alert.subject] = ev.alert
                 self.r.alert_event(ev)
 
     def _end_tracks(self, ended: list[Track]) -> None:
         for tr in ended:
-            shots = tr.state.get("shots")
-            if tr.state.get("too_poor") and (shots is None or not shots.shots) and tr.confirmed:
+            if tr.too_poor and (tr.shots is None or not tr.shots.shots) and tr.confirmed:
                 self.stats.too_poor += 1
-            if shots is not None:
-                shots.clear()
             self.r.policy.track_ended(self.source.name, tr.id)
-            tr.state.clear()
+            tr.drop_data()
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
