@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from openlfr.engine.detection import make_detector
 from openlfr.live.config import RunConfig
 from openlfr.live.demo import SUBJECT_ID, build_demo
 from openlfr.live.runner import CameraWorker, LiveRunner, RunError, SourceReader
-from openlfr.live.scheduler import GreyHog
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_annotated_video_shows_only_the_alert(demo, tmp_path):
     assert s["alerts"] == 1
     cap = cv2.VideoCapture(str(out))
     orig = cv2.VideoCapture(str(demo.video))
-    hog = GreyHog(1)
+    hog = make_detector("hog", upsample=1)
     frames = found_orig = found_ann = 0
     red = 0
     shape = None

@@ -34,7 +34,7 @@ from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
-from .scheduler import PROFILES, DetectionScheduler, GreyHog
+from .scheduler import PROFILES, DetectionScheduler
 from .sink import DeploymentEnded, split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
@@ -113,12 +113,13 @@ class CameraWorker(threading.Thread):
         self.stats = stats
         c = self.cfg.detection
         prof = PROFILES[c.detector]
-        if c.detector == "hog":
-            detector, window_thr = GreyHog(c.upsample, c.threshold), c.window_threshold
-        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
-            from ..engine.detection import make_detector
+        from ..engine import detection  # looked up now: a camera process times the detectors it makes
 
-            detector = make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
+        if c.detector == "hog":  # one per camera (a dlib detector is one thread's), on grey frames
+            detector = detection.make_detector("hog", upsample=c.upsample, threshold=c.threshold)
+            window_thr = c.window_threshold
+        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
+            detector = detection.make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
             detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
             window_thr = c.window_score_threshold
         else:
@@ -439,7 +440,9 @@ class LiveRunner:
         t0 = time.perf_counter()
         self.engine.descriptor.compute(np.zeros((1, 150, 150, 3), np.uint8))
         if self.cfg.detection.detector == "hog":
-            GreyHog(0).detect(np.zeros((100, 100), np.uint8))
+            from ..engine.detection import make_detector
+
+            make_detector("hog", upsample=0).detect(np.zeros((100, 100), np.uint8))
         log.info("warm-up %.2f s", time.perf_counter() - t0)
 
     def close_sources(self) -> None:
