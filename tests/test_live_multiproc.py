@@ -117,6 +117,7 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
         assert s[key] == ref_summary[key], key
     assert s["shape"] == "processes" and len(s["processes"]) == 2 and s["restarts"] == 0
     assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
+    assert all(p["local_detector_cpu_s"] > 0 for p in s["processes"])  # each camera's own detector, timed
     assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
     assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
     assert mp.active_children() == [] and left(r.segments) == []

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import pytest
 
+from openlfr.engine.detection import make_detector
 from openlfr.live import runner as live_runner
 from openlfr.live.align import Aligner
 from openlfr.live.bestshot import BestShots
 from openlfr.live.config import RunConfig
-from openlfr.live.scheduler import GreyHog
 
 from test_live_real import lfw_watchlist
 
@@ -153,7 +153,7 @@ def test_no_trace_of_unmatched_faces(shared_data, tmp_path, monkeypatch, capfd):
     assert "camera crowd_walk_1920x1080.mp4: ended" in texts["log"]  # the log did record the run
 
     # the annotated video: no face findable in it (no alert, so every face is blurred)
-    hog = GreyHog(0)
+    hog = make_detector("hog", upsample=0)
     orig = cv2.VideoCapture(str(shared_data / "video" / "crowd_walk_1920x1080.mp4"))
     ann = cv2.VideoCapture(str(annotated))
     n = found_orig = found_ann = 0

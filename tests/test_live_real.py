@@ -132,7 +132,7 @@ def test_hamilton_alerts_lin_manuel_and_lacamoire_not_biden(shared_data):
 
     def hook(worker, frame):
         for tr in worker.tracker.tracks:
-            for a in (tr.state.get("alerts") or {}).values():
+            for a in tr.alerts.values():
                 tracks.setdefault(a.subject, set()).add(tr.id)
 
     # dlib's published threshold 0.6 (the default threshold: the test below).

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from openlfr.engine.detection import make_detector
 from openlfr.live.config import RunConfig
 from openlfr.live.demo import SUBJECT_ID, build_demo
 from openlfr.live.runner import CameraWorker, LiveRunner, RunError, SourceReader
-from openlfr.live.scheduler import GreyHog
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_annotated_video_shows_only_the_alert(demo, tmp_path):
     assert s["alerts"] == 1
     cap = cv2.VideoCapture(str(out))
     orig = cv2.VideoCapture(str(demo.video))
-    hog = GreyHog(1)
+    hog = make_detector("hog", upsample=1)
     frames = found_orig = found_ann = 0
     red = 0
     shape = None
@@ -210,3 +210,55 @@ def test_a_dead_stream_does_not_stop_the_other_cameras(demo):
     assert stream["frames"] > 0 and stream["state"] == "reconnecting"  # down, and being reopened
     states = [e["state"] for e in events if e["event"] == "source" and e["camera"] != "walk_past.mp4"]
     assert "down" in states and "reconnecting" in states
+
+
+def test_camera_worker_runs_on_its_parts_alone(demo):
+    """A camera worker is given its collaborators, not the runner: assembled by hand from the
+    engine, a watchlist, a policy and callbacks, it raises the demo's one alert and tells of
+    it, of each frame and of nothing else through the callbacks."""
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.live.alerts import AlertPolicy
+    from openlfr.live.align import Aligner
+    from openlfr.live.bestshot import BestShots
+    from openlfr.live.embedder import SharedEmbedder, engine_compute
+    from openlfr.live.runner import CameraStats, WorkerParts
+    from openlfr.live.scheduler import DetectionScheduler
+    from openlfr.live.sources import FrameQueue, open_source
+    from openlfr.live.tracker import Tracker
+    from openlfr.watchlist.enrol import load_watchlist
+    from openlfr.watchlist.index import make_index
+
+    engine = FaceEngine(detector="hog", upsample=1)
+    wl, _ = load_watchlist(demo.watchlist, engine)
+    index = make_index("exact")
+    index.add(wl.templates, wl.template_subject)
+    policy = AlertPolicy(0.6, subjects=wl.subjects)
+    alerts, frames, other = [], [], []
+    embedder = SharedEmbedder(engine_compute(engine)).start()
+    parts = WorkerParts(
+        aligner=Aligner(engine), band_of=lambda face: 0, new_shots=BestShots, embedder=embedder, index=index,
+        n_subjects=len(wl), scoring=None, policy=policy, reid_distance=0.5, on_alert=alerts.append,
+        on_event=other.append, on_frame=lambda w, f: frames.append(f.index), stopping=lambda: False,
+    )
+    src = open_source(str(demo.video))
+    src.open()
+    queue = FrameQueue(4, drop=False)
+    stop = threading.Event()
+    reader = SourceReader(src, queue, stop)
+    worker = CameraWorker(src, queue, CameraStats(src.name, src.kind), DetectionScheduler(
+        make_detector("hog", upsample=0), scale=1.0, fps=src.fps), Tracker(src.name), parts)
+    assert not any(isinstance(v, LiveRunner) for v in vars(worker).values())
+    try:
+        reader.start()
+        worker.start()
+        worker.join(timeout=120)
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+        embedder.stop()
+        src.close()
+    assert not worker.is_alive() and worker.error is None and other == []
+    assert frames == list(range(100)) and worker.stats.frames == 100
+    assert [(e.kind, e.alert.subject) for e in alerts][:1] == [("alert", SUBJECT_ID)]
+    assert {e.alert.subject for e in alerts} == {SUBJECT_ID} and policy.alerts[0].distance < 0.6
+    assert worker.stats.faces_seen == 2 and worker.tracker.tracks == []  # every track ended, its data dropped

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
+import cv2
 import numpy as np
 import pytest
 
@@ -273,6 +274,16 @@ def test_hog_and_factory(astronaut):
     assert [d.score for d in got] == pytest.approx(list(scores))
     assert HogDetector(upsample=1, min_face=10_000).detect(astronaut) == []
     assert isinstance(make_detector("hog", 1), HogDetector)
+    # grey images as they are (the live scheduler's frames), dlib's adjust_threshold: default and per call
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    weak = make_detector("hog", upsample=1, threshold=-0.8)
+    assert weak.accepts_grey and weak.threshold == -0.8
+    for det, thr, want in ((weak, None, -0.8), (weak, 0.0, 0.0), (HogDetector(upsample=1), -0.8, -0.8)):
+        rects, scores, _ = dlib.get_frontal_face_detector().run(grey, 1, want)
+        got = det.detect(grey) if thr is None else det.detect(grey, thr)
+        assert [d.box for d in got] == [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+        assert [d.score for d in got] == pytest.approx(list(scores))
+    assert len(weak.detect(grey)) > len(weak.detect(grey, 0.0)) >= 1  # a lower threshold finds more
     cnn = make_detector("cnn", upsample=None, min_face=40)
     assert isinstance(cnn, MmodDetector) and cnn.upsample == 1
     with pytest.raises(ValueError):

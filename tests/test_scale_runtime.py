@@ -174,6 +174,22 @@ def test_make_descriptor_runtime_override(monkeypatch):
     assert make_descriptor("auto").runtime == "onnxruntime-cpu"  # no GPU here
 
 
+def test_one_runtime_and_device_choice():
+    """engine/runtime.py alone decides onnxruntime or torch and, for torch, CPU or CUDA: every
+    torch network (and the torch search index) asks ``torch_device``."""
+    from pathlib import Path
+
+    import openlfr
+
+    pkg = Path(openlfr.__file__).parent
+    deciding = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if "cuda.is_available()" in p.read_text())
+    assert deciding == ["engine/runtime.py"]
+    assert runtime.torch_device("cpu") == torch.device("cpu")
+    assert runtime.torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    net = TorchDescriptorModel(device="cpu")
+    assert net.device == torch.device("cpu")
+
+
 def test_precision_report_bf16(astronaut):
     import cv2
 

@@ -2,7 +2,8 @@
 
 ``auto`` means torch on a CUDA GPU (when the torch/gpu extra is installed and a driver is
 present), else onnxruntime on the CPU; ``$OPENLFR_RUNTIME`` (onnx | torch | auto) overrides
-``auto``. The detector and descriptor factories both ask ``choose_runtime``.
+``auto``. The detector and descriptor factories both ask ``choose_runtime``; a torch network
+(and the torch search index) takes its device from ``torch_device``.
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ def choose_runtime(requested: str = "auto", precision: str = "fp32") -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (onnx, torch, auto)")
     return runtime
+
+
+def torch_device(device: str | None = None):
+    """The ``torch.device`` a torch network runs on: ``device`` when given (cpu, cuda, cuda:N),
+    else CUDA when torch sees a GPU, else the CPU."""
+    import torch
+
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

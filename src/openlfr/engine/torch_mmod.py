@@ -46,6 +46,7 @@ from .mmod import (
     tiled_pyramid,
     upsampled,
 )
+from .runtime import torch_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -132,7 +133,7 @@ class TorchMmodNetwork:
                  threads: int | None = None, cudnn_tuning: bool = True):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False  # fp32 scores as onnxruntime's
             torch.backends.cuda.matmul.allow_tf32 = False

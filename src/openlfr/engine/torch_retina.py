@@ -25,6 +25,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the torch RetinaFace runtime needs PyTorch: pip install 'openlfr[torch]'") from e
 
 from .retina_weights import retina_onnx_bytes
+from .runtime import torch_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _SUPPORTED = {"Conv", "LeakyRelu", "Relu", "Add", "Concat", "Resize", "Transpose", "Reshape", "Softmax", "Identity",
@@ -46,7 +47,7 @@ class TorchRetinaNetwork(torch.nn.Module):
             raise ValueError(f"RetinaFace graph holds unsupported operators: {sorted(ops - _SUPPORTED)}")
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self.dtype = DTYPES[precision]
         self.runtime = f"torch-{self.device.type}-{precision}"
         self._names: dict[str, str] = {}

@@ -18,6 +18,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from .descriptor import CHIP_SIZE, DescriptorPlan, DescriptorRuntime, descriptor_plan
 from .dnn_reader import load_network
 from .models import DESCRIPTOR
+from .runtime import torch_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -100,7 +101,7 @@ class TorchDescriptorModel(DescriptorRuntime):
     ):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False  # TF32 moves descriptors by ~3e-4
             torch.backends.cuda.matmul.allow_tf32 = False

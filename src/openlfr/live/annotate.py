@@ -92,7 +92,7 @@ class Annotator:
         faces = []
         for tr in tracks:
             box = tr.predict(t)
-            alerts = tr.state.get("alerts") or {}
+            alerts = tr.alerts
             label = None
             if alerts:
                 a = min(alerts.values(), key=lambda a: a.distance)

@@ -5,9 +5,11 @@ Threads (one process):
 - a **reader** per camera (``SourceReader``): decodes frames into a bounded ``FrameQueue``;
   for live sources (and files read in real time) the newest frame wins and every dropped frame
   is counted; a dead or stalled stream is reported and reconnected with back-off;
-- a **worker** per camera: detection on a schedule (``DetectionScheduler``), tracking,
-  best-shot selection, alignment of the shots worth embedding, the watchlist search of each
-  improved track template and the alert decision;
+- a **worker** per camera (``CameraWorker``): detection on a schedule (``DetectionScheduler``),
+  tracking, best-shot selection, alignment of the shots worth embedding, the watchlist search of
+  each improved track template and the alert decision; it is given what it works with
+  (``WorkerParts``: the run's aligner, embedder, index, policy, and callbacks for what goes back
+  to the run), not the runner;
 - one **embedder** shared by all cameras, batching their chips;
 - the caller's thread: receives events (``on_event``), handles Ctrl-C / SIGTERM (clean stop:
   readers stop, workers finish their frame, tracks end, the summary is given).
@@ -25,7 +27,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -34,10 +37,15 @@ from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
 from .embedder import SharedEmbedder, engine_compute
-from .scheduler import PROFILES, DetectionScheduler, GreyHog
+from .scheduler import PROFILES, DetectionScheduler
 from .sink import AlertRecord, DeploymentEnded, split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
 from .tracker import Track, TrackedDetection, Tracker, colour_histogram
+
+if TYPE_CHECKING:
+    from ..engine.pipeline import Face
+    from ..scoring.model import WatchlistScoring
+    from ..watchlist.index import SearchIndex
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +111,41 @@ class CameraStats:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class WorkerParts:
+    """What every camera worker of a run works with, besides its own source, queue, stats,
+    scheduler and tracker (``LiveRunner.worker_parts``). A worker holds these and nothing of the
+    runner: what must go back to the run goes through the callbacks."""
+
+    aligner: Aligner  # landmarks, chip and quality of a detection
+    band_of: Callable[[Face], int | None]  # a face's quality band (None: too poor to search)
+    new_shots: Callable[[], BestShots]  # an empty best-shot selector, for a track's first face
+    embedder: SharedEmbedder  # shared by the cameras: descriptors of the chips, as futures
+    index: SearchIndex  # the watchlist's templates
+    n_subjects: int
+    scoring: WatchlistScoring | None  # thresholds per subject and quality band (None: the policy's one)
+    policy: AlertPolicy  # the alert decision (shared by the cameras)
+    reid_distance: float  # a new track whose first template is this near a lost one continues it (0: never)
+    on_alert: Callable[[AlertEvent], None]  # an alert or its update: the run records it, then tells of it
+    on_event: Callable[[dict], None]  # other events for the run's stream (a worker that failed)
+    on_frame: Callable[[CameraWorker, Frame], None]  # after each frame (the runner's frame_hook)
+    stopping: Callable[[], bool]  # the run is stopping: leave the frames still queued
+
+
 class CameraWorker(threading.Thread):
-    def __init__(self, runner: "LiveRunner", source: FrameSource, queue: FrameQueue, stats: CameraStats, ids):
+    """One camera: its frames through the scheduler's detection, the tracker, best shots,
+    alignment, the shared embedder, the watchlist search and the alert policy."""
+
+    def __init__(self, source: FrameSource, queue: FrameQueue, stats: CameraStats, scheduler: DetectionScheduler,
+                 tracker: Tracker, parts: WorkerParts, annotator=None):
         super().__init__(name=f"camera-{source.name}", daemon=True)
-        self.r = runner
-        self.cfg = runner.cfg
         self.source = source
         self.queue = queue
         self.stats = stats
-        c = self.cfg.detection
-        prof = PROFILES[c.detector]
-        if c.detector == "hog":
-            detector, window_thr = GreyHog(c.upsample, c.threshold), c.window_threshold
-        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
-            from ..engine.detection import make_detector
-
-            detector = make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
-            detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
-            window_thr = c.window_score_threshold
-        else:
-            detector, window_thr = runner.engine.detector, None
-        self.scheduler = DetectionScheduler(
-            detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
-            track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
-            min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
-            min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
-            window_start=prof.window_start,
-        )
-        t = self.cfg.tracking
-        self.tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
-        self.annotator = None
+        self.scheduler = scheduler
+        self.tracker = tracker
+        self.parts = parts
+        self.annotator = annotator
         self.error: BaseException | None = None
         self._pending: list = []
 
@@ -166,23 +179,25 @@ class CameraWorker(threading.Thread):
         that do (asynchronously, on the shared embedder; results are taken at the next frame)."""
         cands: list[tuple[Track, object]] = []
         for tr, d in pairs:
-            shots = tr.state.setdefault("shots", BestShots(**self.r.shot_args))
+            if tr.shots is None:
+                tr.shots = self.parts.new_shots()
+            shots = tr.shots
             det = d.payload
             if not shots.wants(quality_bound(det.width, det.score), frame.index):
                 continue  # cannot beat the kept shots, or too soon after the last one: not even aligned
-            face = self.r.aligner.align(rgb, det)
+            face = self.parts.aligner.align(rgb, det)
             self.stats.aligned += 1
-            band = self.r.band_of(face)
+            band = self.parts.band_of(face)
             if band is None:  # below the lowest quality band: not searched, counted when the track ends
-                tr.state["too_poor"] = True
+                tr.too_poor = True
                 continue
             if shots.wants(face.quality.score, frame.index):
                 cands.append((tr, face, band))
         if not cands:
             return
         for tr, *_ in cands:
-            tr.state["shots"].reserve(frame.index)
-        fut = self.r.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
+            tr.shots.reserve(frame.index)
+        fut = self.parts.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
         self._pending.append((fut, cands, frame.index, frame.time))
 
     def _collect(self, wait: bool = True) -> None:
@@ -193,14 +208,14 @@ class CameraWorker(threading.Thread):
             desc = fut.result(timeout=120)
             last = (index, t)
             for (tr, face, band), dvec in zip(cands, desc):
-                shots = tr.state.get("shots")
+                shots = tr.shots
                 if shots is None:  # the track ended meanwhile
                     continue
                 shot = Shot(float(face.quality.score), dvec, index, t, tuple(face.box), face.chip)
                 first = not shots.shots
                 self.stats.embedded += 1
                 if shots.add(shot):
-                    tr.state["band"] = min(tr.state.get("band", band), band)
+                    tr.band = band if tr.band is None else min(tr.band, band)
                     if first and self._reidentify(tr):
                         continue
                     if tr not in changed:
@@ -210,15 +225,15 @@ class CameraWorker(threading.Thread):
 
     def _reidentify(self, tr: Track) -> bool:
         """A new track whose first template matches a track lost earlier continues that track."""
-        limit = self.cfg.tracking.reid_distance
+        limit = self.parts.reid_distance
         if limit <= 0:
             return False
-        tpl = tr.state["shots"].template
+        tpl = tr.shots.template
         best, best_d = None, limit
         for other in self.tracker.tracks:
-            if other is tr or other.last_time >= tr.first_time or "shots" not in other.state:
+            if other is tr or other.last_time >= tr.first_time or other.shots is None:
                 continue
-            ot = other.state["shots"].template
+            ot = other.shots.template
             if ot is None:
                 continue
             d = float(np.linalg.norm(ot - tpl))
@@ -226,10 +241,10 @@ class CameraWorker(threading.Thread):
                 best, best_d = other, d
         if best is None:
             return False
-        best.state["shots"].absorb(tr.state["shots"])
-        tr.state["shots"].clear()
+        best.shots.absorb(tr.shots)
+        tr.shots.clear()
         self.tracker.merge(best, tr)
-        self.r.policy.merge_tracks(self.source.name, best.id, tr.id)
+        self.parts.policy.merge_tracks(self.source.name, best.id, tr.id)
         self.stats.merged += 1
         self._search([best], None)
         return True
@@ -237,40 +252,38 @@ class CameraWorker(threading.Thread):
     def _search(self, tracks: list[Track], at: tuple[int, float] | None) -> None:
         from ..watchlist.index import top_subjects
 
-        q = np.stack([tr.state["shots"].template for tr in tracks])
-        k = min(3, self.r.n_subjects)
-        dist, lab = top_subjects(self.r.index, q, k)
-        sc = self.r.scoring
+        q = np.stack([tr.shots.template for tr in tracks])
+        p = self.parts
+        dist, lab = top_subjects(p.index, q, min(3, p.n_subjects))
+        sc = p.scoring
         for tr, drow, lrow in zip(tracks, dist, lab):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
             if sc is not None:
-                band = tr.state.get("band", len(sc.z) - 1)
+                band = tr.band if tr.band is not None else len(sc.z) - 1
                 matches = [(l, d, sc.threshold(l, band)) for l, d in matches]
-            tr.state["nearest"] = matches[0][1] if matches else None
-            best = tr.state["shots"].best
-            events = self.r.policy.consider(
+            tr.nearest = matches[0][1] if matches else None
+            best = tr.shots.best
+            events = p.policy.consider(
                 self.source.name, tr.id, matches,
                 at[0] if at is not None else tr.last_frame,
                 at[1] if at is not None else tr.last_time,
-                tr.first_wall, chip=best.chip if best else None, template=tr.state["shots"].template,
+                tr.first_wall, chip=best.chip if best else None, template=tr.shots.template,
             )
             for ev in events:
-                tr.state.setdefault("alerts", {})[ev.alert.subject] = ev.alert
-                self.r.alert_event(ev)
+                tr.alerts[ev.alert.subject] = ev.alert
+                p.on_alert(ev)
 
     def _end_tracks(self, ended: list[Track]) -> None:
         for tr in ended:
-            shots = tr.state.get("shots")
-            if tr.state.get("too_poor") and (shots is None or not shots.shots) and tr.confirmed:
+            if tr.too_poor and (tr.shots is None or not tr.shots.shots) and tr.confirmed:
                 self.stats.too_poor += 1
-            if shots is not None:
-                shots.clear()
-            self.r.policy.track_ended(self.source.name, tr.id)
-            tr.state.clear()
+            self.parts.policy.track_ended(self.source.name, tr.id)
+            tr.drop_data()
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
         st = self.stats
+        stopping = self.parts.stopping
         try:
             while True:
                 try:
@@ -278,10 +291,10 @@ class CameraWorker(threading.Thread):
                 except EOFError:
                     break
                 if frame is None:
-                    if self.r.stop_event.is_set() and not self.r.drain:
+                    if stopping():
                         break
                     continue
-                if self.r.stop_event.is_set() and not self.r.drain:
+                if stopping():
                     break
                 t0, c0 = time.perf_counter(), time.thread_time()
                 self.process(frame)
@@ -290,13 +303,13 @@ class CameraWorker(threading.Thread):
                 st.frames += 1
                 st.last_time = frame.time
                 st.last_frame_at = time.time()
-                self.r.frame_done(self, frame)
+                self.parts.on_frame(self, frame)
                 del frame
         except BaseException as e:  # report, let the other cameras go on
             self.error = e
             log.exception("camera %s stopped on an error", self.source.name)
-            self.r.emit({"event": "source", "camera": self.source.name, "state": "error",
-                         "message": f"{type(e).__name__}: {e}"})
+            self.parts.on_event({"event": "source", "camera": self.source.name, "state": "error",
+                                 "message": f"{type(e).__name__}: {e}"})
         finally:
             try:
                 self._collect()
@@ -440,7 +453,9 @@ class LiveRunner:
         t0 = time.perf_counter()
         self.engine.descriptor.compute(np.zeros((1, 150, 150, 3), np.uint8))
         if self.cfg.detection.detector == "hog":
-            GreyHog(0).detect(np.zeros((100, 100), np.uint8))
+            from ..engine.detection import make_detector
+
+            make_detector("hog", upsample=0).detect(np.zeros((100, 100), np.uint8))
         log.info("warm-up %.2f s", time.perf_counter() - t0)
 
     def close_sources(self) -> None:
@@ -488,6 +503,54 @@ class LiveRunner:
         if self.frame_hook is not None:
             self.frame_hook(worker, frame)
 
+    def stopping(self) -> bool:
+        """Whether the workers should leave the frames still queued (stopped, not draining)."""
+        return self.stop_event.is_set() and not self.drain
+
+    # ------------------------------------------------------------------ camera workers
+    def worker_parts(self) -> WorkerParts:
+        """What every camera worker works with (once the embedder runs)."""
+        return WorkerParts(
+            aligner=self.aligner, band_of=self.band_of, new_shots=partial(BestShots, **self.shot_args),
+            embedder=self.embedder, index=self.index, n_subjects=self.n_subjects, scoring=self.scoring,
+            policy=self.policy, reid_distance=self.cfg.tracking.reid_distance, on_alert=self.alert_event,
+            on_event=self.emit, on_frame=self.frame_done, stopping=self.stopping,
+        )
+
+    def camera_detector(self):
+        """A camera's detector and its threshold in the windows around tracks (None: the
+        detector's own). HOG and RetinaFace: one per camera (each camera's worker runs in a thread
+        of its own), made by the engine's factory now (a camera process times what it makes);
+        the CNN: the engine's, shared."""
+        from ..engine import detection
+
+        c = self.cfg.detection
+        if c.detector == "hog":  # on the grey frames
+            return detection.make_detector("hog", upsample=c.upsample, threshold=c.threshold), c.window_threshold
+        if c.detector == "retina":
+            det = detection.make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
+            det.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
+            return det, c.window_score_threshold
+        return self.engine.detector, None
+
+    def camera_worker(self, source: FrameSource, queue: FrameQueue, stats: CameraStats, ids,
+                      parts: WorkerParts, annotator=None) -> CameraWorker:
+        """A camera's worker: its detection schedule (the detector's profile, the config's
+        overrides, the source's frame rate) and its tracker (track ids from the run's ``ids``)."""
+        c = self.cfg.detection
+        prof = PROFILES[c.detector]
+        detector, window_thr = self.camera_detector()
+        scheduler = DetectionScheduler(
+            detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
+            track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
+            min_face_px=c.min_face_px, upsample=c.upsample, track_face_px=c.track_face_px or prof.track_face_px,
+            min_face=c.min_face or prof.min_face, roi=c.roi, fps=source.fps, window=prof.window,
+            window_start=prof.window_start,
+        )
+        t = self.cfg.tracking
+        tracker = Tracker(source.name, t.max_absence_s, t.min_hits, t.iou_gate, t.appearance_weight, ids)
+        return CameraWorker(source, queue, stats, scheduler, tracker, parts, annotator)
+
     # ------------------------------------------------------------------ run
     def start_event(self) -> dict:
         th = self.threshold
@@ -520,6 +583,7 @@ class LiveRunner:
         import itertools
 
         ids = itertools.count(1)
+        parts = self.worker_parts()
         readers, workers = [], []
         for src in self.sources:
             realtime = src.live if c.realtime is None else (c.realtime or src.live)
@@ -528,12 +592,12 @@ class LiveRunner:
             self.stats.append(st)
             readers.append(SourceReader(src, q, self.stop_event, self._source_event, realtime=realtime and not src.live,
                                         reconnect_max_s=c.reconnect_max_s, max_frames=c.max_frames))
-            w = CameraWorker(self, src, q, st, ids)
-            if c.annotate is not None and not workers:
+            annotator = None
+            if c.annotate is not None and not workers:  # the first camera's annotated video
                 from .annotate import Annotator
 
-                w.annotator = Annotator(c.annotate, src.fps, self.policy)
-            workers.append(w)
+                annotator = Annotator(c.annotate, src.fps, self.policy)
+            workers.append(self.camera_worker(src, q, st, ids, parts, annotator))
         self.started = time.monotonic()
         cpu0 = os.times()
         try:

@@ -21,9 +21,9 @@ Between two full scans, a scan only looks where the picture *changed* since the 
 (``motion``: the difference of 1/8-size grey frames, dilated by about a face, split into
 connected regions): people who walk in are found, static background (ceilings, walls, an
 empty floor) is not scanned again and again. Every ``full_every`` frames the whole zone is
-scanned whatever moved (someone standing still). Detection runs on the grey frame (dlib's HOG
-takes the strongest gradient of the three colour channels on RGB input: grey is ~20% cheaper
-for the same faces).
+scanned whatever moved (someone standing still). A detector that ``accepts_grey`` (the engine's
+``HogDetector``: dlib's HOG takes the strongest gradient of the three colour channels on RGB
+input, grey is ~20% cheaper for the same faces) is given the grey frame.
 
 Boxes are mapped back to full-frame coordinates, so landmarks, chips and quality are computed
 at full resolution. ``searched`` tells the tracker where the detector looked.
@@ -72,24 +72,6 @@ PROFILES = {
 }
 
 
-class GreyHog:
-    """dlib's frontal HOG detector on grey images (the engine's ``HogDetector`` takes RGB)."""
-
-    accepts_grey = True
-
-    def __init__(self, upsample: int = 0, threshold: float = 0.0):
-        import dlib
-
-        self.upsample = upsample
-        self.threshold = threshold  # dlib's adjust_threshold: below 0 finds more (and weaker) faces
-        self._det = dlib.get_frontal_face_detector()
-
-    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
-        t = self.threshold if threshold is None else threshold
-        rects, scores, _ = self._det.run(np.ascontiguousarray(image), self.upsample, t)
-        return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
-
-
 @dataclass
 class DetectStep:
     kind: str  # "scan" | "windows" | "none"
@@ -129,7 +111,9 @@ class DetectionScheduler:
         window_threshold: float | None = None,
         window_start: float | None = None,
     ):
-        """``detector``: an object with ``detect(rgb) -> list[Detection]`` (e.g. ``FaceEngine.detector``)."""
+        """``detector``: an engine detector (``engine.detection.make_detector``, ``FaceEngine.detector``):
+        ``detect(image) -> list[Detection]``, ``detect(image, threshold)`` when ``window_threshold``
+        is given, ``detect_batch`` used when present, grey frames when it ``accepts_grey``."""
         self.detector = detector
         self.every = every if every > 0 else max(1, int(round(fps / 2)))
         self.motion = motion

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+if TYPE_CHECKING:
+    from .alerts import Alert
+    from .bestshot import BestShots
 
 BIG = 1e6
 
@@ -100,7 +105,19 @@ class Track:
     hist: np.ndarray | None = None
     confirmed: bool = False
     last_frame: int = 0
-    state: dict = field(default_factory=dict)  # per-track data of other stages (best shots, alerts)
+    # what the later stages keep per track (the camera worker), dropped when the track ends:
+    shots: BestShots | None = None  # its best shots and their template (None: none yet, or ended)
+    band: int | None = None  # worst quality band of the shots kept (None: none kept)
+    too_poor: bool = False  # a face of it was below the lowest quality band (not searched)
+    nearest: float | None = None  # distance to the nearest subject at its latest search
+    alerts: dict[str, Alert] = field(default_factory=dict)  # subject id -> the alert it raised
+
+    def drop_data(self) -> None:
+        """Forget the later stages' data (shots, templates, alerts): the track has ended."""
+        if self.shots is not None:
+            self.shots.clear()
+        self.shots, self.band, self.too_poor, self.nearest = None, None, False, None
+        self.alerts = {}
 
     def predict(self, t: float, tau_s: float = 0.3) -> np.ndarray:
         """Constant velocity, damped: a face not seen for a while is not extrapolated far

@@ -142,9 +142,11 @@ class TorchExactIndex:
                  probe_batch: int = 1024, rerank: int = 8):
         import torch
 
+        from ..engine.runtime import torch_device
+
         self.torch = torch
         self.dim = dim
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False  # scores in true fp32
         dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -73,20 +73,6 @@ class DetectorClock:
     lock = threading.Lock()
 
     @classmethod
-    def wrap(cls, det_class):
-        class Timed(det_class):  # type: ignore[misc, valid-type]
-            def detect(self, *a, **kw):
-                c0 = time.thread_time()
-                try:
-                    return super().detect(*a, **kw)
-                finally:
-                    with cls.lock:
-                        cls.cpu_s += time.thread_time() - c0
-
-        Timed.__name__ = det_class.__name__
-        return Timed
-
-    @classmethod
     def wrap_factory(cls, make):
         """``make_detector`` whose detectors time their ``detect`` / ``detect_batch`` calls."""
 
@@ -112,13 +98,10 @@ class DetectorClock:
 
     @classmethod
     def install(cls) -> None:
-        """Time the detectors a camera worker makes itself (HOG; RetinaFace through
-        ``make_detector``). Accounting only: the detectors are unchanged."""
+        """Time the detectors a camera worker makes itself (HOG, RetinaFace: through
+        ``engine.detection.make_detector``). Accounting only: the detectors are unchanged."""
         from ...engine import detection
-        from .. import runner as runner_mod
 
-        if hasattr(runner_mod, "GreyHog"):
-            runner_mod.GreyHog = cls.wrap(runner_mod.GreyHog)
         detection.make_detector = cls.wrap_factory(detection.make_detector)
 
 
