@@ -120,7 +120,7 @@ def run_threads(video: Path, wl, frames: int, detector: str) -> dict:
 
     from openlfr.engine import detection
 
-    saved, saved_make = runner_mod.GreyHog, detection.make_detector
+    saved_make = detection.make_detector
     DetectorClock.cpu_s = 0.0
     DetectorClock.install()
     try:
@@ -135,7 +135,7 @@ def run_threads(video: Path, wl, frames: int, detector: str) -> dict:
         s = r.run()
         wall, c1 = time.perf_counter() - t0, os.times()
     finally:
-        runner_mod.GreyHog, detection.make_detector = saved, saved_make
+        detection.make_detector = saved_make
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     decode = sum(x.decode_cpu_s for x in r.sources)
     hog = DetectorClock.cpu_s
