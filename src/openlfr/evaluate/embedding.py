@@ -204,10 +204,13 @@ class FaceLocator:
                 method, det = "off_centre", nearest_centre(first_found, w, h)
             else:
                 method, det = "central_box", Detection(central_box(w, h), 0.0)
-        if det.landmarks is not None:  # RetinaFace: its own landmarks (FaceEngine.landmarks_and_chip)
-            from ..engine.retina import dlib_points
+        if det.landmarks is not None:  # RetinaFace: as FaceEngine.landmarks_and_chip aligns it
+            from ..engine.retina import dlib_points, fused_points
 
-            pts = dlib_points(det.landmarks)
+            if self.engine.landmarks == "fused":
+                pts = fused_points(det.landmarks, self.engine.shape_predictor.predict_subpixel(rgb, det.box))
+            else:
+                pts = dlib_points(det.landmarks)
         else:
             pts = self.engine.shape_predictor.predict_subpixel(rgb, det.box)
         return _Located(method, tuple(int(v) for v in det.box), np.asarray(pts, np.float64))
@@ -284,7 +287,7 @@ def _stores(options: EmbedOptions, enabled: bool) -> tuple[_Store, _Store]:
         from ..engine import retina, retina_weights
 
         base["retina"] = [retina_weights.ONNX_SHA256[:12], retina.BOX_SIDE, retina.BOX_SHIFT,
-                          retina.POINTS_TEMPLATE.round(4).tolist()]
+                          retina.POINTS_TEMPLATE.round(4).tolist(), "fused"]
     face_id = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
     desc = {
         **base,
