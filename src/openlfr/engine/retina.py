@@ -6,7 +6,7 @@ smallest form (1.7 MB, biubug6/Pytorch_Retinaface, weights from the ``tiny-retin
 package: ``retina_weights.py``) finds them, with 5 landmarks, at a few times HOG's cost.
 
 Everything around the network is ours and runtime-independent (numpy): the input (BGR minus the
-training mean, padded to a multiple of 32), the anchors ("priors": strides 8/16/32, sizes
+training mean, padded to a multiple of 32 or to a shape bucket), the anchors ("priors": strides 8/16/32, sizes
 16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
 The network runs on onnxruntime (:class:`OnnxRetinaNetwork`, CPU, the default) or on PyTorch
 (``torch_retina.TorchRetinaNetwork``, CUDA when present); both take the same batch.
@@ -56,9 +56,45 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // ALIGN) * ALIGN, -(-width // ALIGN) * ALIGN
 
 
+# Input shapes for a GPU: each side padded up to one of these (beyond the largest, to a multiple of
+# BUCKET_BEYOND), so a stream of scans and windows of every size reaches the network in a few dozen shapes, and
+# cuDNN chooses (or tunes) its kernels once per shape and batch size. Padding is at most a third of
+# a side (a quarter from 97 px up).
+GPU_BUCKETS = (64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
+BUCKET_BEYOND = 256
+
+
+def check_buckets(buckets) -> tuple[int, ...] | None:
+    """``None`` (multiples of 32) or a strictly increasing tuple of multiples of 32."""
+    if buckets is None:
+        return None
+    b = tuple(int(v) for v in buckets)
+    if not b or any(v <= 0 or v % ALIGN for v in b) or any(x >= y for x, y in zip(b, b[1:])):
+        raise ValueError(f"buckets must be increasing multiples of {ALIGN}, got {buckets!r}")
+    return b
+
+
+def bucket_side(n: int, buckets: tuple[int, ...] | None = None) -> int:
+    """One side of the network's input for an image side of ``n`` px: the next multiple of 32
+    (``buckets=None``), else the smallest bucket that holds it (beyond the largest: the next
+    multiple of ``BUCKET_BEYOND``)."""
+    if not buckets:
+        return -(-n // ALIGN) * ALIGN
+    for b in buckets:
+        if n <= b:
+            return b
+    return -(-n // BUCKET_BEYOND) * BUCKET_BEYOND
+
+
+def bucket_size(height: int, width: int, buckets: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """The (H, W) an image of ``height`` x ``width`` is padded to (at the right and bottom)."""
+    return bucket_side(height, buckets), bucket_side(width, buckets)
+
+
 def preprocess(images: list[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB (or grey) uint8 images -> (N, 3, H, W) float32 BGR minus the mean, zero-padded (the
-    mean colour) at the right and bottom to ``size`` (default: the largest, to a multiple of 32)."""
+    mean colour) at the right and bottom to ``size`` (default: the largest, to a multiple of 32;
+    ``RetinaDetector`` gives each image its own size, :func:`bucket_size`)."""
     if not images:
         raise ValueError("no image")
     if size is None:
@@ -202,17 +238,26 @@ class RetinaDetector:
 
     ``upsample``: the image is enlarged 2^upsample times first (faces of ~20 px and up are found
     at 0; the live path scales its scans and windows itself); ``min_face`` drops smaller boxes
-    (dlib-style box width, original pixels). :meth:`detect_batch` runs several images in one
-    network call (padded to the largest)."""
+    (dlib-style box width, original pixels).
+
+    Input shapes: an image is padded (the mean colour, right and bottom) to its bucket
+    (:func:`bucket_size`: the next multiple of 32 by default, ``buckets=GPU_BUCKETS`` for a few
+    fixed shapes), and :meth:`detect_batch` runs the images of one bucket in one network call.
+    An image's detections therefore depend on the image and the buckets only, never on the
+    other images of the batch: ``detect_batch(images)`` equals ``[detect(i) for i in images]``
+    (to float rounding), which is what lets a service batch the images of many cameras.
+    (Padding changes the network's answers near the right and bottom edges a little, through
+    its receptive field: images are never padded to a batch's largest.)"""
 
     accepts_grey = False
 
     def __init__(self, threshold: float = THRESHOLD, upsample: int = 0, min_face: int | None = None,
-                 network=None, threads: int | None = None, nms_iou: float = NMS_IOU):
+                 network=None, threads: int | None = None, nms_iou: float = NMS_IOU, buckets=None):
         self.threshold = float(threshold)
         self.upsample = int(upsample or 0)
         self.min_face = min_face
         self.nms_iou = nms_iou
+        self.buckets = check_buckets(buckets)
         self.network = network if network is not None else OnnxRetinaNetwork(threads)
 
     @property
@@ -225,6 +270,7 @@ class RetinaDetector:
     __call__ = detect
 
     def detect_batch(self, images: list[np.ndarray], threshold: float | None = None) -> list[list[Detection]]:
+        """Faces in each image: one network call per bucket (the images of one size together)."""
         if not len(images):
             return []
         f = 2 ** self.upsample
@@ -232,18 +278,22 @@ class RetinaDetector:
             import cv2
 
             images = [cv2.resize(i, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) for i in images]
-        tensor = preprocess(list(images))
-        size = tensor.shape[2:]
-        loc, conf, landm = (np.asarray(o) for o in self.network(tensor))
         thr = self.threshold if threshold is None else float(threshold)
-        out = []
+        groups: dict[tuple[int, int], list[int]] = {}
         for k, img in enumerate(images):
-            dets = postprocess(loc[k], conf[k], landm[k], img.shape[0], img.shape[1], size, thr, self.nms_iou)
-            if f != 1:
-                dets = [d.mapped(1.0 / f) for d in dets]
-            if self.min_face:
-                dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
-            out.append(dets)
+            groups.setdefault(bucket_size(img.shape[0], img.shape[1], self.buckets), []).append(k)
+        out: list[list[Detection]] = [[] for _ in images]
+        for size, ks in groups.items():
+            tensor = preprocess([images[k] for k in ks], size)
+            loc, conf, landm = (np.asarray(o) for o in self.network(tensor))
+            for j, k in enumerate(ks):
+                img = images[k]
+                dets = postprocess(loc[j], conf[j], landm[j], img.shape[0], img.shape[1], size, thr, self.nms_iou)
+                if f != 1:
+                    dets = [d.mapped(1.0 / f) for d in dets]
+                if self.min_face:
+                    dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
+                out[k] = dets
         return out
 
 
