@@ -395,7 +395,8 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
                 shape: str = "processes", processes: int = 0) -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
-    from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.torch_mmod import TorchMmodDetector
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
     from openlfr.watchlist.index import make_index
