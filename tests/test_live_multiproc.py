@@ -276,3 +276,51 @@ def test_service_answers_as_the_engine_does(astronaut):
         client.close()
         svc.stop()
     assert left([images.name, chips.name]) == []
+
+
+def test_service_batches_retina_requests_of_many_callers(astronaut):
+    """Windows in one ``detect_batch`` request (packed in one slot, or through the pipe when
+    larger), and single images from several threads at once: each answered as the detector
+    answers it alone, the service's batching detector having joined them into fewer network calls."""
+    import multiprocessing as mpc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.retina import RetinaDetector
+    from openlfr.live.multiproc.client import RemoteDetector, ServiceClient, detector_attributes
+    from openlfr.live.multiproc.service import InferenceService
+
+    engine = FaceEngine(detector="retina")
+    alone = RetinaDetector(network=engine.detector.network)
+    batcher = BatchingDetector(alone, max_batch=8, wait_ms=300)
+    svc = InferenceService(engine, embed_batch=8, embed_wait_ms=1.0, detect_threads=4, detector=batcher).start()
+    images, chips = SlotRing.create(4, 400 * 400 * 3), SlotRing.create(1, 150 * 150 * 3)  # a slot per camera
+    req_r, req_w = mpc.Pipe(duplex=False)
+    resp_r, resp_w = mpc.Pipe(duplex=False)
+    svc.register("t.1", images, chips, req_r, resp_w)
+    client = ServiceClient("t.1", req_w, resp_r, images.spec(), chips.spec())
+    try:
+        det = RemoteDetector(client, detector_attributes(batcher))
+        assert det.remote and det.accepts_grey is False and det.upsample == 0
+        windows = [np.ascontiguousarray(astronaut[y:y + 160, x:x + 150]) for y, x in ((40, 110), (60, 130), (0, 0))]
+        windows.append(np.ascontiguousarray(astronaut[:200, 100:300]))  # another size: another bucket
+        for thr in (None, 0.3):
+            got = det.detect_batch(windows) if thr is None else det.detect_batch(windows, thr)
+            assert got == [alone.detect(w, thr) for w in windows]
+        assert sum(map(len, got)) >= 2 and svc.stats.oversize == 0
+        assert det.detect_batch([astronaut, windows[0]]) == [alone.detect(astronaut), alone.detect(windows[0])]  # through the pipe
+        assert svc.stats.oversize == 1 and det.detect_batch([]) == []
+        before = batcher.batches
+        with ThreadPoolExecutor(4) as pool:  # four cameras at once
+            many = list(pool.map(det.detect, [windows[0], windows[1], windows[0], windows[1]]))
+        assert many == [alone.detect(w) for w in (windows[0], windows[1], windows[0], windows[1])]
+        assert batcher.batches - before < 4 and batcher.largest >= 2  # some shared a network call
+        js = svc.to_json()
+        assert js["detect_batches"] == batcher.batches and svc.stats.detect_images == 4 * 2 + 2 + 4
+        assert js["detect_cpu_s"] >= round(batcher.cpu_s, 3) > 0
+    finally:
+        client.close()
+        svc.stop()
+        batcher.close()
+    assert left([images.name, chips.name]) == []

@@ -54,6 +54,7 @@ class BatchingDetector:
         self.batches = 0  # detect_batch calls made
         self.images = 0
         self.largest = 0  # most images in one call
+        self.cpu_s = 0.0  # thread CPU inside the detector (its callers only wait)
         self._thread = threading.Thread(target=self._loop, name="detector-batcher", daemon=True)
         self._thread.start()
 
@@ -105,12 +106,15 @@ class BatchingDetector:
                 groups.setdefault(self._key(item[1], item[2]), []).append(item)
             for group in groups.values():
                 _, args, kwargs, _ = group[0]
+                c0 = time.thread_time()
                 try:
                     results = self.detector.detect_batch([img for img, *_ in group], *args, **kwargs)
                 except Exception as e:  # noqa: BLE001 - every waiting caller gets the error
                     for *_, fut in group:
                         fut.set_exception(e)
                     continue
+                finally:
+                    self.cpu_s += time.thread_time() - c0
                 self.batches += 1
                 self.images += len(group)
                 self.largest = max(self.largest, len(group))
