@@ -116,9 +116,40 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
     for key in ("frames", "alerts", "alerts_per_subject", "dropped_frames", "threshold"):
         assert s[key] == ref_summary[key], key
     assert s["shape"] == "processes" and len(s["processes"]) == 2 and s["restarts"] == 0
+    assert s["detect_in"] == "camera" and s["service"]["detect_calls"] == 0  # RetinaFace in each camera (a CPU)
+    assert all(p["local_detector_cpu_s"] > 0 for p in s["processes"])
     assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
     assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
     assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_retina_in_the_service_gives_the_threaded_alerts(hamilton, watchlist, threaded):
+    """``detect_in="service"`` (the shape a CUDA machine takes by itself): the camera processes
+    send their scans and windows to the inference service, whose one RetinaFace batches the two
+    cameras' images, and the alerts are the threaded run's."""
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    ref_summary, ref_events = threaded
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100, detect_in="service"), on_event=events.append, watchlist=watchlist,
+                      processes=2)
+    r.prepare()
+    s = r.run()
+    assert "lin-manuel-miranda" in {a[1] for a in _alerts(events)}
+    assert _alerts(events) == _alerts(ref_events)
+    for key in ("frames", "alerts", "alerts_per_subject", "faces_seen"):
+        assert s[key] == ref_summary[key], key
+    assert s["detect_in"] == "service" and s["restarts"] == 0
+    svc = s["service"]
+    assert svc["detect_images"] >= sum(c["scans"] for c in s["cameras"]) > 0  # every scan (and window) was the service's
+    assert svc["detect_images"] > svc["detect_calls"]  # windows went several to a request
+    assert 0 < svc["detect_batches"] <= svc["detect_images"] and svc["oversize"] == 0
+    assert svc["detect_cpu_s"] > 0  # the batching thread's CPU, counted as the service's detector's
+    assert all(p["local_detector_cpu_s"] == 0 for p in s["processes"])  # no RetinaFace ran in a camera process
     assert mp.active_children() == [] and left(r.segments) == []
 
 
@@ -242,6 +273,8 @@ def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
     assert mp.active_children() == [] and len(made) == 2 and left(made) == []
     bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
     assert bad.exit_code == 2 and "shape" in bad.output
+    bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--detect-in", "gpu"])
+    assert bad.exit_code == 2 and "detect_in" in bad.output
 
 
 def test_service_answers_as_the_engine_does(astronaut):
@@ -276,6 +309,65 @@ def test_service_answers_as_the_engine_does(astronaut):
         client.close()
         svc.stop()
     assert left([images.name, chips.name]) == []
+
+
+def test_where_retina_runs():
+    """RetinaFace in each camera process on a CPU-only machine (today's default), in the service
+    on CUDA or when asked; the CNN always in the service, HOG always in the cameras."""
+    from openlfr.live.multiproc.runner import detector_is_remote
+
+    assert not detector_is_remote("retina", "auto", "onnxruntime-cpu")
+    assert not detector_is_remote("retina", "auto", "torch-cpu-fp32")
+    assert detector_is_remote("retina", "auto", "torch-cuda-fp16")
+    assert detector_is_remote("retina", "service", "onnxruntime-cpu")
+    assert not detector_is_remote("retina", "camera", "torch-cuda-fp32")
+    assert detector_is_remote("cnn", "camera", "onnxruntime-cpu") and detector_is_remote("cnn", "auto", None)
+    assert not detector_is_remote("hog", "service", "torch-cuda-fp32")
+    with pytest.raises(ValueError):
+        detector_is_remote("retina", "gpu", None)
+    assert RunConfig(sources=["a.mp4"]).detect_in == "auto"
+    with pytest.raises(ValueError):
+        RunConfig(sources=["a.mp4"], detect_in="gpu")
+
+
+class _CudaNamed:
+    """The onnxruntime network under a CUDA runtime's name (what the runner decides from)."""
+
+    runtime = "torch-cuda-fp32"
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, tensor):
+        return self.network(tensor)
+
+
+def test_service_detector_is_the_cameras_retina_batched():
+    """The service's RetinaFace: the run's score threshold, upsample 0, the engine's network (one
+    copy), batched across callers; padded to the GPU's buckets only on CUDA."""
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.retina import GPU_BUCKETS, RetinaDetector
+    from openlfr.live.multiproc.runner import detector_is_remote, service_detector
+
+    engine = FaceEngine(detector="retina")
+    cfg = RunConfig(sources=["a.mp4", "b.mp4"], detect_in="service", detection={"score_threshold": 0.6})
+    det = service_detector(cfg, engine, 2)
+    try:
+        assert isinstance(det, BatchingDetector) and isinstance(det.detector, RetinaDetector)
+        assert det.detector.network is engine.detector.network and det.threshold == 0.6 and det.upsample == 0
+        assert det.buckets is None and not det.accepts_grey  # CPU: each image its own multiple of 32
+    finally:
+        det.close()
+    engine.detector = RetinaDetector(network=_CudaNamed(engine.detector.network))
+    assert detector_is_remote("retina", "auto", engine.detector.runtime)
+    det = service_detector(cfg.model_copy(update={"detect_in": "auto"}), engine, 32)
+    try:
+        assert det.buckets == GPU_BUCKETS and det.max_batch == 32 and det.runtime == "torch-cuda-fp32"
+    finally:
+        det.close()
+    cnn = RunConfig(sources=["a.mp4"], detection={"detector": "hog"})
+    assert service_detector(cnn, engine, 2) is engine.detector  # other detectors: the engine's own
 
 
 def test_service_batches_retina_requests_of_many_callers(astronaut):

@@ -115,14 +115,16 @@ class CameraWorker(threading.Thread):
         prof = PROFILES[c.detector]
         if c.detector == "hog":
             detector, window_thr = GreyHog(c.upsample, c.threshold), c.window_threshold
-        elif c.detector == "retina":  # one per camera, one thread each: cameras run side by side
+        elif c.detector == "retina" and not getattr(runner.engine.detector, "remote", False):
+            # one per camera, one thread each: cameras run side by side
             from ..engine.detection import make_detector
 
             detector = make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
             detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
             window_thr = c.window_score_threshold
-        else:
-            detector, window_thr = runner.engine.detector, None
+        else:  # the engine's: the CNN, or a camera process's RemoteDetector (the inference service's)
+            detector = runner.engine.detector
+            window_thr = c.window_score_threshold if c.detector == "retina" else None
         self.scheduler = DetectionScheduler(
             detector, motion=c.motion, full_every=c.full_every, window_threshold=window_thr, every=c.every,
             track_every=c.track_every, scale=c.scale, scan_pixels=c.scan_pixels or prof.scan_pixels,
