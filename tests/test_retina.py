@@ -89,6 +89,37 @@ def test_bucket_padding_is_the_mean_colour_and_boxes_stay_put(detector, astronau
     assert [d.mapped(0.5).box for d in bucketed.detect(big, 0.3)] == [d.box for d in up.detect(cut, 0.3)]
 
 
+def test_own_anchors_are_the_smaller_inputs_anchors():
+    from openlfr.engine.retina import own_anchors
+
+    for size, own in (((128, 160), (64, 96)), ((1280, 2048), (736, 1280)), ((256, 256), (256, 256)), ((64, 96), (32, 32))):
+        idx = own_anchors(size, own)
+        assert len(set(idx.tolist())) == len(idx) == len(priors(*own))
+        assert np.array_equal(priors(*size)[idx], priors(*own))
+
+
+def test_torch_masks_a_buckets_padding(detector, astronaut):
+    """On torch, an image in a large bucket gives what it gives alone (its own multiple of 32):
+    the padding is zeroed after every convolution. Unmasked (onnxruntime, the same image on a
+    canvas of the bucket's size), the padding moves the answers near the image's edges."""
+    pytest.importorskip("torch")
+    from openlfr.engine.torch_retina import TorchRetinaNetwork
+
+    net = TorchRetinaNetwork("cpu")
+    assert net.masks_padding
+    cut = np.ascontiguousarray(astronaut[:240, :230])  # the face cut by the right edge
+    alone = detector.detect(cut, 0.3)  # onnxruntime, 256x256
+    for buckets in (None, (1024,)):
+        got = RetinaDetector(network=net, buckets=buckets).detect(cut, 0.3)
+        assert [d.box for d in got] == [d.box for d in alone] != []
+        assert np.allclose([d.score for d in got], [d.score for d in alone], atol=1e-4)
+    canvas = np.empty((1024, 1024, 3), np.uint8)
+    canvas[:] = MEAN_RGB
+    canvas[:240, :230] = cut
+    unmasked = detector.detect(canvas, 0.3)
+    assert abs(unmasked[0].score - alone[0].score) > 1e-3
+
+
 def cv2_resize2(img: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -99,7 +130,8 @@ def cv2_resize2(img: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
 def test_batch_equals_one_by_one_on_real_frames(runtime, detector, shared_data):
     """Photos of several sizes and video frames, in one batch, shuffled and repeated, with the
-    default shapes and with the GPU's buckets: each image's detections are its own call's."""
+    default shapes and with the GPU's buckets: each image's detections are its own call's; and on
+    torch, whose buckets' padding is masked, the onnxruntime default's (its own multiple of 32)."""
     import cv2
 
     from openlfr.engine.retina import GPU_BUCKETS
@@ -121,16 +153,19 @@ def test_batch_equals_one_by_one_on_real_frames(runtime, detector, shared_data):
     cap.release()
     assert len({i.shape for i in imgs}) >= 3
     order = [5, 0, 3, 1, 4, 2, 0, 5]
+    default = [RetinaDetector(network=detector.network, threshold=0.3).detect(i) for i in imgs]  # onnxruntime, alone
     for buckets in (None, GPU_BUCKETS):
         det = RetinaDetector(network=network, buckets=buckets, threshold=0.3)
         one = [det.detect(i) for i in imgs]
         assert sum(map(len, one)) >= 10
         batch = det.detect_batch([imgs[k] for k in order])
-        for k, got in zip(order, batch):
-            assert [d.box for d in got] == [d.box for d in one[k]]
-            assert np.allclose([d.score for d in got], [d.score for d in one[k]], atol=1e-4)
-            for a, b in zip(got, one[k]):
-                assert np.allclose(a.landmarks, b.landmarks, atol=1e-2) and np.allclose(a.raw_box, b.raw_box, atol=1e-2)
+        refs = [one] if runtime == "onnx" else [one, default]
+        for ref in refs:
+            for k, got in zip(order, batch):
+                assert [d.box for d in got] == [d.box for d in ref[k]]
+                assert np.allclose([d.score for d in got], [d.score for d in ref[k]], atol=1e-3)
+                for a, b in zip(got, ref[k]):
+                    assert np.allclose(a.landmarks, b.landmarks, atol=1e-2) and np.allclose(a.raw_box, b.raw_box, atol=1e-2)
 
 
 def test_priors_match_the_network_outputs(detector):

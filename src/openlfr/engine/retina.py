@@ -188,6 +188,20 @@ def pose_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([p[1], p[1], p[0], p[0], p[2]])
 
 
+@lru_cache(maxsize=64)
+def own_anchors(size: tuple[int, int], own: tuple[int, int]) -> np.ndarray:
+    """Indices into ``priors(*size)`` of the anchors of an image of padded size ``own`` (at the
+    top left; both multiples of 32), in the order of ``priors(*own)``."""
+    out, offset = [], 0
+    for step, sizes in zip(STEPS, ANCHORS):
+        ny, nx = -(-size[0] // step), -(-size[1] // step)
+        oy, ox = -(-own[0] // step), -(-own[1] // step)
+        ys, xs, a = np.meshgrid(np.arange(oy), np.arange(ox), np.arange(len(sizes)), indexing="ij")
+        out.append(offset + (ys * nx + xs).ravel() * len(sizes) + a.ravel())
+        offset += ny * nx * len(sizes)
+    return np.concatenate(out)
+
+
 def postprocess(loc, conf, landm, height: int, width: int, size: tuple[int, int],
                 threshold: float = THRESHOLD, nms_iou: float = NMS_IOU) -> list[Detection]:
     """One image's network outputs (K, 4), (K, 2), (K, 10) -> detections, best first; boxes
@@ -246,8 +260,10 @@ class RetinaDetector:
     An image's detections therefore depend on the image and the buckets only, never on the
     other images of the batch: ``detect_batch(images)`` equals ``[detect(i) for i in images]``
     (to float rounding), which is what lets a service batch the images of many cameras.
-    (Padding changes the network's answers near the right and bottom edges a little, through
-    its receptive field: images are never padded to a batch's largest.)"""
+    Padding beyond an image's own multiple of 32 changes the network's answers near its right
+    and bottom edges a little (through the receptive field), unless the network masks it
+    (``masks_padding``: the torch runtime): then each image's detections are those of its own
+    multiple of 32 whatever its bucket, the CPU default's answers (to float rounding)."""
 
     accepts_grey = False
 
@@ -283,12 +299,20 @@ class RetinaDetector:
         for k, img in enumerate(images):
             groups.setdefault(bucket_size(img.shape[0], img.shape[1], self.buckets), []).append(k)
         out: list[list[Detection]] = [[] for _ in images]
+        masks = self.buckets is not None and getattr(self.network, "masks_padding", False)
         for size, ks in groups.items():
             tensor = preprocess([images[k] for k in ks], size)
-            loc, conf, landm = (np.asarray(o) for o in self.network(tensor))
+            own = [padded_size(*images[k].shape[:2]) for k in ks]
+            outs = self.network(tensor, own) if masks else self.network(tensor)
+            loc, conf, landm = (np.asarray(o) for o in outs)
             for j, k in enumerate(ks):
                 img = images[k]
-                dets = postprocess(loc[j], conf[j], landm[j], img.shape[0], img.shape[1], size, thr, self.nms_iou)
+                if masks and own[j] != size:  # the anchors of the image's own size (the rest is padding)
+                    idx = own_anchors(size, own[j])
+                    dets = postprocess(loc[j][idx], conf[j][idx], landm[j][idx], img.shape[0], img.shape[1], own[j],
+                                       thr, self.nms_iou)
+                else:
+                    dets = postprocess(loc[j], conf[j], landm[j], img.shape[0], img.shape[1], size, thr, self.nms_iou)
                 if f != 1:
                     dets = [d.mapped(1.0 / f) for d in dets]
                 if self.min_face:
