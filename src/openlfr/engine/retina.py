@@ -6,8 +6,8 @@ smallest form (1.7 MB, biubug6/Pytorch_Retinaface, weights from the ``tiny-retin
 package: ``retina_weights.py``) finds them, with 5 landmarks, at a few times HOG's cost.
 
 Everything around the network is ours and runtime-independent (numpy): the input (BGR minus the
-training mean, padded to a multiple of 32 or to a shape bucket), the anchors ("priors": strides 8/16/32, sizes
-16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
+training mean, padded to a multiple of 32 or to a shape bucket), the anchors ("priors": strides
+8/16/32, sizes 16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
 The network runs on onnxruntime (:class:`OnnxRetinaNetwork`, CPU, the default) or on PyTorch
 (``torch_retina.TorchRetinaNetwork``, CUDA when present); both take the same batch.
 
@@ -56,10 +56,10 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // ALIGN) * ALIGN, -(-width // ALIGN) * ALIGN
 
 
-# Input shapes for a GPU: each side padded up to one of these (beyond the largest, to a multiple of
-# BUCKET_BEYOND), so a stream of scans and windows of every size reaches the network in a few dozen shapes, and
-# cuDNN chooses (or tunes) its kernels once per shape and batch size. Padding is at most a third of
-# a side (a quarter from 97 px up).
+# Input shapes for a GPU: each side padded up to one of these (beyond the largest, to a multiple
+# of BUCKET_BEYOND), so a stream of scans and windows of every size reaches the network in a few
+# dozen shapes, and cuDNN chooses (or tunes) its kernels once per shape and batch size. Padding is
+# at most a third of a side (a quarter from 97 px up).
 GPU_BUCKETS = (64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
 BUCKET_BEYOND = 256
 
