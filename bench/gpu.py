@@ -15,11 +15,12 @@ Measures (``--device``, default cuda when torch sees one):
 3. **End to end** (``--shape processes``, the default: ``ProcessRunner``, camera processes
    around one inference service; ``--shape threads``: ``LiveRunner``, one process) on N
    cameras, each a 1080p video read as fast as it goes, with the CNN detector (batched across
-   cameras) and the descriptor on the device, against ``--watchlist`` synthetic subjects plus
-   the faces of the video's first frames (so that alerts happen): total frames/s, so how many
-   25 fps cameras one device keeps up with, and the GPU's utilisation (sampled twice a
-   second); then N cameras read in real time (25 fps): the frames they drop and the latency
-   from a face's first frame to its alert.
+   cameras; ``--detector retina``: RetinaFace, the live default, which the processes shape's
+   inference service runs for all cameras, batched, in shape buckets) and the descriptor on the
+   device, against ``--watchlist`` synthetic subjects plus the faces of the video's first
+   frames (so that alerts happen): total frames/s, so how many 25 fps cameras one device keeps
+   up with, and the GPU's utilisation (sampled twice a second); then N cameras read in real
+   time (25 fps): the frames they drop and the latency from a face's first frame to its alert.
 2b. **Chips from decoded frames** (``chips``): frames decoded with ``live/decode.py`` (NVDEC
    through torchcodec / PyNvVideoCodec when installed, kept on the device), chips cut on the
    device (``engine/torch_chips.DeviceChipWarper``) and fed to the descriptor: faces/s, with the
@@ -392,22 +393,31 @@ def crowd_subjects(video: Path, wl, frames: int = 40, step: int = 10):
 
 def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: bool, precision: str, index_kind: str,
                 batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
-                shape: str = "processes", processes: int = 0) -> dict:
+                shape: str = "processes", processes: int = 0, detector: str = "cnn") -> dict:
     from openlfr.engine.descriptor import make_descriptor
     from openlfr.engine.pipeline import FaceEngine
-    from openlfr.engine.torch_mmod import BatchingDetector, TorchMmodDetector
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.torch_mmod import TorchMmodDetector
     from openlfr.live.config import RunConfig
     from openlfr.live.runner import LiveRunner
     from openlfr.watchlist.index import make_index
 
     cuda = device.startswith("cuda")
-    cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": "cnn"}, realtime=realtime,
-                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0, shape=shape)
+    cfg = RunConfig(sources=[f"cam{i:02d}={video}" for i in range(n)], detection={"detector": detector}, realtime=realtime,
+                    max_frames=frames, embed_batch=256 if cuda else 32, embed_wait_ms=2.0 if cuda else 1.0, shape=shape,
+                    detect_in="service")
     engine = FaceEngine(detector="hog", upsample=0)  # replaced below: the device runtimes
-    det = TorchMmodDetector(upsample=0, device=device, precision=detector_precision, cudnn_tuning=detector_tuning)
-    batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
-    engine.detector = batcher or det
-    engine.detector_name = "cnn"
+    batcher = None
+    if detector == "retina":  # the processes shape's service batches it itself (ProcessRunner.service_detector)
+        from openlfr.engine.retina import RetinaDetector
+        from openlfr.engine.torch_retina import TorchRetinaNetwork
+
+        engine.detector = RetinaDetector(network=TorchRetinaNetwork(device, detector_precision) if cuda else None)
+    else:
+        det = TorchMmodDetector(upsample=0, device=device, precision=detector_precision, cudnn_tuning=detector_tuning)
+        batcher = BatchingDetector(det, max_batch=min(n, 16)) if batch_detect else None
+        engine.detector = batcher or det
+    engine.detector_name = detector
     engine._descriptor = make_descriptor("torch", precision=precision) if cuda else make_descriptor("onnx")
     events: list[dict] = []
     keep = lambda e: events.append(e) if e.get("event") == "alert" else None  # noqa: E731
@@ -448,17 +458,18 @@ def run_cameras(n: int, video: Path, device: str, wl, frames: int, realtime: boo
 def bench_end_to_end(device: str, quick: bool, video: Path, wl, cameras: list[int], frames: int, precision: str,
                      batch_detect: bool = True, detector_precision: str = "fp32", detector_tuning: bool = True,
                      shape: str = "processes", processes: int = 0, save=lambda: None, out: dict | None = None,
-                     deadline: float | None = None) -> dict:
+                     deadline: float | None = None, detector: str = "cnn") -> dict:
     index_kind = "torch-exact" if device.startswith("cuda") else "exact"
     wl, k = crowd_subjects(video, wl)
     out = {} if out is None else out
     out.update({"video": str(video), "watchlist_subjects": len(wl), "video_faces_enrolled": k, "shape": shape,
                 "index": index_kind if shape != "processes" else "exact (numpy) in each camera process",
                 "descriptor_precision": precision,
-                "detector": "cnn (MMOD, torch, pyramid on the device)", "detector_precision": detector_precision,
+                "detector": "cnn (MMOD, torch, pyramid on the device)" if detector == "cnn" else
+                "retina (RetinaFace, torch, in the inference service, shape buckets)", "detector_precision": detector_precision,
                 "detector_cudnn_tuning": detector_tuning, "batch_detect": batch_detect, "fast": [], "realtime": []})
     opts = {"batch_detect": batch_detect, "detector_precision": detector_precision, "detector_tuning": detector_tuning,
-            "shape": shape, "processes": processes}
+            "shape": shape, "processes": processes, "detector": detector}
     t0 = time.perf_counter()  # untimed warm-up: cuDNN tunes its kernels once per input shape
     run_cameras(min(16, max(cameras)), video, device, wl, min(frames, 40), False, precision, index_kind, **opts)
     out["warm_up_s"] = round(time.perf_counter() - t0, 1)
@@ -571,7 +582,8 @@ def results_markdown(res: dict, block: str = "gpu") -> str:
         lines += ["MMOD at " + "x".join(str(v) for v in m["frame"][:2][::-1]) + ": "
                   + ", ".join(f"{k} {v} frames/s" for k, v in m["frames_per_s"].items()) + ".", ""]
     if e:
-        lines.append(f"End to end, shape `{e.get('shape', 'threads')}` ({res.get('cpu_cores')} CPU cores), "
+        lines.append(f"End to end, shape `{e.get('shape', 'threads')}`, detector {e.get('detector', 'cnn').split(' (')[0]} "
+                     f"({res.get('cpu_cores')} CPU cores), "
                      f"{e.get('watchlist_subjects')} subjects ({e.get('video_faces_enrolled', 0)} of them faces of the video):")
         lines.append("")
 
@@ -631,7 +643,9 @@ def main(argv=None) -> int:
     ap.add_argument("--watchlist", type=int, default=None, help="synthetic watchlist subjects (default 100,000)")
     ap.add_argument("--gallery", type=int, default=None, help="gallery templates on the device (default 1,000,000; 0: skip)")
     ap.add_argument("--precision", default="fp16", help="descriptor precision of the end-to-end run (cuda)")
-    ap.add_argument("--detector-precision", default="fp32", help="MMOD precision in the end-to-end run (fp32, fp16)")
+    ap.add_argument("--detector", default="cnn", choices=("cnn", "retina"),
+                    help="end to end: the MMOD CNN (default) or RetinaFace (the live default; batched by the service)")
+    ap.add_argument("--detector-precision", default="fp32", help="detector precision in the end-to-end run (fp32, fp16)")
     ap.add_argument("--no-detector-tuning", action="store_true",
                     help="end to end: cuDNN's heuristic kernels for the detector, no tuning per new window shape")
     ap.add_argument("--no-batch-detect", action="store_true", help="each camera calls the detector itself (no cross-camera batches)")
@@ -691,7 +705,7 @@ def main(argv=None) -> int:
             bench_end_to_end(device, q, Path(video), wl, cameras, frames, args.precision, not args.no_batch_detect,
                              args.detector_precision, not args.no_detector_tuning, args.shape, args.processes,
                              save=save, out=res["end_to_end"],
-                             deadline=None if args.budget_s is None else t_start + args.budget_s)
+                             deadline=None if args.budget_s is None else t_start + args.budget_s, detector=args.detector)
             save()
         if "mmod" not in skip:
             res["mmod"] = bench_mmod(device, q, seconds, frame)

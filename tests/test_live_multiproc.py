@@ -116,10 +116,41 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
     for key in ("frames", "alerts", "alerts_per_subject", "dropped_frames", "threshold"):
         assert s[key] == ref_summary[key], key
     assert s["shape"] == "processes" and len(s["processes"]) == 2 and s["restarts"] == 0
+    assert s["detect_in"] == "camera" and s["service"]["detect_calls"] == 0  # RetinaFace in each camera (a CPU)
+    assert all(p["local_detector_cpu_s"] > 0 for p in s["processes"])
     assert {p["pid"] for p in s["processes"]}.isdisjoint({os.getpid()})  # really other processes
     assert all(p["local_detector_cpu_s"] > 0 for p in s["processes"])  # each camera's own detector, timed
     assert s["service"]["faces"] == s["embedded"] > 0 and s["service"]["oversize"] == 0
     assert [c["name"] for c in s["cameras"]] == ["a", "b"] and all(c["frames"] == 100 for c in s["cameras"])
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_retina_in_the_service_gives_the_threaded_alerts(hamilton, watchlist, threaded):
+    """``detect_in="service"`` (the shape a CUDA machine takes by itself): the camera processes
+    send their scans and windows to the inference service, whose one RetinaFace batches the two
+    cameras' images, and the alerts are the threaded run's."""
+    from openlfr.live.multiproc.runner import ProcessRunner
+
+    ref_summary, ref_events = threaded
+    events: list[dict] = []
+    r = ProcessRunner(_cfg(hamilton, max_frames=100, detect_in="service"), on_event=events.append, watchlist=watchlist,
+                      processes=2)
+    r.prepare()
+    s = r.run()
+    assert "lin-manuel-miranda" in {a[1] for a in _alerts(events)}
+    assert _alerts(events) == _alerts(ref_events)
+    for key in ("frames", "alerts", "alerts_per_subject", "faces_seen"):
+        assert s[key] == ref_summary[key], key
+    assert s["detect_in"] == "service" and s["restarts"] == 0
+    svc = s["service"]
+    assert svc["detect_images"] >= sum(c["scans"] for c in s["cameras"]) > 0  # every scan (and window) was the service's
+    assert svc["detect_images"] > svc["detect_calls"]  # windows went several to a request
+    assert 0 < svc["detect_batches"] <= svc["detect_images"] and svc["oversize"] == 0
+    assert svc["detect_cpu_s"] > 0  # the batching thread's CPU, counted as the service's detector's
+    assert all(p["local_detector_cpu_s"] == 0 for p in s["processes"])  # no RetinaFace ran in a camera process
     assert mp.active_children() == [] and left(r.segments) == []
 
 
@@ -243,6 +274,8 @@ def test_cli_run_with_the_processes_shape(tmp_path, monkeypatch):
     assert mp.active_children() == [] and len(made) == 2 and left(made) == []
     bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--shape", "fibres"])
     assert bad.exit_code == 2 and "shape" in bad.output
+    bad = CliRunner().invoke(app, ["run", "--source", str(demo.video), "--watchlist", str(demo.watchlist), "--detect-in", "gpu"])
+    assert bad.exit_code == 2 and "detect_in" in bad.output
 
 
 def test_service_answers_as_the_engine_does(astronaut):
@@ -276,4 +309,111 @@ def test_service_answers_as_the_engine_does(astronaut):
     finally:
         client.close()
         svc.stop()
+    assert left([images.name, chips.name]) == []
+
+
+def test_where_retina_runs():
+    """RetinaFace in each camera process on a CPU-only machine (today's default), in the service
+    on CUDA or when asked; the CNN always in the service, HOG always in the cameras."""
+    from openlfr.live.multiproc.runner import detector_is_remote
+
+    assert not detector_is_remote("retina", "auto", "onnxruntime-cpu")
+    assert not detector_is_remote("retina", "auto", "torch-cpu-fp32")
+    assert detector_is_remote("retina", "auto", "torch-cuda-fp16")
+    assert detector_is_remote("retina", "service", "onnxruntime-cpu")
+    assert not detector_is_remote("retina", "camera", "torch-cuda-fp32")
+    assert detector_is_remote("cnn", "camera", "onnxruntime-cpu") and detector_is_remote("cnn", "auto", None)
+    assert not detector_is_remote("hog", "service", "torch-cuda-fp32")
+    with pytest.raises(ValueError):
+        detector_is_remote("retina", "gpu", None)
+    assert RunConfig(sources=["a.mp4"]).detect_in == "auto"
+    with pytest.raises(ValueError):
+        RunConfig(sources=["a.mp4"], detect_in="gpu")
+
+
+class _CudaNamed:
+    """The onnxruntime network under a CUDA runtime's name (what the runner decides from)."""
+
+    runtime = "torch-cuda-fp32"
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, tensor):
+        return self.network(tensor)
+
+
+def test_service_detector_is_the_cameras_retina_batched():
+    """The service's RetinaFace: the run's score threshold, upsample 0, the engine's network (one
+    copy), batched across callers; padded to the GPU's buckets only on CUDA."""
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.retina import GPU_BUCKETS, RetinaDetector
+    from openlfr.live.multiproc.runner import detector_is_remote, service_detector
+
+    engine = FaceEngine(detector="retina")
+    cfg = RunConfig(sources=["a.mp4", "b.mp4"], detect_in="service", detection={"score_threshold": 0.6})
+    det = service_detector(cfg, engine, 2)
+    try:
+        assert isinstance(det, BatchingDetector) and isinstance(det.detector, RetinaDetector)
+        assert det.detector.network is engine.detector.network and det.threshold == 0.6 and det.upsample == 0
+        assert det.buckets is None and not det.accepts_grey  # CPU: each image its own multiple of 32
+    finally:
+        det.close()
+    engine.detector = RetinaDetector(network=_CudaNamed(engine.detector.network))
+    assert detector_is_remote("retina", "auto", engine.detector.runtime)
+    det = service_detector(cfg.model_copy(update={"detect_in": "auto"}), engine, 32)
+    try:
+        assert det.buckets == GPU_BUCKETS and det.max_batch == 32 and det.runtime == "torch-cuda-fp32"
+    finally:
+        det.close()
+    cnn = RunConfig(sources=["a.mp4"], detection={"detector": "hog"})
+    assert service_detector(cnn, engine, 2) is engine.detector  # other detectors: the engine's own
+
+
+def test_service_batches_retina_requests_of_many_callers(astronaut):
+    """Windows in one ``detect_batch`` request (packed in one slot, or through the pipe when
+    larger), and single images from several threads at once: each answered as the detector
+    answers it alone, the service's batching detector having joined them into fewer network calls."""
+    import multiprocessing as mpc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.retina import RetinaDetector
+    from openlfr.live.multiproc.client import RemoteDetector, ServiceClient, detector_attributes
+    from openlfr.live.multiproc.service import InferenceService
+
+    engine = FaceEngine(detector="retina")
+    alone = RetinaDetector(network=engine.detector.network)
+    batcher = BatchingDetector(alone, max_batch=8, wait_ms=300)
+    svc = InferenceService(engine, embed_batch=8, embed_wait_ms=1.0, detect_threads=4, detector=batcher).start()
+    images, chips = SlotRing.create(4, 400 * 400 * 3), SlotRing.create(1, 150 * 150 * 3)  # a slot per camera
+    req_r, req_w = mpc.Pipe(duplex=False)
+    resp_r, resp_w = mpc.Pipe(duplex=False)
+    svc.register("t.1", images, chips, req_r, resp_w)
+    client = ServiceClient("t.1", req_w, resp_r, images.spec(), chips.spec())
+    try:
+        det = RemoteDetector(client, detector_attributes(batcher))
+        assert det.remote and det.accepts_grey is False and det.upsample == 0
+        windows = [np.ascontiguousarray(astronaut[y:y + 160, x:x + 150]) for y, x in ((40, 110), (60, 130), (0, 0))]
+        windows.append(np.ascontiguousarray(astronaut[:200, 100:300]))  # another size: another bucket
+        for thr in (None, 0.3):
+            got = det.detect_batch(windows) if thr is None else det.detect_batch(windows, thr)
+            assert got == [alone.detect(w, thr) for w in windows]
+        assert sum(map(len, got)) >= 2 and svc.stats.oversize == 0
+        assert det.detect_batch([astronaut, windows[0]]) == [alone.detect(astronaut), alone.detect(windows[0])]  # through the pipe
+        assert svc.stats.oversize == 1 and det.detect_batch([]) == []
+        before = batcher.batches
+        with ThreadPoolExecutor(4) as pool:  # four cameras at once
+            many = list(pool.map(det.detect, [windows[0], windows[1], windows[0], windows[1]]))
+        assert many == [alone.detect(w) for w in (windows[0], windows[1], windows[0], windows[1])]
+        assert batcher.batches - before < 4 and batcher.largest >= 2  # some shared a network call
+        js = svc.to_json()
+        assert js["detect_batches"] == batcher.batches and svc.stats.detect_images == 4 * 2 + 2 + 4
+        assert js["detect_cpu_s"] >= round(batcher.cpu_s, 3) > 0
+    finally:
+        client.close()
+        svc.stop()
+        batcher.close()
     assert left([images.name, chips.name]) == []

@@ -45,3 +45,21 @@ def test_gpu_bench_quick_on_cpu(tmp_path, monkeypatch):
     # a second run replaces the block instead of adding one
     gpu.update_results(md, gpu.results_markdown(res))
     assert md.read_text().count(gpu.MARK_BEGIN) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gpu_bench_end_to_end_with_retina_in_the_service(tmp_path):
+    """``--detector retina``: the end-to-end run's RetinaFace is the inference service's, for all
+    cameras (what the next GPU session measures)."""
+    sys.path.insert(0, str(BENCH))
+    import gpu
+
+    out, md = tmp_path / "gpu.json", tmp_path / "RESULTS.md"
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(out), "--results", str(md), "--cameras", "2",
+                     "--skip", "descriptors,mmod,chips,gallery", "--detector", "retina"]) == 0
+    e = json.loads(out.read_text())["end_to_end"]
+    assert e["detector"].startswith("retina") and e["fast"][0]["frames"] == 2 * 6
+    svc = e["fast"][0]["service"]
+    assert svc["detect_images"] > 0 and 0 < svc["detect_batches"] <= svc["detect_images"]
+    assert "detector retina" in md.read_text()

@@ -233,3 +233,26 @@ def test_batching_detector_many_threads(images, onnx_det):
         shared.close()
     with pytest.raises(RuntimeError, match="stopped"):
         shared.detect(images[0])
+
+
+def test_scheduler_windows_batch_the_cnn_without_a_threshold(images, onnx_det):
+    """The windows around two tracks go to the torch CNN's ``detect_batch`` (which takes no
+    threshold: the CNN's windows have none), directly and through a ``BatchingDetector``."""
+    from openlfr.engine.batching import BatchingDetector
+    from openlfr.live.scheduler import DetectionScheduler
+
+    group = images[1]
+    det = TorchMmodDetector(upsample=0, device="cpu")
+    shared = BatchingDetector(det, max_batch=4, wait_ms=1)
+    try:
+        for d in (det, shared):
+            s = DetectionScheduler(d, every=100, track_every=1, scale=1.0, motion=False, track_face_px=200)
+            scan = s.step(group, 0, [])
+            assert scan.kind == "scan" and len(scan.detections) == 2
+            st = s.step(group, 1, [np.array(x.box, float) for x in scan.detections])
+            assert st.kind == "windows" and len(st.searched) == 2
+            assert len(st.detections) == 2  # each face found again in its window (scaled: boxes move a pixel)
+            assert all(max(iou(a.box, b.box) for b in st.detections) > 0.8 for a in scan.detections)
+        assert shared.images == 3 and shared.batches == 2  # the scan, then both windows in one call
+    finally:
+        shared.close()

@@ -105,6 +105,7 @@ def run(
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
     shape: Annotated[str, typer.Option(help="auto, threads (one process) or processes (camera processes around one inference service; many cameras, GPU).")] = "auto",
+    detect_in: Annotated[str, typer.Option(help="With --shape processes: where RetinaFace runs: camera (each camera process), service (the inference service, batched across cameras) or auto (the service on a CUDA GPU).")] = "auto",
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
     from pydantic import ValidationError
@@ -119,6 +120,7 @@ def run(
     try:
         cfg = RunConfig(
             sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames, shape=shape,
+            detect_in=detect_in,
             detection={"detector": detector.value, "roi": _parse_zone(zone), "every": scan_every, "min_face_px": min_face},
             tracking={"max_absence_s": max_absence},
             alerts={"threshold": threshold, "target_fpir": target_fpir, "cooldown_s": cooldown},

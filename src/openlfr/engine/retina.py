@@ -6,8 +6,8 @@ smallest form (1.7 MB, biubug6/Pytorch_Retinaface, weights from the ``tiny-retin
 package: ``retina_weights.py``) finds them, with 5 landmarks, at a few times HOG's cost.
 
 Everything around the network is ours and runtime-independent (numpy): the input (BGR minus the
-training mean, padded to a multiple of 32), the anchors ("priors": strides 8/16/32, sizes
-16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
+training mean, padded to a multiple of 32 or to a shape bucket), the anchors ("priors": strides
+8/16/32, sizes 16-32/64-128/256-512 px), the decoding (variances 0.1 and 0.2), greedy non-max suppression.
 The network runs on onnxruntime (:class:`OnnxRetinaNetwork`, CPU, the default) or on PyTorch
 (``torch_retina.TorchRetinaNetwork``, CUDA when present); both take the same batch.
 
@@ -56,9 +56,45 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // ALIGN) * ALIGN, -(-width // ALIGN) * ALIGN
 
 
+# Input shapes for a GPU: each side padded up to one of these (beyond the largest, to a multiple
+# of BUCKET_BEYOND), so a stream of scans and windows of every size reaches the network in a few
+# dozen shapes, and cuDNN chooses (or tunes) its kernels once per shape and batch size. Padding is
+# at most a third of a side (a quarter from 97 px up).
+GPU_BUCKETS = (64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
+BUCKET_BEYOND = 256
+
+
+def check_buckets(buckets) -> tuple[int, ...] | None:
+    """``None`` (multiples of 32) or a strictly increasing tuple of multiples of 32."""
+    if buckets is None:
+        return None
+    b = tuple(int(v) for v in buckets)
+    if not b or any(v <= 0 or v % ALIGN for v in b) or any(x >= y for x, y in zip(b, b[1:])):
+        raise ValueError(f"buckets must be increasing multiples of {ALIGN}, got {buckets!r}")
+    return b
+
+
+def bucket_side(n: int, buckets: tuple[int, ...] | None = None) -> int:
+    """One side of the network's input for an image side of ``n`` px: the next multiple of 32
+    (``buckets=None``), else the smallest bucket that holds it (beyond the largest: the next
+    multiple of ``BUCKET_BEYOND``)."""
+    if not buckets:
+        return -(-n // ALIGN) * ALIGN
+    for b in buckets:
+        if n <= b:
+            return b
+    return -(-n // BUCKET_BEYOND) * BUCKET_BEYOND
+
+
+def bucket_size(height: int, width: int, buckets: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """The (H, W) an image of ``height`` x ``width`` is padded to (at the right and bottom)."""
+    return bucket_side(height, buckets), bucket_side(width, buckets)
+
+
 def preprocess(images: list[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB (or grey) uint8 images -> (N, 3, H, W) float32 BGR minus the mean, zero-padded (the
-    mean colour) at the right and bottom to ``size`` (default: the largest, to a multiple of 32)."""
+    mean colour) at the right and bottom to ``size`` (default: the largest, to a multiple of 32;
+    ``RetinaDetector`` gives each image its own size, :func:`bucket_size`)."""
     if not images:
         raise ValueError("no image")
     if size is None:
@@ -162,6 +198,20 @@ def pose_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([p[1], p[1], p[0], p[0], p[2]])
 
 
+@lru_cache(maxsize=64)
+def own_anchors(size: tuple[int, int], own: tuple[int, int]) -> np.ndarray:
+    """Indices into ``priors(*size)`` of the anchors of an image of padded size ``own`` (at the
+    top left; both multiples of 32), in the order of ``priors(*own)``."""
+    out, offset = [], 0
+    for step, sizes in zip(STEPS, ANCHORS):
+        ny, nx = -(-size[0] // step), -(-size[1] // step)
+        oy, ox = -(-own[0] // step), -(-own[1] // step)
+        ys, xs, a = np.meshgrid(np.arange(oy), np.arange(ox), np.arange(len(sizes)), indexing="ij")
+        out.append(offset + (ys * nx + xs).ravel() * len(sizes) + a.ravel())
+        offset += ny * nx * len(sizes)
+    return np.concatenate(out)
+
+
 def postprocess(loc, conf, landm, height: int, width: int, size: tuple[int, int],
                 threshold: float = THRESHOLD, nms_iou: float = NMS_IOU) -> list[Detection]:
     """One image's network outputs (K, 4), (K, 2), (K, 10) -> detections, best first; boxes
@@ -212,17 +262,28 @@ class RetinaDetector:
 
     ``upsample``: the image is enlarged 2^upsample times first (faces of ~20 px and up are found
     at 0; the live path scales its scans and windows itself); ``min_face`` drops smaller boxes
-    (dlib-style box width, original pixels). :meth:`detect_batch` runs several images in one
-    network call (padded to the largest)."""
+    (dlib-style box width, original pixels).
+
+    Input shapes: an image is padded (the mean colour, right and bottom) to its bucket
+    (:func:`bucket_size`: the next multiple of 32 by default, ``buckets=GPU_BUCKETS`` for a few
+    fixed shapes), and :meth:`detect_batch` runs the images of one bucket in one network call.
+    An image's detections therefore depend on the image and the buckets only, never on the
+    other images of the batch: ``detect_batch(images)`` equals ``[detect(i) for i in images]``
+    (to float rounding), which is what lets a service batch the images of many cameras.
+    Padding beyond an image's own multiple of 32 changes the network's answers near its right
+    and bottom edges a little (through the receptive field), unless the network masks it
+    (``masks_padding``: the torch runtime): then each image's detections are those of its own
+    multiple of 32 whatever its bucket, the CPU default's answers (to float rounding)."""
 
     accepts_grey = False
 
     def __init__(self, threshold: float = THRESHOLD, upsample: int = 0, min_face: int | None = None,
-                 network=None, threads: int | None = None, nms_iou: float = NMS_IOU):
+                 network=None, threads: int | None = None, nms_iou: float = NMS_IOU, buckets=None):
         self.threshold = float(threshold)
         self.upsample = int(upsample or 0)
         self.min_face = min_face
         self.nms_iou = nms_iou
+        self.buckets = check_buckets(buckets)
         self.network = network if network is not None else OnnxRetinaNetwork(threads)
 
     @property
@@ -235,6 +296,7 @@ class RetinaDetector:
     __call__ = detect
 
     def detect_batch(self, images: list[np.ndarray], threshold: float | None = None) -> list[list[Detection]]:
+        """Faces in each image: one network call per bucket (the images of one size together)."""
         if not len(images):
             return []
         f = 2 ** self.upsample
@@ -242,18 +304,30 @@ class RetinaDetector:
             import cv2
 
             images = [cv2.resize(i, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) for i in images]
-        tensor = preprocess(list(images))
-        size = tensor.shape[2:]
-        loc, conf, landm = (np.asarray(o) for o in self.network(tensor))
         thr = self.threshold if threshold is None else float(threshold)
-        out = []
+        groups: dict[tuple[int, int], list[int]] = {}
         for k, img in enumerate(images):
-            dets = postprocess(loc[k], conf[k], landm[k], img.shape[0], img.shape[1], size, thr, self.nms_iou)
-            if f != 1:
-                dets = [d.mapped(1.0 / f) for d in dets]
-            if self.min_face:
-                dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
-            out.append(dets)
+            groups.setdefault(bucket_size(img.shape[0], img.shape[1], self.buckets), []).append(k)
+        out: list[list[Detection]] = [[] for _ in images]
+        masks = self.buckets is not None and getattr(self.network, "masks_padding", False)
+        for size, ks in groups.items():
+            tensor = preprocess([images[k] for k in ks], size)
+            own = [padded_size(*images[k].shape[:2]) for k in ks]
+            outs = self.network(tensor, own) if masks else self.network(tensor)
+            loc, conf, landm = (np.asarray(o) for o in outs)
+            for j, k in enumerate(ks):
+                img = images[k]
+                if masks and own[j] != size:  # the anchors of the image's own size (the rest is padding)
+                    idx = own_anchors(size, own[j])
+                    dets = postprocess(loc[j][idx], conf[j][idx], landm[j][idx], img.shape[0], img.shape[1], own[j],
+                                       thr, self.nms_iou)
+                else:
+                    dets = postprocess(loc[j], conf[j], landm[j], img.shape[0], img.shape[1], size, thr, self.nms_iou)
+                if f != 1:
+                    dets = [d.mapped(1.0 / f) for d in dets]
+                if self.min_face:
+                    dets = [d for d in dets if min(d.width, d.height) >= self.min_face]
+                out[k] = dets
         return out
 
 

@@ -14,7 +14,7 @@ pyramid, the window mapping and dlib's non-max suppression (``MmodDetector(netwo
   scores move by ~1e-5, boxes stay) so that a GPU is not held back by the CPU;
   ``'auto'``: ``device`` on CUDA, ``exact`` on the CPU. Thread-safe without a lock (each
   call builds its own canvas), and :meth:`~TorchMmodDetector.detect_batch` runs several frames
-  of the same size in one network call; :class:`BatchingDetector` gathers the frames of
+  of the same size in one network call; ``batching.BatchingDetector`` gathers the frames of
   many camera threads into such calls.
 
 ``make_detector('cnn', runtime='auto')`` picks this detector when torch sees a CUDA GPU.
@@ -33,6 +33,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the torch MMOD runtime needs PyTorch: pip install 'openlfr[torch]'") from e
 
+from .batching import BatchingDetector  # noqa: F401 (re-exported: it lived here)
 from .detection import Detection
 from .mmod import (
     F32,
@@ -292,78 +293,6 @@ class TorchMmodDetector(MmodDetector):
                 boxes = score_map_to_boxes(s, tiled, self.window, self.nms_iou, self.nms_covered)
                 out[i] = self.to_detections(boxes)
         return out
-
-
-class BatchingDetector:
-    """One detector shared by many camera threads, their frames batched into network calls.
-
-    A drop-in ``detect(image)`` for the live run's detection scheduler: each call hands its
-    image to one thread, which collects the requests of every camera for up to ``wait_ms`` (or
-    ``max_batch`` images) and runs them with ``detect_batch`` (one network call per image
-    size: the full-frame scans of cameras of the same resolution go together), as the shared
-    embedder does for descriptors. On a GPU this replaces many small launches by few large
-    ones; results are the same as ``detector.detect``.
-    """
-
-    def __init__(self, detector: TorchMmodDetector, max_batch: int = 8, wait_ms: float = 2.0):
-        import queue
-        import threading
-
-        self.detector = detector
-        self.max_batch, self.wait_s = int(max_batch), wait_ms / 1000.0
-        self.runtime = getattr(detector, "runtime", "torch")
-        self._q: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self.batches = 0
-        self.images = 0
-        self._thread = threading.Thread(target=self._loop, name="mmod-batcher", daemon=True)
-        self._thread.start()
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        from concurrent.futures import Future
-
-        if self._stop.is_set():
-            raise RuntimeError("detector stopped")
-        fut: Future = Future()
-        self._q.put((image, fut))
-        return fut.result()
-
-    __call__ = detect
-
-    def _loop(self) -> None:
-        import queue
-
-        from .batching import gather
-
-        while not self._stop.is_set():
-            try:
-                first = self._q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if first is None:
-                break
-            items, stop = gather(self._q, first, self.max_batch, self.wait_s)
-            if stop:
-                self._stop.set()
-            try:
-                results = self.detector.detect_batch([img for img, _ in items])
-            except Exception as e:  # every waiting camera gets the error
-                for _, fut in items:
-                    fut.set_exception(e)
-                continue
-            self.batches += 1
-            self.images += len(items)
-            for (_, fut), r in zip(items, results):
-                fut.set_result(r)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._q.put(None)
-        self._thread.join(timeout=5)
-        while not self._q.empty():
-            item = self._q.get_nowait()
-            if item is not None:
-                item[1].set_exception(RuntimeError("detector stopped"))
 
 
 __all__ = ["MmodNet", "TorchMmodNetwork", "TorchMmodDetector", "BatchingDetector", "device_tiled_pyramid"]

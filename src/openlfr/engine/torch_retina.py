@@ -8,6 +8,13 @@ a softmax, and the small integer shape arithmetic around them (Shape, Gather, Sl
 of sizes), which runs eagerly on Python integers. So no converter package is needed, and the
 answers are the onnxruntime path's to float rounding (``tests/test_retina.py``). Pre- and
 post-processing (priors, decoding, NMS) are ``retina.py``'s, shared by both runtimes.
+
+Padding masked: an image padded beyond its own multiple of 32 (a shape bucket, so that a GPU sees
+a few shapes) would change the network's answers near its right and bottom edges (the padding's
+features are not zero after the first convolution). Given each image's own size (``valid``),
+every convolution's output is zeroed outside it, which is exactly what the convolutions' zero
+padding does at the edge of an input of that size: the answers on the image's own anchors are
+those of the image alone (``masks_padding``; ``RetinaDetector`` then keeps those anchors).
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class TorchRetinaNetwork(torch.nn.Module):
         self.eval()
         self._lock = threading.Lock()  # cudnn autotune and buffers: one call at a time per module
 
+    masks_padding = True  # ``__call__(tensor, valid)`` zeroes each convolution's output outside ``valid``
+
     def _value(self, env: dict, name: str):
         if name == "":
             return None
@@ -72,8 +81,27 @@ class TorchRetinaNetwork(torch.nn.Module):
             return env[name]
         return getattr(self, self._names[name])
 
-    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _masks(self, x: torch.Tensor, valid):
+        """A function (h, w) -> (N, 1, h, w) mask of each sample's own part at that resolution."""
+        if valid is None:
+            return None
+        H, W = x.shape[-2:]
+        vh = torch.tensor([v[0] for v in valid], device=x.device)
+        vw = torch.tensor([v[1] for v in valid], device=x.device)
+        cache: dict[tuple[int, int], torch.Tensor] = {}
+
+        def mask(h: int, w: int) -> torch.Tensor:
+            if (h, w) not in cache:  # (sizes are multiples of 32, strides at most 32: exact)
+                rows = torch.arange(h, device=x.device)[None, :] < (vh * h // H)[:, None]
+                cols = torch.arange(w, device=x.device)[None, :] < (vw * w // W)[:, None]
+                cache[(h, w)] = (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)
+            return cache[(h, w)]
+
+        return mask
+
+    def _run(self, x: torch.Tensor, valid=None) -> list[torch.Tensor]:
         env: dict[str, object] = {self.inputs[0]: x}
+        mask = self._masks(x, valid)
         for op, ins, outs, a in self.nodes:
             v = [self._value(env, n) for n in ins]
             if op == "Conv":
@@ -82,6 +110,8 @@ class TorchRetinaNetwork(torch.nn.Module):
                     raise ValueError("asymmetric Conv padding")
                 y = F.conv2d(v[0], v[1], v[2] if len(v) > 2 else None, a.get("strides", [1, 1]),
                              pads[:2], a.get("dilations", [1, 1]), a.get("group", 1))
+                if mask is not None:  # the padding beyond each image's own size stays zero, as the
+                    y = y * mask(*y.shape[-2:])  # zero padding of an input of that size is
             elif op == "LeakyRelu":
                 y = F.leaky_relu(v[0], a.get("alpha", 0.01))
             elif op == "Relu":
@@ -130,9 +160,13 @@ class TorchRetinaNetwork(torch.nn.Module):
         return [env[o] for o in self.outputs]
 
     @torch.inference_mode()
-    def __call__(self, tensor) -> list[np.ndarray]:
+    def __call__(self, tensor, valid: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """``valid``: each image's own (height, width), multiples of 32, when the batch is padded
+        beyond them (its outputs on its own anchors are then those of the image alone)."""
         x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor))
         x = x.to(self.device, self.dtype, non_blocking=True)
+        if valid is not None and all(tuple(v) == tuple(x.shape[-2:]) for v in valid):
+            valid = None  # nothing padded
         with self._lock:
-            outs = self._run(x)
+            outs = self._run(x, valid)
         return [o.float().cpu().numpy() for o in outs]

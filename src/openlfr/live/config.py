@@ -124,6 +124,12 @@ class RunConfig(BaseModel):
         "inference service (live/multiproc); auto: from the hardware and the number of cameras",
     )
     camera_processes: int = Field(0, ge=0, le=1024, description="processes shape: camera processes; 0 = one per core but one")
+    detect_in: Literal["auto", "camera", "service"] = Field(
+        "auto",
+        description="processes shape: where RetinaFace runs: in each camera process (camera) or in the inference "
+        "service, batched across cameras (service); auto: the service when the engine's runtime is CUDA, else each "
+        "camera. The CNN always runs in the service, HOG always in the cameras",
+    )
 
     @model_validator(mode="after")
     def _unique_sources(self):

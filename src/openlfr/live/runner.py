@@ -521,17 +521,18 @@ class LiveRunner:
         """A camera's detector and its threshold in the windows around tracks (None: the
         detector's own). HOG and RetinaFace: one per camera (each camera's worker runs in a thread
         of its own), made by the engine's factory now (a camera process times what it makes);
-        the CNN: the engine's, shared."""
+        the CNN, and RetinaFace run by the inference service (a camera process's
+        ``RemoteDetector``): the engine's, shared."""
         from ..engine import detection
 
         c = self.cfg.detection
         if c.detector == "hog":  # on the grey frames
             return detection.make_detector("hog", upsample=c.upsample, threshold=c.threshold), c.window_threshold
-        if c.detector == "retina":
+        if c.detector == "retina" and not getattr(self.engine.detector, "remote", False):
             det = detection.make_detector("retina", upsample=0, threads=1, threshold=c.score_threshold)
             det.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run)
             return det, c.window_score_threshold
-        return self.engine.detector, None
+        return self.engine.detector, (c.window_score_threshold if c.detector == "retina" else None)
 
     def camera_worker(self, source: FrameSource, queue: FrameQueue, stats: CameraStats, ids,
                       parts: WorkerParts, annotator=None) -> CameraWorker:

@@ -190,7 +190,8 @@ class DetectionScheduler:
         if not crops:
             return [], 0
         dets = []
-        for found, ((l, t), s) in zip(batch(crops, threshold), keep):
+        found_all = batch(crops) if threshold is None else batch(crops, threshold)  # (as _run: the CNN takes none)
+        for found, ((l, t), s) in zip(found_all, keep):
             dets += [d.mapped(1 / s, l, t) for d in found]
         return dets, sum(c.shape[0] * c.shape[1] for c in crops)
 

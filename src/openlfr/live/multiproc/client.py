@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from .shm import SlotRing
+from .shm import SlotRing, pack
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,12 @@ class RemoteDetector:
     """``detect(image, ...)`` on the service's detector (any detector: arguments are passed on).
 
     ``attributes`` copies what the scheduler reads of the real detector (``accepts_grey``...).
+    ``detect_batch(images, ...)``: several images (a frame's windows around tracks) in one
+    request and one slot; the service answers each as ``detect`` would (its detector's
+    ``detect_batch``, batched there with the other cameras' images).
     """
+
+    remote = True  # a camera worker uses this detector rather than make one of its own
 
     def __init__(self, client: ServiceClient, attributes: dict | None = None):
         self.client = client
@@ -145,6 +150,13 @@ class RemoteDetector:
         return self.client.call("detect", self.client.images, image, **meta)
 
     __call__ = detect
+
+    def detect_batch(self, images, *args, **kwargs) -> list:
+        if not len(images):
+            return []
+        flat, parts = pack(images)
+        meta = {"args": args, "kwargs": kwargs} if (args or kwargs) else {}
+        return self.client.call("detect_batch", self.client.images, flat, parts=parts, **meta)
 
 
 def detector_attributes(detector) -> dict:

@@ -5,6 +5,9 @@ summary) whose ``run`` spreads the cameras over camera processes (``camera_proce
 camera or a group each) and serves their networks from one ``InferenceService`` in this
 process. It:
 
+- decides where the detector runs (``detector_is_remote``): RetinaFace in each camera process
+  on a CPU-only machine, in the service (one network, the cameras' images batched:
+  ``service_detector``) when the engine's runtime is CUDA or ``detect_in="service"``;
 - makes each process's shared-memory rings and pipes (requests, answers, events), so nothing
   a process owns can leak when it dies: the parent unlinks every segment at the end;
 - turns the processes' alerts into its own (one numbering for the run), records them in the
@@ -24,6 +27,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+
+import numpy as np
 
 from ..alerts import AlertEvent
 from ..runner import CameraStats, LiveRunner
@@ -72,6 +77,8 @@ class ProcessRunner(LiveRunner):
         self.ctx = mp.get_context(start_method)
         self.groups: list[_Group] = []
         self.service: InferenceService | None = None
+        self.remote_detector = False  # whether the camera processes call the service's detector (run decides)
+        self.service_detector = None  # the detector answering them (a BatchingDetector for RetinaFace)
         self._alert_ids = itertools.count(1)
         self._alerts: dict[tuple[str, int], object] = {}
         self._by_name: dict[str, CameraStats] = {}
@@ -93,7 +100,7 @@ class ProcessRunner(LiveRunner):
         (counted as ``oversize``), and so does everything when /dev/shm is too small for the
         rings (a container's default is 64 MB): then they shrink to a token size."""
         c = self.cfg
-        remote = detector_is_remote(c.detection.detector)
+        remote = self.remote_detector
         scan = c.detection.scan_pixels or PROFILES[c.detection.detector].scan_pixels
         images = (n_cams, int(scan * 1.1) * 3 + 4096) if remote else (1, 4096)
         chips = (2, min(c.embed_batch, CHIPS_PER_CALL) * CHIP_BYTES)
@@ -133,7 +140,7 @@ class ProcessRunner(LiveRunner):
         self.service.register(g.key, images, chips, req_r, resp_w)
         srcs = [self.sources[i] for i in g.cams]
         specs = [f"{s.name}={s.spec}" if _plain(s.name) else s.spec for s in srcs]
-        det = self.engine.detector
+        det = self.service_detector if self.remote_detector else self.engine.detector
         cfg = group_config(c, specs, first=0 in g.cams).model_copy(update={"embed_batch": min(c.embed_batch, CHIPS_PER_CALL)})
         spec = CameraSpec(
             key=g.key, group=g.index, cfg=cfg, names=[s.name for s in srcs],
@@ -141,7 +148,7 @@ class ProcessRunner(LiveRunner):
             # the scoring model decides in the process as here: per subject and band, not one distance
             scoring_target=None if self.scoring is None else self.scoring.target,
             reference_band=self.reference_band,
-            detector_remote=detector_is_remote(c.detection.detector), detector_attributes=detector_attributes(det),
+            detector_remote=self.remote_detector, detector_attributes=detector_attributes(det),
             engine_attributes=engine_attributes(self.engine),
             log_level=logging.getLogger().getEffectiveLevel(),
         )
@@ -159,8 +166,12 @@ class ProcessRunner(LiveRunner):
         self.emit(self.start_event())
         n = len(self.sources)
         P = process_count(n, self.n_processes or 0)
+        self.remote_detector = detector_is_remote(c.detection.detector, c.detect_in,
+                                                  getattr(self.engine.detector, "runtime", None))
+        if self.remote_detector:
+            self.service_detector = service_detector(c, self.engine, n)
         self.service = InferenceService(self.engine, c.embed_batch, c.embed_wait_ms,
-                                        detect_threads=max(2, min(64, n))).start()
+                                        detect_threads=max(2, min(64, n)), detector=self.service_detector).start()
         self.embedder = self.service.embedder
         for src in self.sources:
             st = CameraStats(src.name, src.kind, total=src.frame_count, fps_source=src.fps, state="starting")
@@ -200,7 +211,8 @@ class ProcessRunner(LiveRunner):
         self.summary = self._summary(elapsed, parent_cpu + sum(p["cpu_s"] for p in procs))
         ready = [g.ready_at for g in self.groups if g.ready_at is not None]
         startup = max(ready) - self.started if ready else 0.0  # spawning and preparing the processes
-        self.summary.update(shape="processes", parent_cpu_s=round(parent_cpu, 3), processes=procs,
+        self.summary.update(shape="processes", detect_in="service" if self.remote_detector else "camera",
+                            parent_cpu_s=round(parent_cpu, 3), processes=procs,
                             service=self.service.to_json(), restarts=sum(g.restarts for g in self.groups),
                             startup_s=round(startup, 3),
                             fps_after_startup=round(self.summary["frames"] / max(elapsed - startup, 1e-9), 2))
@@ -234,6 +246,10 @@ class ProcessRunner(LiveRunner):
                 g.proc = None
         if self.service is not None:
             self.service.stop()  # closes every pipe and unlinks every ring
+        if self.service_detector is not None and self.service_detector is not self.engine.detector:
+            close = getattr(self.service_detector, "close", None)
+            if close is not None:
+                close()  # its batching thread
 
     # ------------------------------------------------------------------ events from the processes
     def _pump(self, timeout: float) -> None:
@@ -362,12 +378,53 @@ class ProcessRunner(LiveRunner):
             g.done = True
 
 
-LOCAL_DETECTORS = ("hog", "retina")  # CameraWorker makes these itself, one per camera
+LOCAL_DETECTORS = ("hog", "retina")  # CameraWorker can make these itself, one per camera
+DETECT_BATCH = 32  # most images in one call of the service's RetinaFace
+DETECT_WAIT_MS = 2.0  # ... which waits this long for the other cameras' images
 
 
-def detector_is_remote(name: str) -> bool:
-    """Whether camera processes call the service's detector (the engine's shared one)."""
-    return name not in LOCAL_DETECTORS
+def detector_is_remote(name: str, detect_in: str = "auto", runtime: str | None = None) -> bool:
+    """Whether camera processes call the service's detector rather than make their own.
+
+    The CNN: always (one network for all). HOG: never (a CPU detector: each process's on its
+    own core). RetinaFace: ``detect_in`` says (``service`` / ``camera``); ``auto``: in the service
+    when the engine's detector runs on CUDA (``runtime`` ``torch-cuda-*``: one network on the GPU,
+    the cameras' images batched), else in each camera (onnxruntime on the CPU, one thread per
+    camera, side by side: a laptop's shape)."""
+    if detect_in not in ("auto", "camera", "service"):
+        raise ValueError(f"unknown detect_in {detect_in!r} (auto, camera, service)")
+    if name not in LOCAL_DETECTORS:
+        return True
+    if name == "hog":
+        return False
+    if detect_in != "auto":
+        return detect_in == "service"
+    return str(runtime or "").startswith("torch-cuda")
+
+
+def service_detector(cfg, engine, n_cameras: int):
+    """The detector of the inference service for the camera processes' requests.
+
+    RetinaFace as a camera worker makes it (upsample 0, the run's score threshold; the windows'
+    threshold comes with each request), on the engine's network (CUDA: the one copy on the
+    GPU), in a ``BatchingDetector`` that gathers the cameras' images (up to ``DETECT_BATCH``,
+    ``DETECT_WAIT_MS``); on CUDA the images are padded to ``retina.GPU_BUCKETS`` shapes, so
+    cuDNN sees a few dozen shapes whatever the scans and windows are. Other detectors: the
+    engine's, as they are."""
+    if cfg.detection.detector != "retina":
+        return engine.detector
+    from ...engine.batching import BatchingDetector
+    from ...engine.detection import make_detector
+    from ...engine.retina import GPU_BUCKETS, RetinaDetector
+
+    c = cfg.detection
+    network = getattr(engine.detector, "network", None) if isinstance(engine.detector, RetinaDetector) else None
+    if network is None:
+        network = make_detector("retina", upsample=0).network
+    cuda = str(getattr(network, "runtime", "")).startswith("torch-cuda")
+    det = RetinaDetector(c.score_threshold, upsample=0, network=network, buckets=GPU_BUCKETS if cuda else None)
+    det.detect(np.zeros((64, 64, 3), np.uint8))  # warm up (onnxruntime plans its first run; CUDA loads its kernels)
+    return BatchingDetector(det, max_batch=max(2, min(DETECT_BATCH, 2 * n_cameras)), wait_ms=DETECT_WAIT_MS)
 
 
 def engine_attributes(engine) -> dict:

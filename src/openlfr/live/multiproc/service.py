@@ -8,9 +8,14 @@ shared-memory rings (``shm.SlotRing``):
 - ``embed``: chips (N, 150, 150, 3) in a chip slot -> descriptors (N, 128), through one
   ``SharedEmbedder`` that batches the chips of all cameras into one network call;
 - ``detect``: an image (a scan region or a window around tracks, grey or RGB, already scaled
-  by the camera's scheduler) in an image slot -> the detector's ``Detection`` list. Detection
-  calls run on a pool of threads, so a batching detector (``BatchingDetector`` on a GPU)
-  gathers the calls of all cameras.
+  by the camera's scheduler) in an image slot -> the detector's ``Detection`` list;
+- ``detect_batch``: several images (a frame's windows around tracks) packed in one slot -> a
+  list per image (the detector's ``detect_batch``, or ``detect`` image by image).
+
+Detection calls run on a pool of threads, so a batching detector (``engine.batching.
+BatchingDetector``: RetinaFace or the CNN on a GPU) gathers the calls of all cameras into one
+network call. The detector is the engine's, or the one the runner gives (``detector=``: the
+live run's RetinaFace, with its thresholds, batched).
 
 Answers (descriptors, detections: bytes, not frames) go back on each client's own response
 pipe. The service runs in the parent process as threads: the networks release the GIL, and
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..embedder import SharedEmbedder
-from .shm import SlotRing
+from .shm import SlotRing, unpack
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,9 @@ class ServiceStats:
     embed_calls: int = 0
     detect_calls: int = 0
     embed_cpu_s: float = 0.0  # thread CPU inside the descriptor network
-    detect_cpu_s: float = 0.0  # thread CPU inside the detector
+    detect_cpu_s: float = 0.0  # thread CPU inside the detector (a BatchingDetector's added in to_json)
     detect_wall_s: float = 0.0
+    detect_images: int = 0  # images detected (a detect_batch request counts each of its images)
     oversize: int = 0  # images too large for a slot (sent through the pipe instead)
     dropped_answers: int = 0  # answers to a camera process that had gone
     errors: int = 0
@@ -63,10 +69,13 @@ class ServiceStats:
 
 
 class InferenceService:
-    def __init__(self, engine, embed_batch: int = 32, embed_wait_ms: float = 2.0, detect_threads: int = 4):
+    def __init__(self, engine, embed_batch: int = 32, embed_wait_ms: float = 2.0, detect_threads: int = 4,
+                 detector=None):
         """``engine``: a ``FaceEngine`` (its ``detector`` and ``descriptor``, with ``flip`` and
-        ``jitter``)."""
+        ``jitter``); ``detector``: the detector that answers detection requests, if not the
+        engine's."""
         self.engine = engine
+        self._detector = detector
         self.stats = ServiceStats()
         self._stats_lock = threading.Lock()
         self.embedder = SharedEmbedder(self._compute, embed_batch, embed_wait_ms)
@@ -159,9 +168,16 @@ class InferenceService:
         elif op == "detect":
             fut = self._pool.submit(self._detect, self._array(client.images, meta), meta.get("args", ()),
                                     meta.get("kwargs", {}))
+        elif op == "detect_batch":
+            fut = self._pool.submit(self._detect_batch, unpack(self._array(client.images, meta), meta["parts"]),
+                                    meta.get("args", ()), meta.get("kwargs", {}))
         else:
             raise ValueError(f"unknown request {op!r}")
         fut.add_done_callback(lambda f: self._done(key, rid, f))
+
+    @property
+    def detector(self):
+        return self._detector if self._detector is not None else self.engine.detector
 
     def _array(self, ring: SlotRing, meta: dict) -> np.ndarray:
         if "data" in meta:  # larger than a slot: came through the pipe
@@ -180,12 +196,26 @@ class InferenceService:
 
     def _detect(self, image: np.ndarray, args, kwargs):
         c0, t0 = time.thread_time(), time.perf_counter()
-        dets = self.engine.detector.detect(image, *args, **kwargs)
+        dets = self.detector.detect(image, *args, **kwargs)
+        self._count_detect(1, c0, t0)
+        return list(dets)
+
+    def _detect_batch(self, images: list[np.ndarray], args, kwargs):
+        c0, t0 = time.thread_time(), time.perf_counter()
+        det = self.detector
+        if hasattr(det, "detect_batch"):
+            found = det.detect_batch(images, *args, **kwargs)
+        else:
+            found = [det.detect(i, *args, **kwargs) for i in images]
+        self._count_detect(len(images), c0, t0)
+        return [list(d) for d in found]
+
+    def _count_detect(self, images: int, c0: float, t0: float) -> None:
         with self._stats_lock:
             self.stats.detect_calls += 1
+            self.stats.detect_images += images
             self.stats.detect_cpu_s += time.thread_time() - c0
             self.stats.detect_wall_s += time.perf_counter() - t0
-        return list(dets)
 
     def _done(self, key: str, rid: int, fut) -> None:
         e = fut.exception()
@@ -224,4 +254,10 @@ class InferenceService:
         d = self.stats.to_json()
         d.update(faces=self.embedder.faces, embed_batches=self.embedder.batches, max_embed_batch=self.embedder.max_batch,
                  embed_busy_s=round(self.embedder.busy_s, 3))
+        det = self.detector
+        if hasattr(det, "batches") and hasattr(det, "largest"):  # a BatchingDetector: its network calls, and
+            # the CPU of its thread (the calls that wait for it spend none)
+            d.update(detect_batches=det.batches, max_detect_batch=det.largest,
+                     detect_cpu_s=round(self.stats.detect_cpu_s + det.cpu_s, 3))
         return d
+

@@ -93,3 +93,25 @@ class SlotRing:
         except BufferError:  # a view is still exported (a request in flight): unmapped later
             return False
         return True
+
+
+def pack(images) -> tuple[np.ndarray, list[tuple[tuple[int, ...], str]]]:
+    """Several arrays as one flat byte array (for one ring slot) and the (shape, dtype) of each."""
+    arrays = [np.ascontiguousarray(i) for i in images]
+    parts = [(tuple(a.shape), a.dtype.str) for a in arrays]
+    flat = np.concatenate([a.reshape(-1).view(np.uint8) for a in arrays]) if arrays else np.empty(0, np.uint8)
+    return flat, parts
+
+
+def unpack(flat: np.ndarray, parts) -> list[np.ndarray]:
+    """The arrays ``pack`` put in ``flat`` (views into it, no copy)."""
+    flat = flat.reshape(-1).view(np.uint8)
+    out, at = [], 0
+    for shape, dtype in parts:
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape)) * dt.itemsize
+        if at + n > flat.size:
+            raise ValueError("packed images larger than what was sent")
+        out.append(flat[at:at + n].view(dt).reshape(shape))
+        at += n
+    return out
