@@ -617,13 +617,14 @@ class LiveRunner:
             self.stop_event.set()
             for r in readers:
                 r.join(timeout=5)
+            for r, st in zip(readers, self.stats):  # the final counts, before the sink's last health report
+                st.read = r.frames_read
+                st.dropped = r.queue.dropped
             self.embedder.stop()
             self._close_sink()
             self._restore_signals(prev)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         cpu1 = os.times()
-        for r, st in zip(readers, self.stats):
-            st.read = r.frames_read
         self.summary = self._summary(elapsed, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
         self.emit(self.summary)
         return self.summary
