@@ -39,7 +39,7 @@ def load(path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def dlib_cnn():
     """dlib's detector with a per-session result cache: ref(key, image, upsample)."""
-    dlib = pytest.importorskip("dlib")
+    import dlib
     from openlfr.engine.models import MMOD, model_path
 
     det = dlib.cnn_face_detection_model_v1(str(model_path(MMOD)))
@@ -116,7 +116,7 @@ def test_fast_graph_matches_plain_graph():
 
 @pytest.mark.parametrize("shape", [(100, 120, 83, 100), (37, 53, 30, 44), (900, 1600, 750, 1333), (20, 20, 16, 16)])
 def test_resize_is_dlibs_bit_for_bit(shape):
-    dlib = pytest.importorskip("dlib")
+    import dlib
     h, w, oh, ow = shape
     rng = np.random.default_rng(1)
     plane = (rng.random((h, w), dtype=np.float32) - 0.5).astype(np.float32)
@@ -267,7 +267,7 @@ def test_detection_type():
 
 
 def test_hog_and_factory(astronaut):
-    dlib = pytest.importorskip("dlib")
+    import dlib
     rects, scores, _ = dlib.get_frontal_face_detector().run(astronaut, 1, 0.0)
     got = HogDetector(upsample=1).detect(astronaut)
     assert [d.box for d in got] == [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-dlib = pytest.importorskip("dlib")
+import dlib  # a required dependency (dlib-bin): its absence is a failure, not a skip
 
 from openlfr.engine.models import SHAPE5, model_path  # noqa: E402
 from openlfr.engine.torch_chips import DeviceChipWarper, plan_chip, plan_chips, pyramid_down2  # noqa: E402
