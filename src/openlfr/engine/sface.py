@@ -92,7 +92,15 @@ class SFaceModel:
 
         self.path = weights_path() if path is None else Path(path)
         self.net = _read_net(self.path)
-        self._aligner = cv2.FaceRecognizerSF.create(str(self.path), "")  # for alignCrop only
+        log = getattr(cv2, "utils", None) and getattr(cv2.utils, "logging", None)
+        level = log.getLogLevel() if log else None
+        if log:  # OpenCV 5 warns that its new engine ignores the target: the aligner never runs the net
+            log.setLogLevel(log.LOG_LEVEL_ERROR)
+        try:
+            self._aligner = cv2.FaceRecognizerSF.create(str(self.path), "")  # for alignCrop only
+        finally:
+            if log:
+                log.setLogLevel(level)
 
     def align(self, rgb: np.ndarray, detection) -> np.ndarray:
         """The 112x112 RGB crop of a RetinaFace detection (its box and 5 raw ``landmarks``: image-left
