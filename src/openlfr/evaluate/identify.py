@@ -177,6 +177,8 @@ def evaluate_identify(
 ) -> IdentifyResult:
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
+    if second_model is not None and second_model not in SECOND_MODELS:
+        raise ValueError(f"unknown second model {second_model!r} (choose from {', '.join(SECOND_MODELS)})")
     found = scan_identities(images)
     emb = embed_images([f for files in found.values() for f in files], options, progress=progress, use_cache=use_cache)
     readable = set(emb.paths)
@@ -184,8 +186,6 @@ def evaluate_identify(
     protocol = build_protocol({n: fs for n, fs in identities.items() if fs}, multi_ref)
     second = None
     if second_model is not None:
-        if second_model not in SECOND_MODELS:
-            raise ValueError(f"unknown second model {second_model!r} (choose from {', '.join(SECOND_MODELS)})")
         from .second import sface_features
 
         second = sface_features(emb.paths, flip=options.flip, use_cache=use_cache, progress=progress)
