@@ -55,6 +55,9 @@ class TorchRetinaNetwork(torch.nn.Module):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}")
         self.device = torch_device(device)
+        if self.device.type == "cuda":  # fp32 as onnxruntime's, as the descriptor and MMOD networks do
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.dtype = DTYPES[precision]
         self.runtime = f"torch-{self.device.type}-{precision}"
         self._names: dict[str, str] = {}
