@@ -31,16 +31,7 @@ FIT_COUNT = 20  # pairs below t for a row to take part in the tail fit
 CHECK_T = [0.35, 0.40, 0.45, 0.50, 0.55, 0.60]
 # LFW label errors among the closest "non-mated" pairs (found by looking at the pairs below 0.32):
 # pairs of these identities are left out (neither mated nor non-mated). Doubtful look-alikes stay in.
-SAME_PERSON = {
-    ("Bart_Hendricks", "Ricky_Ray"): "identical photo under two names",
-    ("Carlos_Beltran", "Raul_Ibanez"): "identical photo under two names",
-    ("Gabrielle_Rose", "Martha_Bowen"): "identical photo under two names",
-    ("Andrew_Caldecott", "Andrew_Gilligan"): "identical photo under two names",
-    ("Noer_Moeis", "Noer_Muis"): "one person, two spellings",
-    ("Wang_Yingfan", "Yingfan_Wang"): "one person, two spellings",
-    ("Chyung_Dai-chul", "Dai_Chul_Chyung"): "one person, two spellings",
-    ("Hasan_Wirayuda", "Hassan_Wirajuda"): "one person, two spellings",
-}
+from openlfr.evaluate.lfw_errata import SAME_PERSON  # noqa: E402  (LFW's known label errors)
 
 
 def list_images(root: Path) -> list[tuple[str, str]]:

@@ -366,6 +366,29 @@ def test_cli_evaluate_identify_small(shared_data, tmp_path, eval_cache):
     assert "multi-ref 2" in s2["variant"] and "ratio" in s2["variant"]
     # ... and give the single-image figures on the same probes, the fair comparison
     assert set(s2["same_probes_single_ref"]) >= {"rank1", "fnir_at_fpir_0.001", "thresholds"}
+    # LFW's known label errors merged: none of the pairs is in this slice, so nothing changes, and it says so
+    r = CliRunner().invoke(app, ["evaluate", "identify", "--images", str(root), "--merge-label-errors", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "none of the known pairs is here" in r.stdout and f"{s['rank1']:.4f}" in r.stdout
+
+
+def test_merge_same_person_files_one_person_under_one_name():
+    """A known label error (one person under two names) becomes one identity: the first name keeps its
+    images first, the second name's follow; a pair of which one name is absent is left alone."""
+    from pathlib import Path
+
+    from openlfr.evaluate.lfw_errata import SAME_PERSON, merge_same_person
+
+    assert ("Wang_Yingfan", "Yingfan_Wang") in SAME_PERSON
+    ids = {"Wang_Yingfan": [Path("w1"), Path("w2")], "Yingfan_Wang": [Path("y1")], "Noer_Moeis": [Path("n1")],
+           "Ann": [Path("a1"), Path("a2")]}
+    out, merged = merge_same_person(ids)
+    assert out["Wang_Yingfan"] == [Path("w1"), Path("w2"), Path("y1")] and "Yingfan_Wang" not in out
+    assert out["Noer_Moeis"] == [Path("n1")] and out["Ann"] == ids["Ann"]  # Noer_Muis absent: nothing to merge
+    assert merged == [["Wang_Yingfan", "Yingfan_Wang"]]
+    assert ids["Yingfan_Wang"] == [Path("y1")]  # the input is not changed
+    p = build_protocol(out)
+    assert ("Wang_Yingfan", Path("y1")) in p.mated and all(n != "Yingfan_Wang" for n, _ in p.nonmated)
 
 
 @pytest.mark.shared

@@ -187,6 +187,14 @@ def identify(
             "against the gallery), on the same probes. The usual figures are unchanged.",
         ),
     ] = None,
+    merge_label_errors: Annotated[
+        bool,
+        typer.Option(
+            "--merge-label-errors",
+            help="Merge LFW's known label errors (one person under two names: openlfr.evaluate.lfw_errata) into one "
+            "identity first, so the same person is never counted as a stranger (the scoring model is calibrated so).",
+        ),
+    ] = False,
     cache: CacheOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
@@ -205,6 +213,7 @@ def identify(
             progress=progress,
             use_cache=cache,
             second_model=None if second_model is None else second_model.value,
+            merge_label_errors=merge_label_errors,
         )
     except (EvaluationError, ModelFileError) as e:
         _fail(str(e))
@@ -224,6 +233,9 @@ def identify(
     )
     typer.echo(f"method: {s['method']}")
     typer.echo(f"variant: {s['variant']}")
+    if s.get("label_errors_merged") is not None:
+        pairs = ", ".join(" = ".join(p) for p in s["label_errors_merged"]) or "none of the known pairs is here"
+        typer.echo(f"LFW label errors merged (one person, two names): {pairs}")
     typer.echo(f"rank-1 identification rate (mated probes): {s['rank1']:.4f}")
     for t, thr in s["thresholds"].items():
         typer.echo(

@@ -174,7 +174,10 @@ def evaluate_identify(
     progress: bool = True,
     use_cache: bool = True,
     second_model: str | None = None,
+    merge_label_errors: bool = False,
 ) -> IdentifyResult:
+    """``merge_label_errors``: LFW's known label errors (one person under two names,
+    ``lfw_errata.SAME_PERSON``) are merged into one identity before the protocol is built."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
     if second_model is not None and second_model not in SECOND_MODELS:
@@ -183,13 +186,20 @@ def evaluate_identify(
     emb = embed_images([f for files in found.values() for f in files], options, progress=progress, use_cache=use_cache)
     readable = set(emb.paths)
     identities = {n: [f for f in files if f in readable] for n, files in found.items()}
+    merged: list[list[str]] = []
+    if merge_label_errors:
+        from .lfw_errata import merge_same_person
+
+        identities, merged = merge_same_person(identities)
     protocol = build_protocol({n: fs for n, fs in identities.items() if fs}, multi_ref)
     second = None
     if second_model is not None:
         from .second import sface_features
 
         second = sface_features(emb.paths, flip=options.flip, use_cache=use_cache, progress=progress)
-    return score_protocol(protocol, emb, options, norm=norm, root=Path(images), second=second)
+    res = score_protocol(protocol, emb, options, norm=norm, root=Path(images), second=second)
+    res.summary["label_errors_merged"] = merged if merge_label_errors else None
+    return res
 
 
 @dataclass
