@@ -45,6 +45,18 @@ def _loc(loc) -> str:
     return ".".join(parts)
 
 
+# Errors answered with their message and a fixed status (handlers are found along the exception's
+# MRO, so DeploymentNotActive, a GovernanceError, gets its own).
+RULE_ERRORS = (
+    (PermissionDenied, 403, "forbidden"),
+    (AuthenticationError, 401, "unauthenticated"),
+    (NotFound, 404, "not_found"),
+    (DeploymentNotActive, 409, "not_active"),
+    (GovernanceError, 409, "refused"),
+    (StoreError, 503, "unavailable"),
+)
+
+
 def install_errors(app: FastAPI) -> None:
     """The handlers of every error: an HTML page for a browser (``_wants_html``), else JSON."""
 
@@ -62,9 +74,7 @@ def install_errors(app: FastAPI) -> None:
         errors = [{"loc": [str(x) for x in er.get("loc", ())], "msg": str(er.get("msg", "")), "type": str(er.get("type", ""))}
                   for er in e.errors()]
         detail = "; ".join(f"{_loc(er['loc'])}: {er['msg']}" for er in errors) or "invalid request"
-        if _wants_html(request):
-            return respond(request, 422, "validation", detail)
-        return _error(422, "validation", detail, errors=errors)
+        return respond(request, 422, "validation", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
@@ -74,29 +84,14 @@ def install_errors(app: FastAPI) -> None:
             detail = f"no such page or endpoint: {request.url.path}"
         return respond(request, e.status_code, names.get(e.status_code, "error"), detail, getattr(e, "headers", None))
 
-    @app.exception_handler(PermissionDenied)
-    async def denied(request: Request, e: PermissionDenied):
-        return respond(request, 403, "forbidden", str(e))
+    def refusal(status: int, error: str):
+        async def handler(request: Request, e: Exception):
+            return respond(request, status, error, str(e))
 
-    @app.exception_handler(AuthenticationError)
-    async def auth(request: Request, e: AuthenticationError):
-        return respond(request, 401, "unauthenticated", str(e))
+        return handler
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, e: NotFound):
-        return respond(request, 404, "not_found", str(e))
-
-    @app.exception_handler(DeploymentNotActive)
-    async def not_active(request: Request, e: DeploymentNotActive):
-        return respond(request, 409, "not_active", str(e))
-
-    @app.exception_handler(GovernanceError)
-    async def refused(request: Request, e: GovernanceError):
-        return respond(request, 409, "refused", str(e))
-
-    @app.exception_handler(StoreError)
-    async def store(request: Request, e: StoreError):
-        return respond(request, 503, "unavailable", str(e))
+    for cls, status, error in RULE_ERRORS:
+        app.add_exception_handler(cls, refusal(status, error))
 
     @app.exception_handler(EnrolmentRejected)
     async def rejected(request: Request, e: EnrolmentRejected):
