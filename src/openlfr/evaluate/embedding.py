@@ -116,6 +116,13 @@ class Embedded:
     def index(self) -> dict[Path, int]:
         return {p: i for i, p in enumerate(self.paths)}
 
+    @classmethod
+    def gathered(cls, todo: list[Path], results: dict, errors: dict, stats: dict, detector: str) -> "Embedded":
+        """From ``results`` ({path: (method, descriptor)}), in the order of ``todo``; paths without a result left out."""
+        done = [p for p in todo if p in results]
+        desc = np.stack([results[p][1] for p in done]).astype(np.float32) if done else np.zeros((0, 128), np.float32)
+        return cls(done, desc, [results[p][0] for p in done], errors, stats, detector)
+
     def fallbacks(self, root: Path | None = None) -> dict:
         """Images where the first detector (HOG at upsample 1 by default) found no face covering the
         image centre, and what was done: ``{"hog_upsample2": n, "cnn": n, "off_centre": n,
@@ -409,15 +416,7 @@ def embed_images(
     faces_store.save()
     desc_store.save()
     stats["seconds"] = round(time.perf_counter() - t0, 1)
-    done = [p for p in todo if p in results]
-    return Embedded(
-        paths=done,
-        descriptors=np.stack([results[p][1] for p in done]).astype(np.float32) if done else np.zeros((0, 128), np.float32),
-        methods=[results[p][0] for p in done],
-        errors=errors,
-        stats=stats,
-        detector=options.detector,
-    )
+    return Embedded.gathered(todo, results, errors, stats, options.detector)
 
 
 def _rel(p: Path, root: Path | None) -> str:

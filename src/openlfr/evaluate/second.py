@@ -135,15 +135,7 @@ def sface_features(paths: Iterable[str | Path], *, flip: bool = False, use_cache
         flush()
     store.save()
     stats["seconds"] = round(time.perf_counter() - t0, 1)
-    done = [p for p in todo if p in results]
-    return Embedded(
-        paths=done,
-        descriptors=np.stack([results[p][1] for p in done]).astype(np.float32) if done else np.zeros((0, 128), np.float32),
-        methods=[results[p][0] for p in done],
-        errors=errors,
-        stats=stats,
-        detector="retina",
-    )
+    return Embedded.gathered(todo, results, errors, stats, "retina")
 
 
 def method_counts(emb: Embedded) -> dict:
