@@ -51,11 +51,6 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=-1)
 
 
-def _int_box(box) -> tuple[int, int, int, int]:
-    """A box as the whole-pixel ``dlib.rectangle`` dlib's shape predictor is given."""
-    return tuple(int(round(float(v))) for v in box)
-
-
 class FaceEngine:
     """Detector + 5-point landmarks + chips + quality + descriptor runtime.
 
@@ -134,7 +129,7 @@ class FaceEngine:
                     chip = face_chip(big, np.floor(pts + 0.5))
                     return (pts + 0.5) / f - 0.5 + np.array([cl, ct]), chip
             if self.landmarks == "fused":
-                pts = fused_points(det.landmarks, self.shape_predictor.predict_subpixel(rgb, _int_box(det.box)))
+                pts = fused_points(det.landmarks, self.shape_predictor.predict_subpixel(rgb, det.box))
             else:
                 pts = dlib_points(det.landmarks)
             return pts, face_chip(rgb, np.floor(pts + 0.5))
