@@ -6,7 +6,11 @@ Per image: the face the evaluation's policy finds (``openlfr.evaluate.embedding.
 its box width, landmarks geometry (inter-ocular px, yaw, roll), the chip's sharpness, and the
 descriptors: plain and flip-averaged of the clean chip, and plain of the chip cut from the image
 degraded to each of ``openlfr.scoring.degrade.LEVELS_PX`` (JPEG 30-70, blur for half; seeded per
-image), plain and flip-averaged. Resumable: an interrupted run keeps what it saved.
+image), plain and flip-averaged. With SFace installed, the second model's features too (the face
+found by RetinaFace on the clean image, ``evaluate.second.SFaceLocator``; its crop aligned from the
+same landmarks on the clean and on each degraded image, degraded exactly as for dlib): plain and
+flip-averaged of the clean crop, plain of the degraded ones (``sface*`` columns). Resumable: an
+interrupted run keeps what it saved.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main(argv=None):
     print(f"{len(items)} images, {len(todo)} to do", file=sys.stderr)
     loc = FaceLocator("hog")
     desc = loc.engine.descriptor
+    sface = _sface()
     t0 = time.time()
     for start in range(0, len(todo), 64):
         chunk = todo[start : start + 64]
@@ -61,10 +66,19 @@ def main(argv=None):
             width = float(f.box[2] - f.box[0])
             clean = face_chip(rgb, lm)
             cs = [clean]
-            for px in LEVELS_PX:
-                cs.append(face_chip(degrade(rgb, width, draw(px, Path(rel).name)), lm))
+            images = [degrade(rgb, width, draw(px, Path(rel).name)) for px in LEVELS_PX]
+            for im in images:
+                cs.append(face_chip(im, lm))
             chips += cs
-            meta.append((who, rel, f.method, width, iod, yaw, roll, [sharpness_of(c) for c in cs]))
+            extra = {}
+            if sface is not None:
+                model, sloc = sface
+                smethod, det = sloc.locate(rgb)
+                crops = np.stack([model.align(im, det) for im in [rgb] + images])
+                feats = model.compute(crops)
+                extra = {"sface_method": smethod, "sface": feats[0], "sface_flip": model.compute(crops[:1], flip=True)[0],
+                         "sface_degraded": feats[1:]}
+            meta.append((who, rel, f.method, width, iod, yaw, roll, [sharpness_of(c) for c in cs], extra))
         if not chips:
             continue
         c = np.stack(chips)
@@ -72,17 +86,31 @@ def main(argv=None):
         k = 1 + len(LEVELS_PX)
         mirror_all = desc.compute(c[:, :, ::-1])  # every chip mirrored: flip-averaged probes too
         mirror = mirror_all[np.arange(0, len(c), k)]
-        for j, (who, rel, method, width, iod, yaw, roll, sharp) in enumerate(meta):
+        for j, (who, rel, method, width, iod, yaw, roll, sharp, extra) in enumerate(meta):
             block = d[j * k : (j + 1) * k]
             rows[rel] = {
                 "path": rel, "identity": who, "method": method, "box_width": width, "iod": iod, "yaw": yaw,
                 "roll": roll, "sharpness": np.array(sharp, np.float32), "plain": block[0],
                 "flip": (block[0] + mirror[j]) / 2, "degraded": block[1:],
-                "degraded_flip": (block[1:] + mirror_all[j * k + 1 : (j + 1) * k]) / 2,
+                "degraded_flip": (block[1:] + mirror_all[j * k + 1 : (j + 1) * k]) / 2, **extra,
             }
         _save(args.out, rows)
         n = start + len(chunk)
         print(f"  {n}/{len(todo)} images, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def _sface():
+    """(SFaceModel, SFaceLocator), or None where SFace's weights are not installed."""
+    from openlfr.engine.models import ModelFileError
+
+    try:
+        from openlfr.engine.sface import SFaceModel
+        from openlfr.evaluate.second import SFaceLocator
+
+        return SFaceModel(), SFaceLocator()
+    except ModelFileError as e:
+        print(f"no SFace features: {e}", file=sys.stderr)
+        return None
 
 
 def _save(out: Path, rows: dict) -> None:

@@ -4,6 +4,10 @@
 
     engine = FaceEngine()                # RetinaFace boxes (detector="hog" / "cnn": dlib's)
     faces = engine.analyze(rgb)          # list[Face], descriptors computed in one batch
+
+A face found by RetinaFace also gets the second model's crop and feature (SFace,
+``engine/sface.py``; ``Face.second``) when that model is installed (``second="auto"``, the
+default), which the scoring model fuses with dlib's (``openlfr.scoring``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Face:
     chip: np.ndarray  # (150, 150, 3) uint8 RGB
     quality: Quality
     descriptor: np.ndarray | None = field(default=None, repr=False)  # (128,) float32
+    second_crop: np.ndarray | None = field(default=None, repr=False)  # (112, 112, 3) uint8 RGB: SFace's aligned crop
+    second: np.ndarray | None = field(default=None, repr=False)  # (128,) float32 unit SFace feature
 
     def to_json(self, image: str | None = None) -> dict:
         d = {
@@ -75,6 +81,7 @@ class FaceEngine:
         descriptor: DescriptorModel | None = None,
         threads: int | None = None,
         landmarks: str = "fused",
+        second: str = "auto",
     ):
         if landmarks not in self.LANDMARKS:
             raise ValueError("landmarks must be 'fused' (the detector's own averaged with dlib's 5-point model's, when "
@@ -88,6 +95,24 @@ class FaceEngine:
         self.jitter = jitter
         self._descriptor = descriptor
         self._threads = threads
+        from .sface import SECOND_MODELS
+
+        if second not in SECOND_MODELS:
+            raise ValueError(f"second must be one of {', '.join(SECOND_MODELS)} (the second model, fused in the score)")
+        self.second_choice = second
+        self._second = None
+        self._second_loaded = False
+
+    @property
+    def second_model(self):
+        """The second model (``engine.sface.SFaceModel``) or None: not installed (``"auto"``), not
+        wanted (``"none"``), or a detector without its own landmarks (HOG, the CNN)."""
+        if not self._second_loaded:
+            from .sface import load_second_model
+
+            self._second = load_second_model(self.second_choice) if self.detector_name == "retina" else None
+            self._second_loaded = True
+        return self._second
 
     @cached_property
     def shape_predictor(self):
@@ -113,7 +138,10 @@ class FaceEngine:
                 from .retina import pose_points
 
                 pose = pose_points(det.landmarks)
-            faces.append(Face(det.box, det.score, pts, chip, assess(chip, pose, det.score)))
+            face = Face(det.box, det.score, pts, chip, assess(chip, pose, det.score))
+            if det.landmarks is not None and self.second_model is not None:
+                face.second_crop = self.second_model.align(rgb, det)
+            faces.append(face)
         return faces
 
     def landmarks_and_chip(self, rgb: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +170,11 @@ class FaceEngine:
             d = self.descriptor.compute(np.stack([f.chip for f in faces]), flip=self.flip, jitter=self.jitter)
             for f, v in zip(faces, d):
                 f.descriptor = v
+            with_crop = [f for f in faces if f.second_crop is not None]
+            if with_crop and self.second_model is not None:
+                feats = self.second_model.compute(np.stack([f.second_crop for f in with_crop]), flip=self.flip)
+                for f, v in zip(with_crop, feats):
+                    f.second = v
         return faces
 
     def analyze(self, image: np.ndarray, descriptors: bool = True) -> list[Face]:

@@ -227,7 +227,7 @@ def enrol_subjects(
     """Check every candidate image of ``subjects`` and build the watchlist from the accepted ones."""
     report = EnrolmentReport(source)
     kept: list[Subject] = []
-    chips, owner, quality, image, low_band = [], [], [], [], []
+    chips, crops, owner, quality, image, low_band = [], [], [], [], [], []
     for s in subjects:
         accepted = []
         if not (is_utf8(s.id) and is_utf8(s.name)):  # a folder name that is not UTF-8: reported, skipped
@@ -253,6 +253,7 @@ def enrol_subjects(
             report.accepted.append(AcceptedImage(path, s.id, float(face.quality.score), tuple(int(v) for v in face.box), why, band))
             low_band.append(band)
             chips.append(face.chip)
+            crops.append(face.second_crop)
             owner.append(len(kept))
             quality.append(face.quality.score)
             image.append(path)
@@ -263,9 +264,22 @@ def enrol_subjects(
     if not kept:
         raise NoAcceptedImage(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}", report)
     templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
-    wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image)
+    wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image,
+                   second_templates=second_features(engine, crops, flip))
     wl.template_low_quality_band = low_band
     return wl, report
+
+
+def second_features(engine, crops: list, flip: bool = True) -> np.ndarray | None:
+    """(M, 128) second-model features of the references' crops (``Face.second_crop``; NaN rows
+    where a face has none), or None when the engine has no second model or no face has a crop."""
+    model = getattr(engine, "second_model", None)
+    have = [i for i, c in enumerate(crops) if c is not None]
+    if model is None or not have:
+        return None
+    out = np.full((len(crops), DIM), np.nan, np.float32)
+    out[have] = model.compute(np.stack([crops[i] for i in have]), flip=flip)
+    return out
 
 
 def load_watchlist(

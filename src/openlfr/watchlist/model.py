@@ -29,6 +29,9 @@ class Watchlist:
 
     Several templates per subject are allowed (one per accepted reference image).
     ``template_image[j]`` is the source image of template ``j`` (may be empty when unknown).
+    ``second_templates[j]`` is the second model's (SFace's, ``engine/sface.py``) unit feature of
+    the same reference face, a row of NaN where it has none (no second model installed, a face
+    without RetinaFace's landmarks, a template enrolled before the second model was adopted).
     """
 
     subjects: list[Subject]
@@ -37,10 +40,16 @@ class Watchlist:
     template_quality: np.ndarray  # (M,) float32, Quality.score of the reference face
     template_image: list[str] = field(default_factory=list)
     template_low_quality_band: list = field(default_factory=list)  # per template: band name if enrolled below the gate
+    second_templates: np.ndarray | None = None  # (M, 128) float32, NaN rows: none; None: no template has one
 
     def __post_init__(self):
         self.templates = np.ascontiguousarray(self.templates, np.float32).reshape(-1, DIM)
         m = len(self.templates)
+        if self.second_templates is not None:
+            st = np.ascontiguousarray(self.second_templates, np.float32).reshape(-1, DIM)
+            if len(st) != m:
+                raise WatchlistError(f"second_templates has {len(st)} rows for {m} templates")
+            self.second_templates = st if np.isfinite(st).all(axis=1).any() else None
         self.template_subject = np.asarray(self.template_subject, np.int64).reshape(-1)
         self.template_quality = np.asarray(self.template_quality, np.float32).reshape(-1)
         if len(self.template_subject) != m or len(self.template_quality) != m:
@@ -73,6 +82,11 @@ class Watchlist:
             if s.id == subject_id:
                 return i
         raise KeyError(subject_id)
+
+    @property
+    def n_second(self) -> int:
+        """Templates that have the second model's feature."""
+        return 0 if self.second_templates is None else int(np.isfinite(self.second_templates).all(axis=1).sum())
 
     def templates_of(self, i: int) -> np.ndarray:
         """(k, 128) templates of subject ``i``."""
