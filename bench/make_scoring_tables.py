@@ -15,6 +15,12 @@
    between two calibrated sizes the model takes the stricter of the two.
 4. A held-apart check: the same calibration on half of the identities, its thresholds measured
    on galleries drawn from the other half (``validation`` in the table).
+
+With ``--fuse sface`` (the gathered file holds SFace's features, ``bench/scoring_gather.py``) it
+writes the fused table instead (``scoring_table_sface.json``): the same bands and probes, the
+score ``(1 - w) * z_dlib + w * z_sface`` (``--weight``), each model Z-normed against its own cohort
+with its own prior (``openlfr.scoring.calibration.Fusion``); SFace's references flip-averaged,
+its probes plain, as the product makes them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from openlfr.scoring.calibration import (  # noqa: E402
-    SIZES, CalibrationData, ProbeSet, _dist, held_apart_interval, prior_from, simulate, summarise, tail_quantiles,
+    SIZES, CalibrationData, Fusion, ProbeSet, _dist, held_apart_interval, prior_from, simulate, summarise, tail_quantiles,
 )
 from openlfr.scoring.cohort import COHORT  # noqa: E402
 from openlfr.scoring.degrade import LEVELS_PX  # noqa: E402
@@ -82,11 +88,12 @@ def make_bands(g) -> list[dict]:
             for n, px, lv, lab in BANDS]
 
 
-def band_probes(g, ident, first, bands, model_cls, flip: bool = True) -> dict[str, ProbeSet]:
-    """Every (image, level) probe, put in its band; descriptors flip-averaged unless ``flip`` is False."""
+def band_probes(g, ident, first, bands, model_cls, flip: bool = True, second: bool = False) -> dict[str, ProbeSet]:
+    """Every (image, level) probe, put in its band; descriptors flip-averaged unless ``flip`` is False;
+    with ``second``, SFace's plain features of the same probes too."""
     m = model_cls(bands)
     sharp = normalised_sharpness(g["sharpness"])
-    descs, ids, refs, which = [], [], [], []
+    descs, ids, refs, which, seconds = [], [], [], [], []
     for j in range(1 + len(LEVELS_PX)):
         px = g["box_width"] if j == 0 else np.minimum(g["box_width"], LEVELS_PX[j - 1])
         b = np.array([m.band_of(px[i], sharp[i, j], g["yaw"][i]) for i in range(len(px))], object)
@@ -94,15 +101,19 @@ def band_probes(g, ident, first, bands, model_cls, flip: bool = True) -> dict[st
             descs.append(g["flip"] if j == 0 else g["degraded_flip"][:, j - 1])
         else:
             descs.append(g["plain"] if j == 0 else g["degraded"][:, j - 1])
+        if second:
+            seconds.append(g["sface"] if j == 0 else g["sface_degraded"][:, j - 1])
         ids.append(ident)
         refs.append(first)
         which.append(b)
     desc, ids, refs, which = np.concatenate(descs), np.concatenate(ids), np.concatenate(refs), np.concatenate(which)
+    sec = np.concatenate(seconds).astype(np.float32) if second else None
     out = {}
     for k, bd in enumerate(bands):
         sel = np.array([w == k for w in which])
-        out[bd["name"]] = ProbeSet(desc[sel].astype(np.float32), ids[sel], refs[sel])
-    out["too_poor"] = ProbeSet(desc[[w is None for w in which]], ids[[w is None for w in which]], refs[[w is None for w in which]])
+        out[bd["name"]] = ProbeSet(desc[sel].astype(np.float32), ids[sel], refs[sel], None if sec is None else sec[sel])
+    poor = np.array([w is None for w in which], bool)
+    out["too_poor"] = ProbeSet(desc[poor], ids[poor], refs[poor], None if sec is None else sec[poor])
     return out
 
 
@@ -119,14 +130,16 @@ class _Bands:
         return None
 
 
-def calibrate_all(data: CalibrationData, bands, prior, targets, sizes, seed=0, log=print) -> dict:
+def calibrate_all(data: CalibrationData, bands, prior, targets, sizes, seed=0, log=print, fusion: Fusion | None = None) -> dict:
     d_refs = _dist(data.refs, data.refs)
+    d_refs2 = _dist(data.second_refs, data.second_refs) if fusion is not None else None
     out = {}
     per = {}
     for bd in bands:
         name = bd["name"]
         ps = data.probes[name]
         d_all = _dist(data.refs, ps.desc)
+        d_all2 = _dist(data.second_refs, ps.second) if fusion is not None else None
         per[name] = {}
         for n in sizes:
             if n >= len(data.refs) - 10:
@@ -134,7 +147,8 @@ def calibrate_all(data: CalibrationData, bands, prior, targets, sizes, seed=0, l
             t0 = time.time()
             # one simulation per size; thresholds for every target from the pooled best Z-scores
             last = n == max(s for s in sizes if s < len(data.refs) - 10)
-            r = simulate(data, name, n, targets[0], prior, seed=seed, d_all=d_all, d_refs=d_refs, keep_tail=last, keep_best=True)
+            r = simulate(data, name, n, targets[0], prior, seed=seed, d_all=d_all, d_refs=d_refs, keep_tail=last, keep_best=True,
+                         fusion=fusion, d_all2=d_all2, d_refs2=d_refs2)
             sims = {t: summarise(r["raw"], t) for t in targets}
             if last:
                 sims[targets[0]].update(tail=r["tail"], tail_total=r["tail_total"])
@@ -170,23 +184,36 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=REPO / "src" / "openlfr" / "scoring" / "data" / "scoring_table.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sizes", default="", help="comma-separated watchlist sizes (default: all of SIZES)")
+    ap.add_argument("--fuse", choices=["sface"], help="write the fused table (dlib + this second model)")
+    ap.add_argument("--weight", type=float, default=0.5, help="the second model's weight in the fused score")
     args = ap.parse_args(argv)
+    if args.fuse and args.out.name == "scoring_table.json":
+        args.out = args.out.with_name("scoring_table_sface.json")
     g, names, ident, first = load(args.gathered)
     bands = make_bands(g)
     refs = np.zeros((len(names), 128), np.float32)
     refs[ident[first]] = g["flip"][first]
-    probes = band_probes(g, ident, first, bands, _Bands, flip=not args.plain_probes)
+    probes = band_probes(g, ident, first, bands, _Bands, flip=not args.plain_probes, second=bool(args.fuse))
     for k, v in probes.items():
         print(f"band {k}: {len(v.desc)} probes", file=sys.stderr)
-    data = CalibrationData(refs, probes)
+    second_refs = None
+    if args.fuse:
+        second_refs = np.zeros((len(names), g["sface_flip"].shape[1]), np.float32)
+        second_refs[ident[first]] = g["sface_flip"][first]
+    data = CalibrationData(refs, probes, second_refs)
     prior = prior_from(data)
     print(f"prior: mean {prior.mean:.4f} std {prior.std:.4f}", file=sys.stderr)
+    fusion = None
+    if args.fuse:
+        p2 = prior_from(CalibrationData(second_refs, {}))
+        fusion = Fusion(p2, args.weight)
+        print(f"second prior: mean {p2.mean:.4f} std {p2.std:.4f}; weight {args.weight:g}", file=sys.stderr)
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else SIZES
-    targets = calibrate_all(data, bands, prior, TARGETS, sizes, args.seed, log=lambda s: print(s, file=sys.stderr))
+    targets = calibrate_all(data, bands, prior, TARGETS, sizes, args.seed, log=lambda s: print(s, file=sys.stderr), fusion=fusion)
 
     # held apart: calibrate on the even identities, measure on the odd ones
     half = np.arange(len(names)) % 2 == 0
-    val = validate(refs, probes, half, bands, prior, args.seed)
+    val = validate(refs, probes, half, bands, prior, args.seed, second_refs, fusion)
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     table = {
@@ -197,6 +224,15 @@ def main(argv=None):
                  f"{COHORT} nearest other subjects in the watchlist, shrunk towards the prior with {prior.weight:g} pseudo-members",
         "probe_flip": not args.plain_probes,
         "cohort": {"k": COHORT, "prior": {"mean": round(prior.mean, 5), "std": round(prior.std, 5), "weight": prior.weight}},
+        **({"fusion": {
+            "second_model": args.fuse, "weight": args.weight,
+            "score": f"z = {1 - args.weight:g} * z_dlib + {args.weight:g} * z_{args.fuse}; each z = (distance - mean_s) / std_s "
+                     f"against that model's own cohort (Euclidean distance; {args.fuse}'s features unit length)",
+            "second_cohort": {"k": COHORT, "prior": {"mean": round(fusion.prior.mean, 5), "std": round(fusion.prior.std, 5),
+                                                     "weight": fusion.prior.weight}},
+            "second_faces": "RetinaFace on the clean image (openlfr.evaluate.second.SFaceLocator), SFace's crop aligned from "
+                            "its 5 landmarks on the clean and on each degraded image",
+        }} if fusion is not None else {}),
         "bands": bands,
         "band_rule": f"the first band whose face width, sharpness floor (the {SHARP_Q}th percentile of lfw-dev chips at its level) "
                      f"and |yaw| limit (the {YAW_Q}th percentile of lfw-dev) the face meets; none: too poor to search",
@@ -210,7 +246,8 @@ def main(argv=None):
             "faces": "evaluation policy (openlfr.evaluate.embedding.FaceLocator, HOG first)",
             "sizes": list(SIZES), "seed": args.seed,
             "date": dt.date.today().isoformat(), "commit": commit,
-            "command": "python bench/scoring_gather.py && python bench/make_scoring_tables.py",
+            "command": "python bench/scoring_gather.py && python bench/make_scoring_tables.py"
+                       + (" --plain-probes" if args.plain_probes else "") + (f" --fuse {args.fuse} --weight {args.weight:g}" if args.fuse else ""),
             "probes_per_band": {k: int(len(v.desc)) for k, v in probes.items()},
         },
     }
@@ -219,7 +256,7 @@ def main(argv=None):
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def validate(refs, probes, half, bands, prior, seed) -> dict:
+def validate(refs, probes, half, bands, prior, seed, second_refs=None, fusion=None) -> dict:
     """Calibrate on identities ``half``, measure on the others (sizes 10, 100, 500; target 0.001)."""
     def subset(mask):
         idx = np.flatnonzero(mask)
@@ -228,16 +265,16 @@ def validate(refs, probes, half, bands, prior, seed) -> dict:
         ps = {}
         for k, p in probes.items():
             keep = mask[p.ident]
-            ps[k] = ProbeSet(p.desc[keep], remap[p.ident[keep]], p.is_ref[keep])
-        return CalibrationData(refs[idx], ps)
+            ps[k] = ProbeSet(p.desc[keep], remap[p.ident[keep]], p.is_ref[keep], None if p.second is None else p.second[keep])
+        return CalibrationData(refs[idx], ps, None if second_refs is None else second_refs[idx])
 
     cal, test = subset(half), subset(~half)
     rows = []
     for bd in bands:
         for n in (10, 100, 500):
             t = 0.001
-            a = simulate(cal, bd["name"], n, t, prior, seed=seed, keep_best=True)
-            b = simulate(test, bd["name"], n, t, prior, seed=seed + 1, keep_best=True)
+            a = simulate(cal, bd["name"], n, t, prior, seed=seed, keep_best=True, fusion=fusion)
+            b = simulate(test, bd["name"], n, t, prior, seed=seed + 1, keep_best=True, fusion=fusion)
             h = held_apart_interval(a["raw"], b["raw"], t, seed)
             rows.append({"band": bd["name"], "n": n, "target": t,
                          **{k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)

@@ -170,6 +170,33 @@ def test_shared_embedder_batches_across_cameras():
     assert emb.embed(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, 128)
 
 
+def test_shared_embedder_runs_the_second_model_on_the_crops_it_is_given():
+    """``submit_pair``: the second model's features of the faces that have a crop, NaN rows for those
+    that have none; without a second model (or any crop) the second part is None."""
+    seen = []
+
+    def compute(chips):
+        return np.full((len(chips), 128), 1.0, np.float32)
+
+    def second(crops):
+        seen.append(len(crops))
+        return crops.reshape(len(crops), -1)[:, :128].astype(np.float32)
+
+    emb = SharedEmbedder(compute, second=second).start()
+    chips = np.zeros((3, 150, 150, 3), np.uint8)
+    crops = [np.full((112, 112, 3), 5, np.uint8), None, np.full((112, 112, 3), 9, np.uint8)]
+    desc, feats = emb.submit_pair(chips, crops).result(10)
+    assert desc.shape == (3, 128) and feats.shape == (3, 128)
+    assert np.all(feats[0] == 5) and np.all(np.isnan(feats[1])) and np.all(feats[2] == 9)
+    assert seen == [2] and emb.second_faces == 2
+    assert emb.submit_pair(chips, [None] * 3).result(10)[1] is None
+    assert emb.embed(chips).shape == (3, 128)  # plain submit: the descriptors alone
+    emb.stop()
+    plain = SharedEmbedder(compute).start()
+    assert plain.submit_pair(chips, crops).result(10)[1] is None
+    plain.stop()
+
+
 def test_shared_embedder_errors_reach_the_caller():
     def compute(chips):
         raise RuntimeError("model broke")

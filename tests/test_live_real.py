@@ -49,27 +49,32 @@ def lfw_watchlist(shared_data: Path):
     Enrolled like ``watchlist.enrol`` does (largest face, flip-averaged template), with the
     default detector (RetinaFace, boxes mapped to dlib's convention; LFW's images are all
     250x250, so they go through it in batches) and dlib's native landmarks and chips: about a
-    minute once instead of several.
+    minute once instead of several. With SFace installed, the second model's templates too (its
+    crop from RetinaFace's landmarks, flip-averaged, as enrolment makes them): a few minutes more.
     """
     from openlfr.engine.cache import cache_dir
     from openlfr.engine.descriptor import DescriptorModel
     from openlfr.engine.images import load_image
     from openlfr.engine.retina import RetinaDetector
+    from openlfr.engine.sface import load_second_model
     from openlfr.live.align import Aligner
     from openlfr.watchlist.model import Subject, Watchlist
 
+    second = load_second_model("auto")
     items = lfw_first_images(shared_data / "lfw-dev" / "images")
-    key = hashlib.sha256("\n".join(["retina", *(f"{n}:{p.name}:{p.stat().st_size}" for n, p in items)]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join(["retina", "sface" if second else "", *(f"{n}:{p.name}:{p.stat().st_size}" for n, p in items)]).encode()).hexdigest()[:16]
     path = cache_dir() / f"test-live-lfw-watchlist-{key}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
         ids = [str(x) for x in z["ids"]]
         subjects = [Subject(i, i.replace("_", " ")) for i in ids]
-        return Watchlist(subjects, z["templates"], np.arange(len(ids)), z["quality"])
+        return Watchlist(subjects, z["templates"], np.arange(len(ids)), z["quality"],
+                         second_templates=z["second"] if "second" in z.files else None)
     det = RetinaDetector()
     aligner = Aligner(None)
+    aligner.second = second
     model = DescriptorModel()
-    ids, chips, quality = [], [], []
+    ids, chips, quality, crops = [], [], [], []
     for start in range(0, len(items), 32):
         part = items[start:start + 32]
         imgs = [load_image(p) for _, p in part]
@@ -80,14 +85,21 @@ def lfw_watchlist(shared_data: Path):
             face = aligner.align(rgb, d)
             ids.append(name)
             chips.append(face.chip)
+            crops.append(face.second_crop)
             quality.append(face.quality.score)
     templates = model.compute(np.stack(chips), flip=True).astype(np.float32)
+    extra = {}
+    if second is not None:
+        from openlfr.watchlist.enrol import second_features
+
+        extra["second"] = second_features(second, crops, flip=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.array(ids), templates=templates, quality=np.array(quality, np.float32))
+    np.savez(tmp, ids=np.array(ids), templates=templates, quality=np.array(quality, np.float32), **extra)
     os.replace(tmp, path)
     subjects = [Subject(i, i.replace("_", " ")) for i in ids]
-    return Watchlist(subjects, templates, np.arange(len(ids)), np.array(quality, np.float32))
+    return Watchlist(subjects, templates, np.arange(len(ids)), np.array(quality, np.float32),
+                     second_templates=extra.get("second"))
 
 
 CROWD_BOXES = Path(__file__).resolve().parent / "data" / "crowd_walk_boxes.xml"

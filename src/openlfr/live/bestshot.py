@@ -10,7 +10,8 @@ when it earns a place among the track's ``k`` best shots:
 - once ``k`` are kept, a face is embedded only if its quality beats the worst kept shot by
   ``min_gain``; it then replaces that shot.
 
-The template is the quality-weighted mean of the kept descriptors. dlib's descriptors are not
+The template is the quality-weighted mean of the kept descriptors (and ``second_template`` that
+of the second model's unit features, brought back to unit length). dlib's descriptors are not
 unit-normalised (their norms carry no identity information the metric relies on, and the
 threshold was set on raw descriptors), so the mean is not renormalised either: a weighted mean of
 raw descriptors is what the Euclidean threshold expects. Each change of the template bumps
@@ -34,6 +35,7 @@ class Shot:
     time: float = 0.0
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     chip: np.ndarray | None = field(default=None, repr=False)  # 150x150 RGB, memory only
+    second: np.ndarray | None = field(default=None, repr=False)  # (128,) the second model's feature, memory only
 
 
 def quality_bound(box_width: float, detector_score: float) -> float:
@@ -129,6 +131,15 @@ class BestShots:
         return self._template
 
     @property
+    def second_template(self) -> np.ndarray | None:
+        """Quality-weighted mean of the kept shots' second-model features (unit length), or None."""
+        have = [s for s in self.shots if s.second is not None and np.isfinite(s.second).all()]
+        if not have:
+            return None
+        t = fuse(np.stack([s.second for s in have]), np.array([s.quality for s in have]))
+        return t / max(float(np.linalg.norm(t)), 1e-12)
+
+    @property
     def best(self) -> Shot | None:
         return max(self.shots, key=lambda s: s.quality) if self.shots else None
 
@@ -140,5 +151,6 @@ class BestShots:
         """Forget every shot (chips and descriptors): the track has ended."""
         for s in self.shots:
             s.chip = None
+            s.second = None
         self.shots.clear()
         self._template = None

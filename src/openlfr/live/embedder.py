@@ -22,9 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class SharedEmbedder:
-    def __init__(self, compute, batch: int = 32, wait_ms: float = 2.0):
-        """``compute(chips (N, 150, 150, 3) uint8) -> (N, 128) float32``, e.g. ``engine_compute(engine)``."""
+    def __init__(self, compute, batch: int = 32, wait_ms: float = 2.0, second=None):
+        """``compute(chips (N, 150, 150, 3) uint8) -> (N, 128) float32``, e.g. ``engine_compute(engine)``;
+        ``second(crops (N, 112, 112, 3) uint8) -> (N, 128) float32``, e.g. ``second_compute(model)``."""
         self.compute = compute
+        self.second = second
+        self.second_faces = 0
         self.batch = batch
         self.wait_s = wait_ms / 1000.0
         self._q: queue.Queue = queue.Queue()
@@ -40,15 +43,29 @@ class SharedEmbedder:
         return self
 
     def submit(self, chips: np.ndarray) -> Future:
+        """A future of the chips' (N, 128) descriptors."""
+        return self._submit(chips, None, False)
+
+    def submit_pair(self, chips: np.ndarray, crops: list | None) -> Future:
+        """A future of ``(descriptors (N, 128), second features (N, 128) or None)``: the second model's
+        features of ``crops`` (NaN rows where a crop is None; None without a second model or crops)."""
+        return self._submit(chips, crops, True)
+
+    def _submit(self, chips, crops, pair: bool) -> Future:
         fut: Future = Future()
         chips = np.asarray(chips)
+        if crops is not None and (self.second is None or all(c is None for c in crops)):
+            crops = None
+        if crops is not None and len(crops) != len(chips):
+            raise ValueError(f"{len(chips)} chips but {len(crops)} second crops")
         if len(chips) == 0:
-            fut.set_result(np.empty((0, 128), np.float32))
+            empty = np.empty((0, 128), np.float32)
+            fut.set_result((empty, None) if pair else empty)
             return fut
         if self._stop.is_set():
             fut.set_exception(RuntimeError("embedder stopped"))
             return fut
-        self._q.put((chips, fut))
+        self._q.put((chips, fut, crops, pair))
         return fut
 
     def embed(self, chips: np.ndarray, timeout: float | None = 60.0) -> np.ndarray:
@@ -72,20 +89,28 @@ class SharedEmbedder:
     def _run(self, reqs) -> None:
         try:
             t0 = time.perf_counter()
-            chips = np.concatenate([c for c, _ in reqs]) if len(reqs) > 1 else reqs[0][0]
+            chips = np.concatenate([r[0] for r in reqs]) if len(reqs) > 1 else reqs[0][0]
             desc = np.asarray(self.compute(chips), np.float32)
+            crops = [(j, c) for j, c in enumerate(c for r in reqs for c in (r[2] if r[2] is not None else [None] * len(r[0])))
+                     if c is not None]
+            second = None
+            if crops:
+                second = np.full((len(chips), 128), np.nan, np.float32)
+                second[[j for j, _ in crops]] = np.asarray(self.second(np.stack([c for _, c in crops])), np.float32)
+                self.second_faces += len(crops)
             self.busy_s += time.perf_counter() - t0
             self.batches += 1
             self.faces += len(chips)
             self.max_batch = max(self.max_batch, len(chips))
         except Exception as e:  # hand the error to every waiting camera
             log.error("embedding failed: %s", type(e).__name__)
-            for _, fut in reqs:
-                fut.set_exception(e)
+            for r in reqs:
+                r[1].set_exception(e)
             return
         i = 0
-        for c, fut in reqs:
-            fut.set_result(desc[i : i + len(c)])
+        for c, fut, cr, pair in reqs:
+            d = desc[i : i + len(c)]
+            fut.set_result((d, None if second is None or cr is None else second[i : i + len(c)]) if pair else d)
             i += len(c)
 
     def stop(self) -> None:
@@ -100,6 +125,15 @@ class SharedEmbedder:
                 break
             if item is not None:
                 item[1].set_exception(RuntimeError("embedder stopped"))
+
+
+def second_compute(model):
+    """The second model's features of plain (not flipped) crops, as the fused table was calibrated."""
+
+    def compute(crops: np.ndarray) -> np.ndarray:
+        return model.compute(crops, flip=False)
+
+    return compute
 
 
 def engine_compute(engine, flip: bool | None = None):

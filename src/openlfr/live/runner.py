@@ -36,7 +36,7 @@ from .alerts import AlertEvent, AlertPolicy
 from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
-from .embedder import SharedEmbedder, engine_compute
+from .embedder import SharedEmbedder, engine_compute, second_compute
 from .scheduler import PROFILES, DetectionScheduler
 from .sink import AlertRecord, DeploymentEnded, split_source_name
 from .sources import Frame, FrameQueue, FrameSource, SourceError, SourceEvent, SourceReader, open_source
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from ..watchlist.index import SearchIndex
 
 log = logging.getLogger(__name__)
+SEARCH_DEPTH = 3  # nearest subjects a track's template is decided against
+SEARCH_DEPTH_FUSED = 5  # with fused scoring, whose per-probe thresholds can favour a farther subject
 
 
 class RunError(RuntimeError):
@@ -197,7 +199,7 @@ class CameraWorker(threading.Thread):
             return
         for tr, *_ in cands:
             tr.shots.reserve(frame.index)
-        fut = self.parts.embedder.submit(np.stack([f.chip for _, f, _ in cands]))
+        fut = self.parts.embedder.submit_pair(np.stack([f.chip for _, f, _ in cands]), [f.second_crop for _, f, _ in cands])
         self._pending.append((fut, cands, frame.index, frame.time))
 
     def _collect(self, wait: bool = True) -> None:
@@ -205,13 +207,14 @@ class CameraWorker(threading.Thread):
         changed: list[Track] = []
         last = None
         for fut, cands, index, t in pending:
-            desc = fut.result(timeout=120)
+            desc, second = fut.result(timeout=120)
             last = (index, t)
-            for (tr, face, band), dvec in zip(cands, desc):
+            for j, ((tr, face, band), dvec) in enumerate(zip(cands, desc)):
                 shots = tr.shots
                 if shots is None:  # the track ended meanwhile
                     continue
-                shot = Shot(float(face.quality.score), dvec, index, t, tuple(face.box), face.chip)
+                shot = Shot(float(face.quality.score), dvec, index, t, tuple(face.box), face.chip,
+                            None if second is None or not np.isfinite(second[j]).all() else second[j])
                 first = not shots.shots
                 self.stats.embedded += 1
                 if shots.add(shot):
@@ -254,13 +257,16 @@ class CameraWorker(threading.Thread):
 
         q = np.stack([tr.shots.template for tr in tracks])
         p = self.parts
-        dist, lab = top_subjects(p.index, q, min(3, p.n_subjects))
         sc = p.scoring
+        # fused scoring moves each subject's threshold by the second model's say: look a little deeper
+        dist, lab = top_subjects(p.index, q, min(SEARCH_DEPTH_FUSED if sc is not None and sc.fused else SEARCH_DEPTH,
+                                                 p.n_subjects))
         for tr, drow, lrow in zip(tracks, dist, lab):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
             if sc is not None:
                 band = tr.band if tr.band is not None else len(sc.z) - 1
-                matches = [(l, d, sc.threshold(l, band)) for l, d in matches]
+                d2 = sc.second_distances(tr.shots.second_template)
+                matches = [(l, d, sc.threshold(l, band, None if d2 is None else float(d2[l]))) for l, d in matches]
             tr.nearest = matches[0][1] if matches else None
             best = tr.shots.best
             events = p.policy.consider(
@@ -434,7 +440,7 @@ class LiveRunner:
         m = self.scoring_model
         try:
             self.scoring = m.for_watchlist(self.watchlist.templates, self.watchlist.template_subject, target,
-                                           self.reference_band)
+                                           self.reference_band, self.watchlist.second_templates)
         except ScoringError as e:
             self.close_sources()
             raise RunError(f"scoring: {e}") from None
@@ -580,7 +586,10 @@ class LiveRunner:
         self.emit(self.start_event())
         # the scoring model was calibrated on probes embedded as it says (flip-averaged or not)
         flip = bool(self.engine.flip or (self.scoring is not None and self.scoring_model.probe_flip))
-        self.embedder = SharedEmbedder(engine_compute(self.engine, flip), c.embed_batch, c.embed_wait_ms).start()
+        second = self.engine.second_model if self.scoring is not None and self.scoring.fused else None
+        self.aligner.second = second  # the second crop is cut only when it will be used
+        self.embedder = SharedEmbedder(engine_compute(self.engine, flip), c.embed_batch, c.embed_wait_ms,
+                                       second=None if second is None else second_compute(second)).start()
         import itertools
 
         ids = itertools.count(1)
@@ -710,6 +719,7 @@ class LiveRunner:
             "cpu_s": round(cpu_s, 3),
             "embedded": self.embedder.faces,
             "embed_batches": self.embedder.batches,
+            "embedded_second": self.embedder.second_faces,
             "interrupted": self.interrupted,
             "signal": signal.Signals(self.signalled).name if self.signalled else None,
             "cameras": [s.to_json() for s in self.stats],

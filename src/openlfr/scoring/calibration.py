@@ -14,6 +14,10 @@ Watchlists larger than the largest simulated size use the single-comparison fals
 that size's Z-scores with the independence formula ``1 - (1 - p)^n`` (an over-estimate of FPIR,
 so a cautious threshold), never a looser threshold than the largest simulated size's.
 
+Fusion with a second model (``Fusion``; SFace, ``engine/sface.py``): each model's distance is
+Z-normed against its own cohort (the same rule, its own prior) and the score is their weighted
+mean, ``z = (1 - w) * z_first + w * z_second``; the calibration above runs on that score.
+
 Everything is numpy and seeded; ``bench/make_scoring_tables.py`` runs it on lfw-dev and writes
 the packaged table, and the tests run it on held-apart identities.
 """
@@ -40,15 +44,26 @@ class ProbeSet:
     desc: np.ndarray
     ident: np.ndarray
     is_ref: np.ndarray
+    second: np.ndarray | None = None  # (P, D2) the second model's features of the same probes
 
 
 @dataclass
 class CalibrationData:
     """``refs[i]`` is identity ``i``'s reference descriptor (enrolled: flip-averaged);
-    ``probes[name]`` a probe set (a quality band's probes, or a degradation level's)."""
+    ``probes[name]`` a probe set (a quality band's probes, or a degradation level's);
+    ``second_refs`` the second model's reference features, when fused."""
 
     refs: np.ndarray
     probes: dict[str, ProbeSet]
+    second_refs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Score fusion with the second model: its cohort prior, and its weight in the fused score."""
+
+    prior: Prior
+    weight: float = 0.5
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,13 +101,33 @@ def replicates_for(n: int, n_ids: int) -> int:
 
 def simulate(data: CalibrationData, level: str, n: int, target: float, prior: Prior, *, k: int = COHORT,
              seed: int = 0, replicates: int | None = None, d_all: np.ndarray | None = None,
-             d_refs: np.ndarray | None = None, keep_tail: bool = False, keep_best: bool = False) -> dict:
-    """Direct FPIR/FNIR for galleries of ``n`` identities at one degradation level."""
+             d_refs: np.ndarray | None = None, keep_tail: bool = False, keep_best: bool = False,
+             fusion: Fusion | None = None, d_all2: np.ndarray | None = None, d_refs2: np.ndarray | None = None) -> dict:
+    """Direct FPIR/FNIR for galleries of ``n`` identities at one degradation level (of the fused
+    score when ``fusion`` is given: ``data`` then holds the second model's features too)."""
     n_ids = len(data.refs)
     if n >= n_ids:
         raise ValueError(f"cannot draw {n}-identity galleries from {n_ids} identities and keep strangers out")
     ps = data.probes[level]
     d_all = _dist(data.refs, ps.desc) if d_all is None else d_all
+    if fusion is not None:
+        if data.second_refs is None or ps.second is None:
+            raise ValueError("fusion needs the second model's reference and probe features")
+        d_all2 = _dist(data.second_refs, ps.second) if d_all2 is None else d_all2
+
+    def gallery_stats(g, refs, d_r, pr):
+        if d_r is not None and n > 1:
+            return _stats_from_matrix(d_r[np.ix_(g, g)], pr, k)
+        return cohort_stats(refs[g], pr, k)
+
+    def scores(g, cols, stats):
+        (m1, s1), second = stats
+        z = (d_all[np.ix_(g, cols)] - m1[:, None]) / s1[:, None]
+        if second is None:
+            return z
+        m2, s2 = second
+        z2 = (d_all2[np.ix_(g, cols)] - m2[:, None]) / s2[:, None]
+        return (1.0 - fusion.weight) * z + fusion.weight * z2
     reps = replicates or replicates_for(n, n_ids)
     rng = np.random.default_rng(seed + 7919 * n)
     nm_best, m_best, m_hit, tails, tail_total, rep_of, who_of, near_of = [], [], [], [], 0, [], [], []
@@ -100,13 +135,10 @@ def simulate(data: CalibrationData, level: str, n: int, target: float, prior: Pr
         g = np.sort(rng.choice(n_ids, n, replace=False))
         inside = np.zeros(n_ids, bool)
         inside[g] = True
-        if d_refs is not None and n > 1:
-            sub = d_refs[np.ix_(g, g)]
-            mean, std = _stats_from_matrix(sub, prior, k)
-        else:
-            mean, std = cohort_stats(data.refs[g], prior, k)
+        stats = (gallery_stats(g, data.refs, d_refs, prior),
+                 gallery_stats(g, data.second_refs, d_refs2, fusion.prior) if fusion is not None else None)
         out = np.flatnonzero(~inside[ps.ident])
-        z = (d_all[np.ix_(g, out)] - mean[:, None]) / std[:, None]
+        z = scores(g, out, stats)
         nm_best.append(z.min(0))
         near_of.append(g[z.argmin(0)])
         rep_of.append(np.full(out.size, len(rep_of), np.int64))
@@ -118,7 +150,7 @@ def simulate(data: CalibrationData, level: str, n: int, target: float, prior: Pr
             tail_total += flat.size
         mated = np.flatnonzero(inside[ps.ident] & ~ps.is_ref)
         if mated.size:
-            zm = (d_all[np.ix_(g, mated)] - mean[:, None]) / std[:, None]
+            zm = scores(g, mated, stats)
             pos = np.searchsorted(g, ps.ident[mated])
             m_best.append(zm[pos, np.arange(mated.size)])
             m_hit.append(zm.argmin(0) == pos)

@@ -12,6 +12,14 @@ At run start (:meth:`ScoringModel.for_watchlist`) each subject's cohort statisti
 band thresholds into one distance threshold per subject and band, so a search is the same
 nearest-neighbour search as before and the decision a table look-up:
 ``alert when distance < mean_s + z(band, N) * std_s``.
+
+Fusion with a second model (SFace, ``engine/sface.py``): a second packaged table
+(``data/scoring_table_sface.json``, same bands) holds thresholds for the fused score
+``z = (1 - w) * z_dlib + w * z_sface``, each model Z-normed against its own cohort. When a probe
+and a subject both have the second model's feature, the subject's distance threshold for that
+probe becomes ``mean_s + ((z_fused - w * z_sface) / (1 - w)) * std_s``: the same comparison of
+dlib's distance, with a threshold moved by what SFace says (lower when SFace finds the faces
+alike, higher when not). Otherwise dlib's own table decides, as before.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 from .cohort import Prior, cohort_stats, subject_templates
 
 TABLE_NAME = "scoring_table.json"
+FUSED_TABLE_NAME = "scoring_table_sface.json"
 TOO_POOR = "too poor to search"
 
 
@@ -65,6 +74,23 @@ class ScoringModel:
         self.k = int(c["k"])
         self.prior = Prior(float(c["prior"]["mean"]), float(c["prior"]["std"]), float(c["prior"]["weight"]))
         self.targets = sorted(float(x) for x in t["targets"])
+        f = t.get("fusion")
+        self.second_name: str | None = f["second_model"] if f else None
+        self.second_weight = float(f["weight"]) if f else 0.0
+        self.second_k = int(f["second_cohort"]["k"]) if f else 0
+        self.second_prior = (Prior(float(f["second_cohort"]["prior"]["mean"]), float(f["second_cohort"]["prior"]["std"]),
+                                   float(f["second_cohort"]["prior"]["weight"])) if f else None)
+        self.fused: ScoringModel | None = None  # the fused model beside this one (see ``with_fused``)
+
+    def with_fused(self, fused: "ScoringModel") -> "ScoringModel":
+        """Attach the fused model (its bands must be this model's)."""
+        if fused.second_name is None:
+            raise ScoringError("the fused table names no second model")
+        if [(b.name, b.min_face_px, b.min_sharpness, b.max_yaw) for b in fused.bands] != \
+                [(b.name, b.min_face_px, b.min_sharpness, b.max_yaw) for b in self.bands]:
+            raise ScoringError("the fused scoring table's quality bands differ from the main table's")
+        self.fused = fused
+        return self
 
     @property
     def probe_flip(self) -> bool:
@@ -74,8 +100,12 @@ class ScoringModel:
     # ----------------------------------------------------------------- identity
     @property
     def version(self) -> str:
-        """A short hash of the table: what a deployment records it was calibrated with."""
-        return hashlib.sha256(json.dumps(self.table, sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of the table (and of the fused table beside it): what a deployment records
+        it was calibrated with."""
+        h = hashlib.sha256(json.dumps(self.table, sort_keys=True).encode())
+        if self.fused is not None:
+            h.update(json.dumps(self.fused.table, sort_keys=True).encode())
+        return h.hexdigest()[:12]
 
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
@@ -156,8 +186,9 @@ class ScoringModel:
 
     # ----------------------------------------------------------------- per watchlist
     def for_watchlist(self, templates: np.ndarray, template_subject: np.ndarray, target: float,
-                      reference_band: np.ndarray | None = None) -> "WatchlistScoring":
-        """Cohort statistics of the watchlist's subjects and their distance threshold per band."""
+                      reference_band: np.ndarray | None = None, second_templates: np.ndarray | None = None) -> "WatchlistScoring":
+        """Cohort statistics of the watchlist's subjects and their distance threshold per band;
+        with the second model's templates (NaN rows: none) and a fused table, those of the fusion too."""
         tpl, labels = subject_templates(templates, template_subject)
         n = len(labels)
         if n == 0:
@@ -169,14 +200,46 @@ class ScoringModel:
         full_std = np.full(s_count, np.nan)
         full_mean[labels], full_std[labels] = mean, std
         ref = np.zeros(s_count, np.int64) if reference_band is None else np.asarray(reference_band, np.int64)
-        return WatchlistScoring(self, target, n, full_mean, full_std, z, ref)
+        ws = WatchlistScoring(self, target, n, full_mean, full_std, z, ref)
+        if self.fused is not None and second_templates is not None:
+            ws.second = self.fused._second_part(templates, template_subject, second_templates, s_count, n, target)
+        return ws
+
+    def _second_part(self, templates, template_subject, second_templates, s_count: int, n: int, target: float):
+        """The fused model's statistics: dlib's cohort (its prior), the second model's cohort among the
+        subjects that have its feature (unit-length mean of theirs), and the fused Z thresholds."""
+        st = np.asarray(second_templates, np.float32)
+        ok = np.isfinite(st).all(axis=1)
+        if not ok.any():
+            return None
+        tpl, labels = subject_templates(templates, template_subject)
+        m1 = np.full(s_count, np.nan)
+        s1 = np.full(s_count, np.nan)
+        m1[labels], s1[labels] = cohort_stats(tpl, self.prior, self.k)
+        t2, l2 = subject_templates(st[ok], np.asarray(template_subject)[ok])
+        t2 = t2 / np.linalg.norm(t2, axis=1, keepdims=True).clip(1e-12)
+        mean2, std2 = cohort_stats(t2, self.second_prior, self.second_k)
+        m2 = np.full(s_count, np.nan)
+        s2 = np.full(s_count, np.nan)
+        m2[l2], s2[l2] = mean2, std2
+        feats = np.full((s_count, st.shape[1]), np.nan, np.float32)
+        feats[l2] = t2
+        zf = np.array([self.z_threshold(b, n, target) for b in range(len(self.bands))])
+        return SecondScoring(self, self.second_weight, m1, s1, m2, s2, feats, zf)
 
     def reason(self, n: int, target: float) -> str:
         z = ", ".join(f"{b.name} {self.z_threshold(i, n, target):+.2f}" for i, b in enumerate(self.bands))
-        return (f"scoring model {self.version}: Z-normed distance against each subject's {self.k} nearest other "
+        text = (f"scoring model {self.version}: Z-normed distance against each subject's {self.k} nearest other "
                 f"subjects, threshold per probe quality band calibrated on degraded LFW dev probes so that a face "
                 f"that is not on a {n}-subject watchlist alerts with probability <= {target * 100:.3g}% in every band "
                 f"(Z thresholds {z}); faces below band {self.bands[-1].name} are not searched")
+        f = self.fused
+        if f is not None:
+            zf = ", ".join(f"{b.name} {f.z_threshold(i, n, target):+.2f}" for i, b in enumerate(f.bands))
+            text += (f"; where the probe and the subject both have {f.second_name.upper()}'s feature (a second, independent "
+                     f"model), the score is fused: {1 - f.second_weight:g} x dlib's Z + {f.second_weight:g} x "
+                     f"{f.second_name.upper()}'s Z, calibrated the same way (fused Z thresholds {zf})")
+        return text
 
     def evidence(self, n: int, target: float) -> dict:
         """What a deployment stores: the calibrated model for its watchlist's size and target."""
@@ -194,8 +257,17 @@ class ScoringModel:
                        "max_yaw": b.max_yaw, "calibrated_on": b.calibrated_on,
                        "expected": self.expected(i, n, target)} for i, b in enumerate(self.bands)],
             "expected_fpir": float(target),
+            **({"second_model": self.fused.second_evidence(n, target)} if self.fused is not None else {}),
             "reason": self.reason(n, target),
         }
+
+    def second_evidence(self, n: int, target: float) -> dict:
+        """The fused model's part of a deployment's evidence."""
+        return {"name": self.second_name, "weight": self.second_weight,
+                "z_thresholds": {b.name: round(self.z_threshold(i, n, target), 4) for i, b in enumerate(self.bands)},
+                "expected": {b.name: self.expected(i, n, target) for i, b in enumerate(self.bands)},
+                "used": "when the probe and the subject both have its feature (faces found by RetinaFace); "
+                        "otherwise dlib's thresholds decide"}
 
 
 @dataclass
@@ -210,27 +282,79 @@ class WatchlistScoring:
     z: np.ndarray  # (B,) Z threshold per band
     reference_band: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (S,) worst band of the references
 
+    second: "SecondScoring | None" = None  # the fusion's statistics, when the watchlist has second templates
+
     def band_for(self, subject: int, probe_band: int) -> int:
         """The stricter of the probe's band and the subject's reference band."""
         rb = int(self.reference_band[subject]) if subject < len(self.reference_band) else 0
         return max(int(probe_band), rb)
 
-    def threshold(self, subject: int, probe_band: int) -> float:
+    def threshold(self, subject: int, probe_band: int, second_distance: float | None = None) -> float:
+        """The distance threshold of ``subject`` for a probe of ``probe_band``; with the probe's
+        second-model distance to the subject (finite, and the subject has a second template), the
+        fused model's (see the module)."""
         b = self.band_for(subject, probe_band)
+        f = self.second
+        if f is not None and second_distance is not None and np.isfinite(second_distance) and np.isfinite(f.mean2[subject]):
+            return f.threshold(subject, b, float(second_distance))
         return float(self.mean[subject] + self.z[b] * self.std[subject])
+
+    @property
+    def fused(self) -> bool:
+        return self.second is not None
+
+    def second_distances(self, feature: np.ndarray | None) -> np.ndarray | None:
+        """(S,) distances of a probe's second-model feature to each subject's (NaN: the subject has none)."""
+        if self.second is None or feature is None:
+            return None
+        v = np.asarray(feature, np.float32).reshape(-1)
+        if not np.isfinite(v).all():
+            return None
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        return np.linalg.norm(self.second.features - v[None, :], axis=1)
 
     def score(self, subject: int, distance: float) -> float:
         return float((distance - self.mean[subject]) / self.std[subject])
 
 
-def load_scoring_model(path: str | Path | None = None) -> ScoringModel:
-    """The packaged model, or the table at ``path``."""
+@dataclass
+class SecondScoring:
+    """The fused model applied to one watchlist (per subject index; NaN where a subject has no second template)."""
+
+    model: ScoringModel  # the fused table's model
+    weight: float  # the second model's weight in the fused score
+    mean1: np.ndarray  # dlib's cohort statistics under the fused model's prior
+    std1: np.ndarray
+    mean2: np.ndarray  # the second model's
+    std2: np.ndarray
+    features: np.ndarray  # (S, D2) unit-length subject templates of the second model
+    z: np.ndarray  # (B,) fused Z threshold per band
+
+    def threshold(self, subject: int, band: int, second_distance: float) -> float:
+        """dlib distance below which the fused score is below the band's threshold."""
+        z2 = (second_distance - self.mean2[subject]) / self.std2[subject]
+        z1 = (self.z[band] - self.weight * z2) / (1.0 - self.weight)
+        return float(self.mean1[subject] + z1 * self.std1[subject])
+
+    def score(self, subject: int, distance: float, second_distance: float) -> float:
+        z1 = (distance - self.mean1[subject]) / self.std1[subject]
+        z2 = (second_distance - self.mean2[subject]) / self.std2[subject]
+        return float((1.0 - self.weight) * z1 + self.weight * z2)
+
+
+def load_scoring_model(path: str | Path | None = None, fused: str | Path | None = None) -> ScoringModel:
+    """The packaged model (with its fused table), or the table at ``path`` (with the fused one at ``fused``)."""
     if path is None:
         return _packaged()
-    return ScoringModel(json.loads(Path(path).read_text()))
+    m = ScoringModel(json.loads(Path(path).read_text()))
+    return m.with_fused(ScoringModel(json.loads(Path(fused).read_text()))) if fused is not None else m
 
 
 @lru_cache(maxsize=1)
 def _packaged() -> ScoringModel:
-    text = resources.files("openlfr.scoring").joinpath("data", TABLE_NAME).read_text()
-    return ScoringModel(json.loads(text))
+    data = resources.files("openlfr.scoring").joinpath("data")
+    m = ScoringModel(json.loads(data.joinpath(TABLE_NAME).read_text()))
+    f = data.joinpath(FUSED_TABLE_NAME)
+    if f.is_file():
+        m.with_fused(ScoringModel(json.loads(f.read_text())))
+    return m

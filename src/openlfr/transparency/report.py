@@ -229,6 +229,7 @@ def collect(gov, actor, deployment_id: int) -> Report:
         basis = "the scoring model's calibration" if ev["kind"] == "openlfr scoring model" else "the packaged LFW impostor table"
         if ev["kind"] == "openlfr scoring model":
             thr["bands"] = ev.get("bands")
+            thr["second_model"] = ev.get("second_model")
         elif exp_fpir is not None and exp_fpir > float(ev.get("target_fpir") or 1):
             thr["warning"] = (f"the manual threshold implies a false alert rate of {pct(exp_fpir, 3)} per face seen, "
                               f"{exp_fpir / float(ev['target_fpir']):.1f} times the target {pct(float(ev['target_fpir']), 3)}")
@@ -383,6 +384,17 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
                             + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "") if e.get("fnir") is not None else "")
                          + ("; held to a better band's stricter threshold" if tight else "")
                          + f"; measured at {e.get('at_size')} subjects")
+        sm = thr.get("second_model")
+        if sm:
+            name = str(sm.get("name", "")).upper()
+            lines.append(f"Where the face and the subject's reference both have {name}'s feature (a second, independent model; "
+                         f"faces found by RetinaFace), the score fuses the two models ({name}'s weight {sm.get('weight')}), "
+                         "calibrated the same way:")
+            for bn, e in (sm.get("expected") or {}).items():
+                fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
+                lines.append(f"  band {bn}: FPIR {pct(e.get('fpir'), 3)}" + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
+                             + (f", FNIR {pct(e.get('fnir'), 3)}" + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "")
+                                if e.get("fnir") is not None else "") + f"; measured at {e.get('at_size')} subjects")
         lines.append("Faces below the last band are not searched (too poor to search).")
     out.append(("Threshold", lines))
     out.append(("Cameras and faces seen", [f"{c['name']}: {num(c['faces_seen'])} faces seen" for c in d["cameras"]]

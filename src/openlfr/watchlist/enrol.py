@@ -265,15 +265,14 @@ def enrol_subjects(
         raise NoAcceptedImage(f"{source or 'watchlist'}: no subject has an accepted image\n{report.summary()}", report)
     templates = engine.descriptor.compute(np.stack(chips), flip=flip, jitter=getattr(engine, "jitter", 0))
     wl = Watchlist(kept, templates.astype(np.float32).reshape(-1, DIM), np.array(owner), np.array(quality), image,
-                   second_templates=second_features(engine, crops, flip))
+                   second_templates=second_features(getattr(engine, "second_model", None), crops, flip))
     wl.template_low_quality_band = low_band
     return wl, report
 
 
-def second_features(engine, crops: list, flip: bool = True) -> np.ndarray | None:
-    """(M, 128) second-model features of the references' crops (``Face.second_crop``; NaN rows
-    where a face has none), or None when the engine has no second model or no face has a crop."""
-    model = getattr(engine, "second_model", None)
+def second_features(model, crops: list, flip: bool = True) -> np.ndarray | None:
+    """(M, 128) features of the references' crops (``Face.second_crop``; NaN rows where a face has
+    none) by the second ``model`` (``engine.sface.SFaceModel``), or None without one or any crop."""
     have = [i for i, c in enumerate(crops) if c is not None]
     if model is None or not have:
         return None

@@ -131,9 +131,9 @@ def camera_main(spec: CameraSpec, requests, responses, events) -> None:
     engine = FaceEngine(detector="hog", upsample=spec.cfg.detection.upsample, descriptor=RemoteDescriptor(client))
     for k, v in (spec.engine_attributes or {}).items():  # align (and embed) as the parent's engine does
         setattr(engine, k, v)
+    engine.detector_name = spec.cfg.detection.detector  # (the second model follows RetinaFace's landmarks)
     if spec.detector_remote:
         engine.detector = RemoteDetector(client, spec.detector_attributes)
-        engine.detector_name = spec.cfg.detection.detector
 
     class CameraRunner(LiveRunner):
         def alert_event(self, ev: AlertEvent) -> None:

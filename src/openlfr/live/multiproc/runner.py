@@ -431,7 +431,7 @@ def engine_attributes(engine) -> dict:
     """The parent engine's plain options a camera process's engine must share (how faces are
     aligned: ``landmarks``; ``flip`` / ``jitter``, which the service applies anyway)."""
     out = {}
-    for k in ("flip", "jitter", "landmarks"):
+    for k in ("flip", "jitter", "landmarks", "second_choice"):
         v = getattr(engine, k, None)
         if isinstance(v, (bool, int, str)):
             out[k] = v
