@@ -65,6 +65,7 @@ def test_worker_posts_alerts_idempotently(setup):
     # the run: snapshot templates and subjects
     run = c.get("/api/worker/run", headers=h).json()
     assert run["deployment_id"] == d and len(run["subjects"]) == 2 and run["cameras"] == ["cam-a", "cam-b"]
+    assert run["second_templates"] is None  # no template has the second model's (test_governance_second_templates)
     # after a stop, alerts are refused (and the worker token cannot be reused for another deployment)
     w.gov.stop_deployment(w["operator"], d)
     r = c.post("/api/worker/alerts", json={**body, "idempotency_key": "k-0000005"}, headers=h)
@@ -213,6 +214,7 @@ def test_templates_round_trip(setup):
     local = w.gov.open_run(w["operator"], d)
     assert np.array_equal(run.watchlist_templates, local.watchlist_templates)
     assert list(run.template_subject_ids) == list(local.template_subject_ids)
+    assert run.second_templates is None and local.second_templates is None
 
 
 def test_faces_seen_survive_a_worker_exit_while_the_server_is_down(setup, tmp_path):

@@ -291,6 +291,7 @@ def _new_images(wl, subject_index: int, source: str, taken_at: datetime | None, 
             data=data, template=wl.templates[j], quality=float(wl.template_quality[j]),
             source=source or str(p), taken_at=taken_at, media_type=kind,
             low_quality_band=bands[j], low_quality_reason=low_quality_reason if bands[j] else "",
+            second_template=None if wl.second_templates is None else wl.second_templates[j],
         ))
     return images
 

@@ -26,7 +26,8 @@ USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 @dataclass
 class NewImage:
-    """A reference image to enrol: its bytes, its template (128 floats) and where it came from."""
+    """A reference image to enrol: its bytes, its template (128 floats), the second model's
+    template when there is one, and where it came from."""
 
     data: bytes
     template: np.ndarray | bytes
@@ -36,6 +37,9 @@ class NewImage:
     media_type: str = "image/jpeg"
     low_quality_band: str | None = None  # enrolled below the quality gate (override): its band
     low_quality_reason: str = ""  # why (required with the band; audited)
+    # the second model's (SFace's) feature of the same face (128 floats; ``Face.second``), or None
+    # (or a row of NaN, as in ``Watchlist.second_templates``) when it has none
+    second_template: np.ndarray | bytes | None = None
 
 
 @dataclass

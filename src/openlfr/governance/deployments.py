@@ -157,7 +157,8 @@ class DeploymentAdmin:
         if s.execute(select(Snapshot).where(Snapshot.deployment_id == d.id)).first() is not None:
             raise GovernanceError(f"deployment {d.id} already had a snapshot")
         rows = s.execute(
-            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer, Template.low_quality_band)
+            select(SubjectRow.id, SubjectRow.name, SubjectRow.category, Template.vector, SubjectRow.volunteer, Template.low_quality_band,
+                   Template.second_vector)
             .join(Template, Template.subject_id == SubjectRow.id)
             .where(SubjectRow.watchlist_id == d.watchlist_id, SubjectRow.expires_at > now)
             .order_by(SubjectRow.id, Template.id)
@@ -175,7 +176,7 @@ class DeploymentAdmin:
         s.add(snap)
         s.flush()
         s.add_all(SnapshotTemplate(snapshot_id=snap.id, subject_id=sid, subject_name=nm, subject_category=cat, vector=vec,
-                                   low_quality_band=band) for sid, nm, cat, vec, _, band in rows)
+                                   low_quality_band=band, second_vector=second) for sid, nm, cat, vec, _, band, second in rows)
         s.flush()
         return snap
 

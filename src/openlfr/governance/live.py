@@ -4,6 +4,7 @@
 
     run = open_deployment_run(db_url, deployment_id, actor=operator)   # refuses unless active
     run.watchlist_templates   # (M, 128) float32, the frozen snapshot
+    run.second_templates      # (M, 128) float32 second-model features (NaN rows: none), or None
     run.template_subject_ids  # (M,) int64: subject id of each template
     run.subjects              # [RunSubject(id, name, category)]
     run.threshold, run.cameras, run.ends_at
@@ -100,6 +101,9 @@ class DeploymentRun:
     sink: AlertSink  # governance's DeploymentSink, or a camera worker's RemoteAlertSink
     threshold_evidence: dict | None = None  # how the threshold was chosen (a scoring model decides per band)
     template_low_quality_band: list = field(default_factory=list)  # per template: band name of an override, or None
+    # (M, 128) float32 second-model (SFace) features row-aligned with ``watchlist_templates``, a row
+    # of NaN where a template has none; None when none has one (``Watchlist.second_templates``)
+    second_templates: np.ndarray | None = field(default=None, repr=False)
 
     def reference_bands(self) -> np.ndarray | None:
         """(subjects,) worst quality band index of each subject's references enrolled below the gate
@@ -127,6 +131,7 @@ class DeploymentRun:
             templates=self.watchlist_templates,
             template_subject=np.array([index[int(i)] for i in self.template_subject_ids], np.int64),
             template_quality=np.zeros(len(self.template_subject_ids), np.float32),
+            second_templates=self.second_templates,
         )
 
 

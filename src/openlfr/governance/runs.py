@@ -53,7 +53,8 @@ class LiveRuns:
             if snap is None:
                 raise DeploymentNotActive(f"deployment {d.id} has no snapshot")
             rows = s.execute(select(SnapshotTemplate.subject_id, SnapshotTemplate.subject_name, SnapshotTemplate.subject_category,
-                                    SnapshotTemplate.vector, SnapshotTemplate.low_quality_band).where(SnapshotTemplate.snapshot_id == snap.id)
+                                    SnapshotTemplate.vector, SnapshotTemplate.low_quality_band, SnapshotTemplate.second_vector)
+                             .where(SnapshotTemplate.snapshot_id == snap.id)
                              .order_by(SnapshotTemplate.subject_id, SnapshotTemplate.id)).all()
             subjects: dict[int, RunSubject] = {}
             for sid, nm, cat, *_ in rows:
@@ -67,6 +68,7 @@ class LiveRuns:
                 sink=DeploymentSink(self, actor, d.id),
                 threshold_evidence=json.loads(d.threshold_evidence) if d.threshold_evidence else None,
                 template_low_quality_band=[r[4] for r in rows],
+                second_templates=repo.vector_rows(r[5] for r in rows),
             )
 
     def is_running(self, deployment_id: int) -> bool:

@@ -85,7 +85,7 @@ class WatchlistAdmin:
             if im.low_quality_band is not None and not (im.low_quality_reason or "").strip():
                 raise GovernanceError(f"subject {ref}: a reference below the quality gate needs a reason")
             try:
-                vectors.append(repo.vector_bytes(im.template))
+                vectors.append((repo.vector_bytes(im.template), repo.second_vector_bytes(im.second_template)))
             except ValueError as e:
                 raise GovernanceError(f"subject {ref}: {e}") from None
         with self._tx(actor, "watchlist.enrol") as s:
@@ -105,14 +105,14 @@ class WatchlistAdmin:
                 raise GovernanceError(f"subject {ref} is on {w.name} with another name or category")
             elif subj.expires_at <= now:
                 raise GovernanceError(f"subject {ref} has expired; erase it and enrol again")
-            for im, vec in zip(images, vectors):
+            for im, (vec, second) in zip(images, vectors):
                 row = ReferenceImage(subject_id=subj.id, source=im.source or "", taken_at=utc(im.taken_at) if im.taken_at else None,
                                      added_at=now, added_by_id=actor.user_id, media_type=im.media_type,
                                      sha256=hashlib.sha256(im.data).hexdigest(), data=im.data)
                 s.add(row)
                 s.flush()
                 s.add(Template(subject_id=subj.id, image_id=row.id, vector=vec, quality=float(im.quality), created_at=now,
-                               low_quality_band=im.low_quality_band))
+                               low_quality_band=im.low_quality_band, second_vector=second))
                 if im.low_quality_band is not None:
                     s.flush()
                     self._audit(s, actor, "subject.low_quality_override", f"subject:{subj.id}", {

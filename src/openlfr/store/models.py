@@ -125,6 +125,9 @@ class Template(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Quality band of a reference enrolled below the quality gate (audited override); NULL: it passed. Migration 0006.
     low_quality_band: Mapped[str | None] = mapped_column(String(8))
+    # The second model's (SFace's) feature of the same face: 128 float32, little endian; NULL:
+    # none (no second model, no RetinaFace landmarks, enrolled before it). Migration 0008.
+    second_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 # -- deployments ------------------------------------------------------------------------------
@@ -200,6 +203,7 @@ class SnapshotTemplate(Base):
     subject_category: Mapped[str] = mapped_column(String(60))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     low_quality_band: Mapped[str | None] = mapped_column(String(8))  # copied from the template (migration 0006)
+    second_vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # copied from the template (migration 0008)
 
 
 class VolunteerPass(Base):

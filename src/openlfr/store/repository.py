@@ -43,6 +43,32 @@ def vector_array(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4").astype(np.float32)
 
 
+def second_vector_bytes(v) -> bytes | None:
+    """The second model's feature of a reference as ``vector_bytes`` stores it, or None (NULL)
+    when it has none: None, or a row of NaN as in ``Watchlist.second_templates``. A row that is
+    partly NaN is a ``ValueError``, as any other non-finite template."""
+    if v is None:
+        return None
+    if not isinstance(v, (bytes, bytearray, memoryview)):
+        a = np.asarray(v, dtype="<f4").reshape(-1)
+        if a.size and np.isnan(a).all():
+            return None
+    return vector_bytes(v)
+
+
+def vector_rows(rows) -> np.ndarray | None:
+    """(M, 128) float32 of stored optional vectors (bytes or None), a row of NaN for None; None
+    when no row has one (``Watchlist.second_templates``)."""
+    rows = list(rows)
+    if not any(b is not None for b in rows):
+        return None
+    out = np.full((len(rows), DIM), np.nan, np.float32)
+    for i, b in enumerate(rows):
+        if b is not None:
+            out[i] = vector_array(b)
+    return out
+
+
 def user_by_name(s: Session, name: str) -> User | None:
     return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
 

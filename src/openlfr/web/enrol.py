@@ -124,6 +124,7 @@ class FaceEnroller:
                     data=up.data, template=wl.templates[j], quality=float(wl.template_quality[j]),
                     source=source or up.filename or "upload", taken_at=taken_at,
                     low_quality_band=wl.template_low_quality_band[j] if wl.template_low_quality_band else None,
+                    second_template=None if wl.second_templates is None else wl.second_templates[j],
                     low_quality_reason=low_quality_reason.strip(),
                     media_type=Image.MIME.get(kinds[i]) or "application/octet-stream"))
             return EnrolResult(images, _report(report, names))

@@ -361,6 +361,10 @@ def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_d
     if int(r["deployment_id"]) != int(deployment_id):
         raise GovernanceError(f"the worker token is for deployment {r['deployment_id']}, not {deployment_id}")
     templates = np.frombuffer(base64.b64decode(r["templates"]), dtype="<f4").astype(np.float32).reshape(-1, 128)
+    second = r.get("second_templates")  # absent from a server before the second model: none
+    second_templates = None if not second else np.frombuffer(base64.b64decode(second), dtype="<f4").astype(np.float32).reshape(-1, 128)
+    if second_templates is not None and len(second_templates) != len(templates):
+        raise GovernanceError(f"the server sent {len(second_templates)} second templates for {len(templates)} templates")
     ends_at = datetime.fromisoformat(r["ends_at"])
     return DeploymentRun(
         deployment_id=int(r["deployment_id"]), name=r["name"], watchlist_templates=templates,
@@ -371,4 +375,5 @@ def open_remote_run(server: str, token: str | None, deployment_id: int, buffer_d
         sink=RemoteAlertSink(client, int(r["deployment_id"]), buffer_dir, ends_at=ends_at),
         threshold_evidence=r.get("threshold_evidence"),
         template_low_quality_band=list(r.get("template_low_quality_band") or []),
+        second_templates=second_templates,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
 
@@ -39,6 +40,9 @@ def run(request: Request, p: Principal = Depends(worker)) -> dict:
         "templates": base64.b64encode(r.watchlist_templates.astype("<f4").tobytes()).decode("ascii"),
         "threshold_evidence": r.threshold_evidence,
         "template_low_quality_band": list(r.template_low_quality_band),
+        # the second model's templates, row-aligned with ``templates`` (NaN rows: none); null: none has one
+        "second_templates": None if r.second_templates is None
+        else base64.b64encode(np.asarray(r.second_templates).astype("<f4").tobytes()).decode("ascii"),
     }
 
 
