@@ -130,7 +130,7 @@ def crowd_run(wl, realtime: bool = False, detection: dict | None = None):
         "scans": cam["scans"], "window_runs": cam["window_runs"], "detections": cam["detections"],
         "scan_cpu_s": cam["scan_cpu_s"], "window_cpu_s": cam["window_cpu_s"], "worker_cpu_s": cam["cpu_s"],
         "scanned_mpx": cam["scanned_mpx"],
-        "aligned": cam["aligned"], "embedded": cam["embedded"],
+        "aligned": cam["aligned"], "embedded": cam["embedded"], "embedded_second": cam.get("embedded_second"),
     }
 
 

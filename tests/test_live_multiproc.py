@@ -128,6 +128,44 @@ def test_processes_give_the_threaded_alerts(hamilton, watchlist, threaded):
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_processes_fuse_the_second_model_as_threads_do(hamilton):
+    """At the default (calibrated, fused) scoring, a camera process cuts and describes the second
+    model's crops itself and decides as the threaded shape does: same alerts, same shots with SFace."""
+    from openlfr.engine.pipeline import FaceEngine
+    from openlfr.engine.sface import load_second_model
+    from openlfr.live.multiproc.runner import ProcessRunner
+    from openlfr.live.runner import LiveRunner
+    from openlfr.watchlist.enrol import load_watchlist
+
+    if load_second_model("auto") is None:
+        pytest.skip("SFace is not installed")
+    wl, _ = load_watchlist(hamilton / "hamilton_refs", FaceEngine())
+    assert wl.n_second == wl.n_templates == 4
+
+    def cfg():
+        return RunConfig(sources=[f"a={hamilton / 'hamilton_clip_640x360.mp4'}"], watchlist=hamilton / "hamilton_refs",
+                         max_frames=100)
+
+    ref_events: list[dict] = []
+    t = LiveRunner(cfg(), on_event=ref_events.append, watchlist=wl)
+    t.prepare()
+    ref = t.run()
+    events: list[dict] = []
+    r = ProcessRunner(cfg(), on_event=events.append, watchlist=wl, processes=1)
+    r.prepare()
+    s = r.run()
+    for ev in (ref_events, events):
+        assert ev[0]["event"] == "start" and ev[0]["second_model"] == "sface" and ev[0]["second_templates"] == 4
+    assert _alerts(events) == _alerts(ref_events)
+    assert "lin-manuel-miranda" in {a[1] for a in _alerts(events)}
+    assert s["embedded_second"] == ref["embedded_second"] > 0
+    assert s["embedded_second"] <= s["embedded"]
+    assert mp.active_children() == [] and left(r.segments) == []
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_retina_in_the_service_gives_the_threaded_alerts(hamilton, watchlist, threaded):
     """``detect_in="service"`` (the shape a CUDA machine takes by itself): the camera processes
     send their scans and windows to the inference service, whose one RetinaFace batches the two

@@ -49,7 +49,9 @@ class _Display:
         kind = ev.get("event")
         if kind == "start":
             self.console.print(f"[bold]threshold[/] {ev['threshold']:.3f} — {ev['threshold_reason']}")
-            self.console.print(f"watchlist: {ev['watchlist_subjects']} subjects; detector: {ev['detector']}")
+            second = (f"; second model: {ev['second_model']} ({ev.get('second_templates', 0)} of {ev.get('watchlist_templates')} "
+                      "templates have its feature)" if ev.get("second_model") else "; second model: none (dlib's descriptor alone)")
+            self.console.print(f"watchlist: {ev['watchlist_subjects']} subjects; detector: {ev['detector']}{second}")
         elif kind == "alert":
             self.console.print(
                 f"[bold red]ALERT[/] {ev['name']} on {ev['camera']} (track {ev['track']}) distance "
@@ -105,6 +107,7 @@ def run(
     max_frames: Annotated[Optional[int], typer.Option(help="Stop each source after N frames.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log source events and timings to stderr.")] = False,
     shape: Annotated[str, typer.Option(help="auto, threads (one process) or processes (camera processes around one inference service; many cameras, GPU).")] = "auto",
+    second_model: Annotated[str, typer.Option(help="The second face model fused in the score: auto (SFace when installed, with RetinaFace), sface (required) or none (dlib's descriptor alone).")] = "auto",
     detect_in: Annotated[str, typer.Option(help="With --shape processes: where RetinaFace runs: camera (each camera process), service (the inference service, batched across cameras) or auto (the service on a CUDA GPU).")] = "auto",
 ) -> None:
     """Live recognition: detect, track, pick best shots, search the watchlist, one alert per person."""
@@ -120,7 +123,7 @@ def run(
     try:
         cfg = RunConfig(
             sources=source, watchlist=watchlist, annotate=annotate, realtime=realtime, max_frames=max_frames, shape=shape,
-            detect_in=detect_in,
+            detect_in=detect_in, second_model=second_model,
             detection={"detector": detector.value, "roi": _parse_zone(zone), "every": scan_every, "min_face_px": min_face},
             tracking={"max_absence_s": max_absence},
             alerts={"threshold": threshold, "target_fpir": target_fpir, "cooldown_s": cooldown},

@@ -111,6 +111,10 @@ class RunConfig(BaseModel):
     folder_fps: float = Field(25.0, gt=0, description="frame rate given to image folders")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnection attempts")
     stall_timeout_s: float = Field(5.0, gt=0, description="a live source with no frame for this long is reconnected")
+    second_model: Literal["auto", "sface", "none"] = Field(
+        "auto", description="the second face model fused in the score (SFace, with RetinaFace): auto = when installed; "
+        "sface = required; none = dlib's descriptor alone",
+    )
     embed_batch: int = Field(32, ge=1, le=512)
     embed_threads: int = Field(1, ge=1, le=256, description="onnxruntime threads of the shared embedder")
     embed_wait_ms: float = Field(2.0, ge=0, description="the shared embedder waits this long to fill a batch")

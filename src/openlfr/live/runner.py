@@ -95,6 +95,7 @@ class CameraStats:
     scans: int = 0
     window_runs: int = 0
     embedded: int = 0
+    embedded_second: int = 0  # of which with the second model's feature too (fused scoring)
     aligned: int = 0
     merged: int = 0
     faces_seen: int = 0
@@ -217,6 +218,7 @@ class CameraWorker(threading.Thread):
                             None if second is None or not np.isfinite(second[j]).all() else second[j])
                 first = not shots.shots
                 self.stats.embedded += 1
+                self.stats.embedded_second += shot.second is not None
                 if shots.add(shot):
                     tr.band = band if tr.band is None else min(tr.band, band)
                     if first and self._reidentify(tr):
@@ -398,14 +400,15 @@ class LiveRunner:
             # multi-threaded session would spin on the cores they need. On a CUDA GPU (torch
             # installed) descriptor and CNN detector run there ($OPENLFR_RUNTIME=onnx: not).
             self.engine = FaceEngine(detector=c.detection.detector, upsample=c.detection.upsample,
-                                     min_face=None, descriptor=make_descriptor("auto", threads=c.embed_threads))
+                                     min_face=None, descriptor=make_descriptor("auto", threads=c.embed_threads),
+                                     second=c.second_model)
         self.aligner = Aligner(self.engine)
         self._warm_up()
         if self.watchlist is None and c.watchlist is None:
             self.close_sources()
             raise RunError("no watchlist given")
         if self.watchlist is None:
-            enrol = self.enrol_engine or FaceEngine()
+            enrol = self.enrol_engine or FaceEngine(second=c.second_model)
             try:
                 self.watchlist, self.enrolment = load_watchlist(c.watchlist, enrol)
             except WatchlistError as e:
@@ -440,7 +443,7 @@ class LiveRunner:
         m = self.scoring_model
         try:
             self.scoring = m.for_watchlist(self.watchlist.templates, self.watchlist.template_subject, target,
-                                           self.reference_band, self.watchlist.second_templates)
+                                           self.reference_band, self.watchlist.second_templates if self._second_model() else None)
         except ScoringError as e:
             self.close_sources()
             raise RunError(f"scoring: {e}") from None
@@ -448,6 +451,17 @@ class LiveRunner:
             self.engine.flip = True
         ev = m.evidence(self.n_subjects, target)
         self.threshold = ThresholdInfo(float(ev["threshold"]), prefix + ev["reason"], target, target, False)
+
+    def _second_model(self):
+        """The engine's second model (None: not installed, not wanted, or not RetinaFace); an error
+        when the configuration asks for it (``second_model="sface"``) and it is not installed."""
+        from ..engine.models import ModelFileError
+
+        try:
+            return self.engine.second_model
+        except ModelFileError as e:
+            self.close_sources()
+            raise RunError(f"second model: {e}") from None
 
     def band_of(self, face) -> int | None:
         """The face's quality band (None: too poor to search)."""
@@ -571,6 +585,9 @@ class LiveRunner:
             "threshold_reason": th.reason,
             "target_fpir": th.target_fpir,
             "detector": self.cfg.detection.detector,
+            # the second model fused in the score, and how many of the watchlist's templates have its feature
+            "second_model": "sface" if self.scoring is not None and self.scoring.fused else None,
+            "second_templates": self.watchlist.n_second,
         }
 
     def stop(self, drain: bool = False) -> None:
@@ -719,7 +736,7 @@ class LiveRunner:
             "cpu_s": round(cpu_s, 3),
             "embedded": self.embedder.faces,
             "embed_batches": self.embedder.batches,
-            "embedded_second": self.embedder.second_faces,
+            "embedded_second": sum(s.embedded_second for s in self.stats),
             "interrupted": self.interrupted,
             "signal": signal.Signals(self.signalled).name if self.signalled else None,
             "cameras": [s.to_json() for s in self.stats],

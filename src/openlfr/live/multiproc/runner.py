@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CHIP_BYTES = 150 * 150 * 3
 CHIPS_PER_CALL = 32  # most chips a camera process sends in one request (its own embedder's batch)
-SUMMED = ("frames", "read", "dropped", "detections", "scans", "window_runs", "embedded", "aligned", "merged", "too_poor",
+SUMMED = ("frames", "read", "dropped", "detections", "scans", "window_runs", "embedded", "embedded_second", "aligned", "merged", "too_poor",
           "faces_seen", "reconnects", "busy_s", "cpu_s", "scan_cpu_s", "window_cpu_s", "scanned_mpx")
 
 
