@@ -438,6 +438,37 @@ def watchlist_import(
         raise typer.Exit(2)
 
 
+def _backfill_engine():
+    """The face engine the backfill computes with: RetinaFace and the second model when installed."""
+    from ..engine.pipeline import FaceEngine
+
+    return FaceEngine()
+
+
+@watchlist_app.command("backfill-second")
+@_handled
+def watchlist_backfill_second(
+    watchlist: Annotated[str, typer.Argument(help="Watchlist name or id.")],
+    db: DbOpt = None,
+    as_user: AsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add the second model's (SFace) template to references enrolled without one, from their stored images.
+
+    Unexpired subjects only; running deployments keep their frozen snapshot. A reference whose
+    image shows no usable face is left as it is and reported. Audited."""
+    gov, actor = _setup(db, as_user)
+    res = gov.backfill_second_templates(actor, watchlist, _backfill_engine())
+    if json_out:
+        return _print_json(res)
+    for t in res["skipped_templates"]:
+        err.print(f"skipped template {t['template_id']} (subject {t['subject_id']}): {t['reason']}"
+                  + (f" ({t['detail']})" if t["detail"] else ""))
+    out.print(f"watchlist {res['watchlist']}: {res['filled']} template(s) given a second template "
+              f"({res['subjects']} subject(s)), {res['skipped']} skipped"
+              + (": " + ", ".join(f"{n} {why}" for why, n in res["reasons"].items()) if res["reasons"] else ""))
+
+
 @watchlist_app.command("list")
 @_handled
 def watchlist_list(

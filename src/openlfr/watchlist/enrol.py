@@ -181,6 +181,22 @@ def read_csv(path: Path) -> list[Subject]:
     return list(subjects.values())
 
 
+def dominant_face(faces: list):
+    """(face, note) for the face a reference image is of: the only one, or the *dominant* one (box
+    area at least ``DOMINANCE`` x the next largest; note ``dominant face of N``); (None, reason)
+    when there is none or none dominates. Used by enrolment and by the governed backfill of the
+    second model's templates (``governance.watchlists``), which must pick the same face."""
+    if not faces:
+        return None, "no face found"
+    if len(faces) == 1:
+        return faces[0], ""
+    area = [(f.box[2] - f.box[0] + 1) * (f.box[3] - f.box[1] + 1) for f in faces]
+    order = np.argsort(area)[::-1]
+    if area[order[0]] < DOMINANCE * area[order[1]]:
+        return None, f"{len(faces)} faces found, none dominant (largest < {DOMINANCE:g}x the next)"
+    return faces[order[0]], f"dominant face of {len(area)}"
+
+
 def check_image(path: str, engine, min_face: int, min_sharpness: float, accept_low_quality: bool = False):
     """(face, note) for an acceptable reference image, else (None, reason). With
     ``accept_low_quality`` a face that fails only the size or sharpness check is accepted, its note
@@ -189,18 +205,9 @@ def check_image(path: str, engine, min_face: int, min_sharpness: float, accept_l
         rgb = load_image(path)
     except ImageError as e:
         return None, str(e).removeprefix(f"{path}: ")
-    faces = engine.align(rgb, engine.detect(rgb))
-    if not faces:
-        return None, "no face found"
-    note = ""
-    if len(faces) > 1:
-        area = [(f.box[2] - f.box[0] + 1) * (f.box[3] - f.box[1] + 1) for f in faces]
-        order = np.argsort(area)[::-1]
-        if area[order[0]] < DOMINANCE * area[order[1]]:
-            return None, f"{len(faces)} faces found, none dominant (largest < {DOMINANCE:g}x the next)"
-        faces = [faces[order[0]]]
-        note = f"dominant face of {len(area)}"
-    face = faces[0]
+    face, note = dominant_face(engine.align(rgb, engine.detect(rgb)))
+    if face is None:
+        return None, note
     width = face.box[2] - face.box[0] + 1
     iod = face.quality.interocular_px
     why = None
