@@ -11,6 +11,11 @@
    each probe's own identity left out): FPIR at the live threshold of before (raw distance from
    the impostor table) and with the scoring model (bands, per-subject thresholds; a probe too
    poor to search never alerts and is counted).
+
+With the fused table packaged and SFace's features gathered, the same for the fused score
+(``fused``: dlib's and SFace's Z-scores weighted as the table says; SFace's references flip-averaged,
+its probes plain): every subject is compared, where a live run decides among the nearest five by
+dlib's distance, so the FPIR here is an upper bound of the live one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from openlfr.scoring import load_scoring_model  # noqa: E402
 from openlfr.scoring.calibration import wilson  # noqa: E402
 from openlfr.scoring.cohort import cohort_stats  # noqa: E402
 from openlfr.scoring.degrade import LEVELS_PX  # noqa: E402
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
 def ci(k, n):
@@ -59,6 +68,12 @@ def main(argv=None):
     G = g["flip"][gi]
     gid = ident[gi]
     mean, std = cohort_stats(G, m.prior, m.k)
+    f = m.fused if "sface" in g else None
+    if f is not None:
+        G2 = unit(g["sface_flip"][gi])
+        fm1, fs1 = cohort_stats(G, f.prior, f.k)
+        fm2, fs2 = cohort_stats(G2, f.second_prior, f.second_k)
+        w = f.second_weight
     res = {}
     for label, lvl in [("clean", 0)] + [(f"{px}px", i + 1) for i, px in enumerate(LEVELS_PX)]:
         if m.probe_flip:  # probes embedded as the product embeds them
@@ -69,14 +84,20 @@ def main(argv=None):
         bands = np.array([m.band_of(px[i], sharp[i, lvl], g["yaw"][i]) for i in range(len(P))], object)
         d_m, d_n = metrics.pairwise_distances(P[mated], G), metrics.pairwise_distances(P[nonm], G)
         row = {}
-        for sc_name, sm, sn in (("raw", d_m, d_n), ("model", (d_m - mean) / std, (d_n - mean) / std)):
+        scores = [("raw", d_m, d_n, None), ("model", (d_m - mean) / std, (d_n - mean) / std, m)]
+        if f is not None:
+            P2 = g["sface"] if lvl == 0 else g["sface_degraded"][:, lvl - 1]
+            e_m, e_n = metrics.pairwise_distances(P2[mated], G2), metrics.pairwise_distances(P2[nonm], G2)
+            scores.append(("fused", (1 - w) * (d_m - fm1) / fs1 + w * (e_m - fm2) / fs2,
+                           (1 - w) * (d_n - fm1) / fs1 + w * (e_n - fm2) / fs2, f))
+        for sc_name, sm, sn, mm in scores:
             a, b = metrics.search(sm, gid), metrics.search(sn, gid)
             hit = a.best_id == ident[mated]
             row[sc_name] = {f"fnir_at_fpir_{t:g}": round(metrics.fnir_at_fpir(a.best, hit, b.best, t).fnir, 4) for t in (0.01, 0.003, 0.001)}
-            if sc_name == "model":
+            if mm is not None:
                 # at the packaged thresholds: per probe, its band's threshold (too poor: not searched)
                 n = len(gi)
-                zt = {k: m.z_threshold(k, n, 0.001) for k in range(len(m.bands))}
+                zt = {k: mm.z_threshold(k, n, 0.001) for k in range(len(mm.bands))}
                 bm, bn = bands[mated], bands[nonm]
                 alert_m = np.array([bb is not None and s < zt[bb] for bb, s in zip(bm, a.best)])
                 alert_n = np.array([bb is not None and s < zt[bb] for bb, s in zip(bn, b.best)])
@@ -90,7 +111,7 @@ def main(argv=None):
                                     "fnir_ci95": ci(int((~(alert_m & hit))[sm_].sum()), int(sm_.sum())) if sm_.any() else None,
                                     "fpir": round(float(alert_n[sn_].mean()), 5) if sn_.any() else None,
                                     "fpir_ci95": ci(int(alert_n[sn_].sum()), int(sn_.sum())) if sn_.any() else None}
-                row["at_packaged_thresholds_0.001"] = {
+                row[sc_name]["at_packaged_thresholds_0.001"] = {
                     "fnir": round(fn / len(mated), 4), "fnir_ci95": ci(fn, len(mated)),
                     "fpir": round(fp / len(nonm), 5), "fpir_ci95": ci(fp, len(nonm)),
                     "too_poor_to_search": {"mated": int(sum(bb is None for bb in bm)), "nonmated": int(sum(bb is None for bb in bn))},
@@ -115,6 +136,12 @@ def main(argv=None):
     bands = [m.band_of(min(g["box_width"][i], 32), sharp[i, j], g["yaw"][i]) for i in range(len(P))]
     fp_after, poor = 0, 0
     per_band = {bd.name: [0, 0] for bd in m.bands}
+    fused_fp, fused_band = 0, {bd.name: [0, 0] for bd in m.bands}
+    if f is not None:
+        W2 = np.zeros((len(names), g["sface_flip"].shape[1]), np.float32)
+        W2[inv[first]] = g["sface_flip"][first]
+        wsf = m.for_watchlist(W, np.arange(len(names)), 0.001, second_templates=W2).second
+        D2 = metrics.pairwise_distances(g["sface_degraded"][:, j - 1], unit(W2))
     for i, bnd in enumerate(bands):
         if bnd is None:
             poor += 1
@@ -124,6 +151,13 @@ def main(argv=None):
         fp_after += hit
         per_band[m.bands[bnd].name][0] += hit
         per_band[m.bands[bnd].name][1] += 1
+        if f is not None:
+            z = (1 - wsf.weight) * (D[i] - wsf.mean1) / wsf.std1 + wsf.weight * (D2[i] - wsf.mean2) / wsf.std2
+            z[inv[i]] = np.inf
+            fh = bool((z < wsf.z[bnd]).any())
+            fused_fp += fh
+            fused_band[m.bands[bnd].name][0] += fh
+            fused_band[m.bands[bnd].name][1] += 1
     out["degraded_32px_vs_2829"] = {
         "probes": int(len(P)),
         "before": {"threshold": before.threshold, "reason": before.reason, "false_alerts": fp_before,
@@ -131,6 +165,10 @@ def main(argv=None):
         "scoring_model": {"false_alerts": fp_after, "fpir": round(fp_after / len(P), 5), "fpir_ci95": ci(fp_after, len(P)),
                           "too_poor_to_search": poor,
                           "per_band": {k: {"false_alerts": v[0], "searched": v[1]} for k, v in per_band.items()}},
+        **({"fused": {"false_alerts": fused_fp, "fpir": round(fused_fp / len(P), 5), "fpir_ci95": ci(fused_fp, len(P)),
+                      "too_poor_to_search": poor,
+                      "per_band": {k: {"false_alerts": v[0], "searched": v[1]} for k, v in fused_band.items()}}}
+           if f is not None else {}),
     }
     print(json.dumps(out["degraded_32px_vs_2829"], indent=1), file=sys.stderr)
     (REPO / "bench" / "out" / "scoring_figures.json").write_text(json.dumps(out, indent=1) + "\n")
