@@ -124,13 +124,17 @@ class SFaceModel:
         crop = self._aligner.alignCrop(bgr, row)
         return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
-    def _forward(self, crops: np.ndarray) -> np.ndarray:
+    def _forward(self, crops: np.ndarray, batch: int = 64) -> np.ndarray:
         import cv2
 
-        blob = cv2.dnn.blobFromImages(list(crops), 1.0, (SIZE, SIZE), (0, 0, 0), swapRB=False, crop=False)
-        with self._lock:
-            self.net.setInput(blob)
-            return np.asarray(self.net.forward(), np.float32).reshape(len(crops), -1)
+        out = []
+        for s in range(0, len(crops), batch):  # bounded memory; each image contiguous (a mirrored view is not)
+            part = [np.ascontiguousarray(c) for c in crops[s : s + batch]]
+            blob = cv2.dnn.blobFromImages(part, 1.0, (SIZE, SIZE), (0, 0, 0), swapRB=False, crop=False)
+            with self._lock:
+                self.net.setInput(blob)
+                out.append(np.asarray(self.net.forward(), np.float32).reshape(len(part), -1))
+        return np.concatenate(out)
 
     def compute(self, crops, flip: bool = False) -> np.ndarray:
         """(N, 128) float32 L2-normalised features of 112x112 RGB crops; ``flip`` averages each with

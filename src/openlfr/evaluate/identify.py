@@ -422,8 +422,8 @@ def score_protocol(protocol: Protocol, emb: Embedded, options: EmbedOptions, *, 
         variant.append("ratio: distance divided by the probe's distance to its second-nearest gallery identity")
     if norm == "model":
         variant.append("model: the product's scoring (openlfr.scoring): Z-norm with the packaged prior"
-                       + ("; fused with SFace's Z-score as the fused table says (references flip-averaged, probes plain)"
-                          if model_second is not None else "")
+                       + ("; fused with SFace's Z-score as the fused table says (SFace's probes plain, its references "
+                          + ("flip-averaged)" if options.flip else "plain)") if model_second is not None else "")
                        + "; at_product_thresholds gives FNIR and FPIR at the packaged band A thresholds for this gallery's size")
     summary = {
         "protocol": "open-set 1:N; gallery = first image of each identity with >= 2 images; mated probes = "
