@@ -178,6 +178,13 @@ def test_hamilton_default_threshold_says_why_and_alerts_the_small_face(shared_da
     r, summary, events = run_live(cfg)
     start = events[0]
     assert start["event"] == "start" and start["watchlist_subjects"] == 4
+    # the default fuses the second model where it is installed (its feature of all 4 references)
+    from openlfr.engine.sface import load_second_model
+
+    fused = load_second_model("auto") is not None
+    assert start["second_model"] == ("sface" if fused else None)
+    assert start["second_templates"] == (4 if fused else 0)
+    assert summary["embedded_second"] == (summary["embedded"] if fused else 0)
     assert 0.4 < start["threshold"] < 0.6
     assert "4-subject watchlist" in start["threshold_reason"] and "0.1%" in start["threshold_reason"]
     per = summary["alerts_per_subject"]
@@ -209,6 +216,11 @@ def test_crowd_against_lfw_no_alert_faces_found_and_seen(shared_data, lfw_wl):
 
     r, summary, events = run_live(cfg, watchlist=lfw_wl, hook=hook)
     assert summary["alerts"] == 0, [e for e in events if e["event"] == "alert"]  # at the default threshold
+    from openlfr.engine.sface import load_second_model
+
+    if load_second_model("auto") is not None:  # decided on the fused score, every reference with SFace's feature
+        assert events[0]["second_model"] == "sface" and events[0]["second_templates"] == len(lfw_wl)
+        assert summary["embedded_second"] > 0
     assert f"{len(lfw_wl)}-subject" in summary["threshold_reason"] and "every band" in summary["threshold_reason"]
     assert summary["frames"] == 105 and summary["dropped_frames"] == 0
     found = sum(found_by_tracks(f, boxes.get(i, [])) for i, faces in marked.items() for f in faces)

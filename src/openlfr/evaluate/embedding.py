@@ -185,7 +185,7 @@ class FaceLocator:
 
         self.chain = CHAINS[detector]
         kind, up = _DETECTOR_ARGS[self.chain[0]]
-        self.engine = FaceEngine(detector=kind, upsample=up)  # also holds the landmarks and descriptor models
+        self.engine = FaceEngine(detector=kind, upsample=up, second="none")  # landmarks and descriptor models (SFace: evaluate/second.py)
         self._detectors: dict[str, object] = {self.chain[0]: self.engine.detector}
 
     def _detector(self, method: str):
