@@ -202,20 +202,27 @@ class ScoringModel:
         ref = np.zeros(s_count, np.int64) if reference_band is None else np.asarray(reference_band, np.int64)
         ws = WatchlistScoring(self, target, n, full_mean, full_std, z, ref)
         if self.fused is not None and second_templates is not None:
-            ws.second = self.fused._second_part(templates, template_subject, second_templates, s_count, n, target)
+            same = self.fused.prior == self.prior and self.fused.k == self.k  # dlib's cohort as computed above
+            ws.second = self.fused._second_part(templates, template_subject, second_templates, s_count, n, target,
+                                                (full_mean, full_std) if same else None)
         return ws
 
-    def _second_part(self, templates, template_subject, second_templates, s_count: int, n: int, target: float):
-        """The fused model's statistics: dlib's cohort (its prior), the second model's cohort among the
-        subjects that have its feature (unit-length mean of theirs), and the fused Z thresholds."""
+    def _second_part(self, templates, template_subject, second_templates, s_count: int, n: int, target: float,
+                     first_stats: tuple[np.ndarray, np.ndarray] | None = None):
+        """The fused model's statistics: dlib's cohort (its prior; ``first_stats`` when already computed
+        with it), the second model's cohort among the subjects that have its feature (unit-length mean
+        of theirs), and the fused Z thresholds."""
         st = np.asarray(second_templates, np.float32)
         ok = np.isfinite(st).all(axis=1)
         if not ok.any():
             return None
-        tpl, labels = subject_templates(templates, template_subject)
-        m1 = np.full(s_count, np.nan)
-        s1 = np.full(s_count, np.nan)
-        m1[labels], s1[labels] = cohort_stats(tpl, self.prior, self.k)
+        if first_stats is not None:
+            m1, s1 = first_stats
+        else:
+            tpl, labels = subject_templates(templates, template_subject)
+            m1 = np.full(s_count, np.nan)
+            s1 = np.full(s_count, np.nan)
+            m1[labels], s1[labels] = cohort_stats(tpl, self.prior, self.k)
         t2, l2 = subject_templates(st[ok], np.asarray(template_subject)[ok])
         t2 = t2 / np.linalg.norm(t2, axis=1, keepdims=True).clip(1e-12)
         mean2, std2 = cohort_stats(t2, self.second_prior, self.second_k)
