@@ -153,6 +153,7 @@ def test_fused_threshold_is_the_fused_decision():
     probe2 = st[3] * 0.8 + 0.2 * st[4]
     d2 = ws.second_distances(probe2)
     assert np.isnan(d2[7]) and np.isfinite(np.delete(d2, 7)).all()
+    np.testing.assert_allclose(ws.second_distances(probe2, [3, 7, 40]), d2[[3, 7, 40]])  # a search's candidates only
     assert ws.threshold(7, 0, d2[7]) == pytest.approx(plain.threshold(7, 0))  # no second template: dlib's alone
     assert ws.threshold(5, 2, None) == pytest.approx(plain.threshold(5, 2))  # no second feature of the probe
     checked = 0

@@ -267,8 +267,9 @@ class CameraWorker(threading.Thread):
             matches = [(int(l), float(d)) for d, l in zip(drow, lrow) if l >= 0]
             if sc is not None:
                 band = tr.band if tr.band is not None else len(sc.z) - 1
-                d2 = sc.second_distances(tr.shots.second_template)
-                matches = [(l, d, sc.threshold(l, band, None if d2 is None else float(d2[l]))) for l, d in matches]
+                d2 = sc.second_distances(tr.shots.second_template, [l for l, _ in matches])
+                matches = [(l, d, sc.threshold(l, band, None if d2 is None else float(d2[j])))
+                           for j, (l, d) in enumerate(matches)]
             tr.nearest = matches[0][1] if matches else None
             best = tr.shots.best
             events = p.policy.consider(

@@ -310,15 +310,17 @@ class WatchlistScoring:
     def fused(self) -> bool:
         return self.second is not None
 
-    def second_distances(self, feature: np.ndarray | None) -> np.ndarray | None:
-        """(S,) distances of a probe's second-model feature to each subject's (NaN: the subject has none)."""
+    def second_distances(self, feature: np.ndarray | None, subjects=None) -> np.ndarray | None:
+        """Distances of a probe's second-model feature to each subject's (NaN: the subject has none):
+        (S,) for every subject, or one per index of ``subjects`` (a search's candidates)."""
         if self.second is None or feature is None:
             return None
         v = np.asarray(feature, np.float32).reshape(-1)
         if not np.isfinite(v).all():
             return None
         v = v / max(float(np.linalg.norm(v)), 1e-12)
-        return np.linalg.norm(self.second.features - v[None, :], axis=1)
+        feats = self.second.features if subjects is None else self.second.features[np.asarray(subjects, np.int64)]
+        return np.linalg.norm(feats - v[None, :], axis=1)
 
     def score(self, subject: int, distance: float) -> float:
         return float((distance - self.mean[subject]) / self.std[subject])
