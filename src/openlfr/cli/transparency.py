@@ -105,19 +105,28 @@ def calibrate(
     plot: Annotated[Optional[Path], typer.Option(help="Write the calibration chart (PNG).")] = None,
     groups_plot: Annotated[Optional[Path], typer.Option("--groups-plot", help="Write the differentials chart (PNG).")] = None,
     store_for: Annotated[Optional[int], typer.Option("--store-for", help="Set this planned deployment's threshold and keep the evidence with it (operator; audited).")] = None,
+    scoring_model: Annotated[bool, typer.Option("--scoring-model", help="Check the packaged scoring model (quality bands, SFace fusion) at its own thresholds on these folders instead of calibrating a raw distance; with --store-for, store the model with the check (the way to calibrate a deployment).")] = False,
     json_out: JsonOpt = False,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Re-use descriptors cached from earlier runs.")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     db: DbOpt = None,
     as_user: AsOpt = None,
 ) -> None:
-    """The threshold that meets a target FPIR for an N-subject watchlist, from held-out identity folders, with the expected TPIR there and its 95% confidence interval."""
+    """The threshold that meets a target FPIR for an N-subject watchlist, from held-out identity folders, with the expected TPIR there and its 95% confidence interval. With --scoring-model: the packaged scoring model checked on the folders instead (FPIR and FNIR per quality band at its thresholds, and whether the target holds), stored with the check by --store-for."""
     from ..evaluate.lfw import EvaluationError
     from ..transparency import calibrate as cal_mod
     from ..transparency import differentials as dif
 
     if method not in cal_mod.METHODS:
         _fail(f"--method is one of {', '.join(cal_mod.METHODS)}")
+    if scoring_model:
+        given = [o for o, v in (("--groups", groups), ("--plot", plot), ("--groups-plot", groups_plot),
+                                ("--method", None if method == "cautious" else method)) if v is not None]
+        if given:
+            _fail(f"{', '.join(given)} belong to the raw distance calibration, not to --scoring-model")
+        _check_scoring_model(images, watchlist_size, target_fpir, replicates, seed, same_person, store_for, json_out,
+                             cache, progress, db, as_user)
+        return
     group_map = None
     if groups is not None:
         try:
@@ -154,6 +163,36 @@ def calibrate(
         out.print(f"chart: {plot}")
     if store_for is not None:
         out.print(f"deployment {store_for}: threshold set to {s['threshold']:.4f}, evidence stored")
+
+
+def _check_scoring_model(images: Path, watchlist_size: int, target_fpir: float, replicates: int, seed: int,
+                         same_person: Path | None, store_for: int | None, json_out: bool, cache: bool, progress: bool,
+                         db, as_user) -> None:
+    """``calibrate --scoring-model``: the packaged scoring model checked on the folders, stored with the check."""
+    from ..evaluate.lfw import EvaluationError
+    from ..transparency import calibrate as cal_mod
+    from ..transparency import model_check as mc
+
+    try:
+        pairs = cal_mod.read_same_person(same_person) if same_person is not None else None
+        s = mc.check_scoring_model(images, watchlist_size, target_fpir, replicates=replicates, seed=seed,
+                                   progress=progress and not json_out, use_cache=cache, same_person=pairs)
+    except (EvaluationError, cal_mod.CalibrationError) as e:
+        _fail(str(e))
+    if s["verdict"] == "exceeds":
+        err.print(f"warning: the packaged scoring model exceeds its target FPIR on this data: {s['summary']}")
+    ev = None
+    if store_for is not None:
+        ev = mc.evidence_with_check(s)
+        _store(store_for, ev, db, as_user)
+    if json_out:
+        _dump(s | ({"stored_for": store_for, "evidence_kind": ev["kind"]} if ev is not None else {}))
+        return
+    for line in mc.describe(s):
+        out.print(line, markup=False)
+    if ev is not None:
+        out.print(f"deployment {store_for}: scoring model {ev['model_version']} stored for {ev['watchlist_size']} subjects at "
+                  f"FPIR {ev['target_fpir']:g}, with the local check ({s['verdict']})")
 
 
 @_handled

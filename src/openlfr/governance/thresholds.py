@@ -54,8 +54,11 @@ def expected_line(evidence: dict | None) -> str | None:
         return None
     target = evidence.get("target_fpir")
     if evidence.get("kind") == SCORING_KIND:
+        lc = evidence.get("local_check")
+        checked = (f"; checked on local data ({lc.get('identities')} identities): {lc['verdict']}"
+                   if isinstance(lc, dict) and lc.get("verdict") else "")
         return (f"expected false alert rate {evidence['expected_fpir']:.3%} per face seen in every quality band "
-                f"(target {target:.3%}); calibrated scoring model for {evidence['watchlist_size']} subjects")
+                f"(target {target:.3%}); calibrated scoring model for {evidence['watchlist_size']} subjects{checked}")
     exp = evidence.get("expected_fpir")
     if exp is None:
         exp = evidence.get("fpir_direct_at_threshold", evidence.get("fpir_independent_at_threshold"))

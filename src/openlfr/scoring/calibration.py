@@ -130,7 +130,7 @@ def simulate(data: CalibrationData, level: str, n: int, target: float, prior: Pr
         return (1.0 - fusion.weight) * z + fusion.weight * z2
     reps = replicates or replicates_for(n, n_ids)
     rng = np.random.default_rng(seed + 7919 * n)
-    nm_best, m_best, m_hit, tails, tail_total, rep_of, who_of, near_of = [], [], [], [], 0, [], [], []
+    nm_best, m_best, m_hit, m_probe, tails, tail_total, rep_of, who_of, near_of = [], [], [], [], [], 0, [], [], []
     for _ in range(reps):
         g = np.sort(rng.choice(n_ids, n, replace=False))
         inside = np.zeros(n_ids, bool)
@@ -154,9 +154,11 @@ def simulate(data: CalibrationData, level: str, n: int, target: float, prior: Pr
             pos = np.searchsorted(g, ps.ident[mated])
             m_best.append(zm[pos, np.arange(mated.size)])
             m_hit.append(zm.argmin(0) == pos)
+            m_probe.append(mated)
     raw = {"n": n, "level": level, "replicates": reps, "best": np.concatenate(nm_best), "replicate": np.concatenate(rep_of),
            "probe_identity": np.concatenate(who_of), "nearest_identity": np.concatenate(near_of),
-           "mated_best": np.concatenate(m_best) if m_best else np.zeros(0), "mated_hit": np.concatenate(m_hit) if m_hit else np.zeros(0, bool)}
+           "mated_best": np.concatenate(m_best) if m_best else np.zeros(0), "mated_hit": np.concatenate(m_hit) if m_hit else np.zeros(0, bool),
+           "mated_probe": np.concatenate(m_probe) if m_probe else np.zeros(0, np.int64)}
     res = summarise(raw, target)
     if keep_best:
         res["best"] = raw["best"]

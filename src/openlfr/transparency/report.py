@@ -230,6 +230,12 @@ def collect(gov, actor, deployment_id: int) -> Report:
         if ev["kind"] == "openlfr scoring model":
             thr["bands"] = ev.get("bands")
             thr["second_model"] = ev.get("second_model")
+            lc = ev.get("local_check")
+            if isinstance(lc, dict) and ev.get("local_check_line"):  # openlfr calibrate --scoring-model
+                thr["local_check"] = ev["local_check_line"] + (f", on {lc.get('images')}" if lc.get("images") else "")
+                if lc.get("verdict") == "exceeds":
+                    thr["warning"] = ("the local check measured a false alert rate above the target at the packaged "
+                                      "thresholds: " + str(lc.get("summary") or ev["local_check_line"]))
         elif exp_fpir is not None and exp_fpir > float(ev.get("target_fpir") or 1):
             thr["warning"] = (f"the manual threshold implies a false alert rate of {pct(exp_fpir, 3)} per face seen, "
                               f"{exp_fpir / float(ev['target_fpir']):.1f} times the target {pct(float(ev['target_fpir']), 3)}")
@@ -371,6 +377,8 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
     lines = [f"Threshold: {thr['value']:.4f} (alert when the descriptor distance is below it)", f"How it was chosen: {thr['how']}"]
     if thr.get("warning"):
         lines.append(f"Warning: {thr['warning']}")
+    if thr.get("local_check"):
+        lines.append(f"Local check: {thr['local_check']}")
     if thr.get("bands"):
         lines.append("Per probe quality band, as calibrated on degraded LFW dev probes (FNIR: a watchlisted face missed; "
                      "FPIR: a face not on the watchlist alerts; 95% intervals):")
