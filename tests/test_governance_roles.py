@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 from datetime import timedelta
@@ -25,6 +26,7 @@ EXPECTED: dict[str, set[str]] = {
     "list_users": {"administrator", "auditor"},
     "create_watchlist": {"watchlist_manager"},
     "enrol_subject": {"watchlist_manager"},
+    "backfill_second_templates": {"watchlist_manager"},
     "list_watchlists": {"watchlist_manager", "authorising_officer", "auditor"},
     "list_subjects": {"watchlist_manager", "authorising_officer", "auditor"},
     "expire_subject": {"watchlist_manager"},
@@ -57,6 +59,14 @@ EXPECTED: dict[str, set[str]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _engine():
+    """RetinaFace with the second model, for the backfill (made once, only when a role may run it)."""
+    from openlfr.engine.pipeline import FaceEngine
+
+    return FaceEngine()
+
+
 def _actions(w, ctx):
     g, now = w.gov, w.clock.now()
     n = iter(range(10_000))
@@ -69,6 +79,7 @@ def _actions(w, ctx):
         "create_watchlist": lambda a: g.create_watchlist(a, f"wl{next(n)}"),
         "enrol_subject": lambda a: g.enrol_subject(a, w.watchlist, f"R{next(n)}", "X", "risk_of_harm", "r",
                                                    now + timedelta(days=3), [image(500 + next(n))]),
+        "backfill_second_templates": lambda a: g.backfill_second_templates(a, w.watchlist, _engine()),
         "list_watchlists": lambda a: g.list_watchlists(a),
         "list_subjects": lambda a: g.list_subjects(a, w.watchlist),
         "expire_subject": lambda a: g.expire_subject(a, ctx["spare_subject"], now + timedelta(days=20)),
