@@ -84,23 +84,16 @@ def _handled(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..governance.audit import AuditChainBroken
-        from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied, StoreError
+        from .common import governance_exit
 
         try:
             return fn(*args, **kwargs)
-        except AuditChainBroken as e:
-            err.print(f"error: {e}")
-            raise typer.Exit(1)
-        except PermissionDenied as e:
-            err.print(f"refused: {e}")
-            raise typer.Exit(4)
-        except AuthenticationError as e:
-            err.print(f"error: {e}")
-            raise typer.Exit(3)
-        except (GovernanceError, StoreError) as e:
-            err.print(f"error: {e}")
-            raise typer.Exit(2)
+        except Exception as e:
+            hit = governance_exit(e)
+            if hit is None:
+                raise
+            err.print(f"{hit[1]}: {e}")
+            raise typer.Exit(hit[0]) from None
 
     return wrapper
 

@@ -158,8 +158,8 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
 
     A run is never anonymous: on the database it acts as ``--as USER`` (an operator, logged in
     and audited as every governed command); with ``--server`` as the deployment's worker token."""
-    from ..governance.errors import AuthenticationError, GovernanceError, PermissionDenied
     from ..live.sink import split_source_name
+    from .common import governance_exit
 
     try:
         if server:
@@ -179,15 +179,12 @@ def _deployment_args(deployment_id: int, db: str | None, cfg, server: str | None
                 raise typer.Exit(2)
             actor = Governance(db).login(as_user, actor_password(as_user))
             run = open_deployment_run(db, deployment_id, actor=actor)
-    except AuthenticationError as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(3)
-    except PermissionDenied as e:
-        err.print(f"[red]refused:[/] {e}")
-        raise typer.Exit(4)
-    except (GovernanceError, ValueError) as e:
-        err.print(f"[red]error:[/] deployment {deployment_id}: {e}")
-        raise typer.Exit(2)
+    except Exception as e:  # the governance commands' exit codes (a bad worker URL or token: 2)
+        code, label = governance_exit(e) or ((2, "error") if isinstance(e, ValueError) else (None, None))
+        if code is None:
+            raise
+        err.print(f"[red]{label}:[/] " + (f"deployment {deployment_id}: " if code == 2 else "") + str(e))
+        raise typer.Exit(code) from None
     named = [split_source_name(s) for s in cfg.sources]
     if len(named) == 1 and named[0][0] is None and len(run.cameras) == 1:
         named = [(run.cameras[0], named[0][1])]
