@@ -358,6 +358,10 @@ def test_cli_evaluate_identify_small(shared_data, tmp_path, eval_cache):
     assert s["rank1"] >= 0.9
     assert s["variant"].startswith("none")
     assert plot.stat().st_size > 1000
+    # the non-mated probes nearest the gallery, lowest first, each a single-image identity against a gallery one
+    low = s["closest_nonmated"]
+    assert len(low) == 5 and [x["score"] for x in low] == sorted(x["score"] for x in low)
+    assert {x["probe"] for x in low} == set(singles) and all(x["nearest"] in multi for x in low)
     # Variants reuse the cached descriptors and say what they change.
     r = CliRunner().invoke(app, ["evaluate", "identify", "--images", str(root), "--json", "--multi-ref", "2", "--norm", "ratio"])
     s2 = json.loads(r.stdout)

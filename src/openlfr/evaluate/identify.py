@@ -56,6 +56,7 @@ from .lfw import EvaluationError
 FPIR_TARGETS = (0.01, 0.003, 0.001)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 NORMS = ("none", "z", "ratio", "model")
+CLOSEST_NONMATED = 5  # listed in the summary: the non-mated probes nearest the gallery
 ZNORM_COHORT = 100
 
 
@@ -216,6 +217,7 @@ class _Figures:
     points: list[metrics.OperatingPoint]
     det: metrics.Det
     product: dict | None = None  # norm "model": figures at the packaged thresholds
+    closest_nonmated: list = field(default_factory=list)  # the non-mated probes that set the low-FPIR thresholds
 
     def as_dict(self) -> dict:
         return {
@@ -224,6 +226,7 @@ class _Figures:
             "thresholds": {f"{p.target_fpir:g}": round(p.threshold, 6) for p in self.points},
             "fpir_reached": {f"{p.target_fpir:g}": p.fpir for p in self.points},
             **({"at_product_thresholds": self.product} if self.product else {}),
+            **({"closest_nonmated": self.closest_nonmated} if self.closest_nonmated else {}),
         }
 
 
@@ -276,6 +279,11 @@ def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None
     hit = mated.best_id == mated_ids
     points = [metrics.fnir_at_fpir(mated.best, hit, nonmated.best, t) for t in FPIR_TARGETS]
     fig = _Figures(metrics.rank1_rate(mated, mated_ids), points, metrics.det_curve(mated.best, hit, nonmated.best))
+    # the few non-mated probes that set the FPIR 0.001 threshold, to be looked at (often one person
+    # under two names: lfw_errata, --merge-label-errors)
+    low = np.argsort(nonmated.best, kind="stable")[:CLOSEST_NONMATED]
+    fig.closest_nonmated = [{"probe": protocol.nonmated[i][0], "image": protocol.nonmated[i][1].name,
+                             "nearest": str(nonmated.best_id[i]), "score": round(float(nonmated.best[i]), 4)} for i in low]
     if norm == "model":
         from ..scoring import load_scoring_model
 
