@@ -139,7 +139,6 @@ class Aligner:
         return np.asarray(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
 
     def _native(self, rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-        dlib = self._dlib
-        shape = self._sp(rgb, dlib.rectangle(*(int(round(v)) for v in box)))
-        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
-        return pts, np.asarray(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
+        """dlib's landmarks from ``box`` and the chip cut on them (both native)."""
+        pts = self._predict(rgb, box)
+        return pts, self._chip(rgb, pts)
