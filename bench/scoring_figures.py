@@ -12,6 +12,9 @@
    the impostor table) and with the scoring model (bands, per-subject thresholds; a probe too
    poor to search never alerts and is counted).
 
+3. Clean probes at the packaged band A thresholds of larger watchlists (811 to 20,000 subjects):
+   how FNIR falls as the threshold tightens with N.
+
 With the fused table packaged and SFace's features gathered, the same for the fused score
 (``fused``: dlib's and SFace's Z-scores weighted as the table says; SFace's references flip-averaged,
 its probes plain): every subject is compared, where a live run decides among the nearest five by
@@ -171,6 +174,25 @@ def main(argv=None):
            if f is not None else {}),
     }
     print(json.dumps(out["degraded_32px_vs_2829"], indent=1), file=sys.stderr)
+
+    # 3. clean probes of the evaluate protocol at the packaged band A thresholds of larger watchlists
+    # (the probes' own Z-scores against the 811-identity gallery; only the threshold follows N)
+    sizes = (811, 1000, 2000, 2829, 5000, 10000, 20000)
+    at_size = {}
+    Pm = g["flip" if m.probe_flip else "plain"][mated]
+    z1 = (metrics.pairwise_distances(Pm, G) - mean) / std
+    models = [("dlib", z1, m)]
+    if f is not None:
+        zf1 = (metrics.pairwise_distances(Pm, G) - fm1) / fs1
+        zf2 = (metrics.pairwise_distances(g["sface"][mated], G2) - fm2) / fs2
+        models.append(("fused", (1 - w) * zf1 + w * zf2, f))
+    for name, z, mm in models:
+        a = metrics.search(z, gid)
+        hit = a.best_id == ident[mated]
+        at_size[name] = {str(n): {"z": round(mm.z_threshold(0, n, 0.001), 3),
+                                  "fnir": round(float(1 - np.mean(hit & (a.best < mm.z_threshold(0, n, 0.001)))), 4)} for n in sizes}
+    out["fnir_at_larger_watchlists_0.001"] = at_size
+    print(json.dumps(at_size), file=sys.stderr)
     (REPO / "bench" / "out" / "scoring_figures.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
