@@ -24,6 +24,13 @@ RETENTION_KEY = "alert_retention_days"
 USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 
+MODEL_LABELS = {"sface": "SFace"}  # how a second model's name is written for people
+
+
+def model_label(name: str) -> str:
+    return MODEL_LABELS.get(name, name)
+
+
 def alert_decision(a) -> dict:
     """How a stored alert (an ``AlertRow``) was decided, for the alert views: its threshold, the
     score and the band's Z threshold it was compared with, the band used, the second model when
@@ -36,8 +43,7 @@ def alert_decision(a) -> dict:
     if a.score is not None and a.score_threshold is not None:
         band = f" (band {a.band})" if a.band else ""
         if a.second_model:
-            text += f"; fused with {a.second_model.upper() if a.second_model == 'sface' else a.second_model}: " \
-                    f"score {a.score:.2f} against {a.score_threshold:.2f}{band}"
+            text += f"; fused with {model_label(a.second_model)}: score {a.score:.2f} against {a.score_threshold:.2f}{band}"
         else:
             text += f"; dlib's score {a.score:.2f} against {a.score_threshold:.2f}{band}"
     out["decided"] = text

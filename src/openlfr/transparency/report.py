@@ -430,7 +430,9 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
     lines.append("Outcomes: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d["outcomes"].items()))
     dw = al.get("decided_with")
     if dw and dw["of"]:
-        names = " and ".join(n.upper() if n == "sface" else n for n in dw["second_models"]) or "a second model"
+        from ..governance.common import model_label
+
+        names = " and ".join(model_label(n) for n in dw["second_models"]) or "a second model"
         lines.append(f"Decided with the fused score (dlib's and {names}'s, where the face and the subject's reference both "
                      f"had its feature): {dw['fused']} of {dw['of']} alerts; on dlib's score alone: {dw['dlib_score']}"
                      + (f"; how it was decided not recorded (a fixed threshold, or an older record): {dw['not_recorded']}"
