@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from openlfr.live.alerts import AlertPolicy
+from openlfr.live.alerts import AlertDecision, AlertPolicy
 from openlfr.live.bestshot import BestShots, Shot, fuse, quality_bound
 from openlfr.live.embedder import SharedEmbedder
 from openlfr.watchlist.model import Subject
@@ -131,6 +131,34 @@ def test_alert_keeps_probe_and_json_has_no_template():
     assert set(j) >= {"event", "camera", "track", "subject", "distance", "frame", "time"}
     assert j["latency_ms"] == 250.0
     assert not any(isinstance(v, (list, np.ndarray)) for v in j.values())
+
+
+def test_alert_keeps_how_it_was_decided_and_updates_it():
+    """A match's threshold and its decision (4th element: score, band Z threshold, band, second
+    model) are kept on the alert and in its JSON; a better shot brings its own; a match without
+    them (a fixed threshold) has the policy's threshold and no score."""
+    p = AlertPolicy(0.5, subjects=SUBJECTS, min_improvement=0.01)
+    fused = AlertDecision(-3.1, -2.4, "B", "sface")
+    (ev,) = p.consider("cam", 1, [(0, 0.52, 0.93, fused)], 3, 0.1, 0.0)
+    a = ev.alert
+    assert (a.distance, a.threshold, a.score, a.score_threshold, a.band, a.second_model) == (0.52, 0.93, -3.1, -2.4, "B", "sface")
+    j = a.to_json()
+    assert (j["threshold"], j["score"], j["score_threshold"], j["band"], j["second_model"]) == (0.93, -3.1, -2.4, "B", "sface")
+    # a better shot decided on dlib's Z alone (its probe had no second feature), in a stricter band
+    (ev,) = p.consider("cam", 1, [(0, 0.48, 0.55, AlertDecision(-2.9, -2.7, "C", None))], 4, 0.2, 0.0)
+    assert ev.kind == "update" and ev.alert is a
+    assert (a.distance, a.threshold, a.score, a.score_threshold, a.band, a.second_model) == (0.48, 0.55, -2.9, -2.7, "C", None)
+    # not better: nothing changes
+    assert p.consider("cam", 1, [(0, 0.475, 0.9, fused)], 5, 0.3, 0.0) == []
+    assert a.threshold == 0.55 and a.second_model is None
+    # a fixed threshold: the policy's, no score
+    (ev,) = p.consider("cam", 2, [(1, 0.3)], 6, 0.4, 0.0)
+    b = ev.alert
+    assert b.threshold == 0.5 and b.score is b.score_threshold is b.band is b.second_model is None
+    assert b.to_json()["score"] is None and b.to_json()["threshold"] == 0.5
+    # a threshold without a decision
+    (ev,) = p.consider("cam2", 3, [(1, 0.6, 0.7)], 7, 0.5, 0.0)
+    assert ev.alert.threshold == 0.7 and ev.alert.score is None
 
 
 def test_merged_tracks_share_alerts():

@@ -61,6 +61,8 @@ def test_alerts_are_stored_before_they_are_announced(tmp_path, scenario):
     assert len(seen_in_store) == 1 and len(seen_in_store[0]) == 1
     alerts = world.gov.list_alerts(world["auditor"], dep)
     assert [a["subject_id"] for a in alerts] == [collins]
+    # decided against the deployment's fixed threshold: that is kept, and no score (no scoring model)
+    assert alerts[0]["threshold"] == pytest.approx(0.5) and alerts[0]["score"] is None and alerts[0]["second_model"] is None
     crop, template = world.gov.alert_media(world["operator"], alerts[0]["id"])
     assert crop[:2] == b"\xff\xd8" and len(template) == 128 * 4
     assert world.gov.faces_seen(world["auditor"], dep) == {"walkway": summary["faces_seen"]}

@@ -40,6 +40,9 @@ def test_demo_scenario_exactly_one_alert(demo):
     a = alerts[0]
     assert set(a) >= {"event", "camera", "track", "subject", "distance", "frame", "time"}
     assert a["distance"] < s["threshold"] and a["camera"] == "walk_past.mp4"
+    # how it was decided (the calibrated scoring model): the face's threshold, the score below its band's Z threshold
+    assert a["distance"] < a["threshold"] and a["score"] < a["score_threshold"] and a["band"] in r.scoring_model.band_names()
+    assert a["second_model"] == events[0]["second_model"]  # the reference and the probe both have SFace's feature where it runs
     assert s["frames"] == 100 and s["dropped_frames"] == 0 and s["alerts"] == 1
     assert s["faces_seen"] == 2  # Collins and Hopper, each counted once
     assert s["fps"] > 0 and not s["interrupted"]

@@ -180,6 +180,42 @@ def test_fused_threshold_is_the_fused_decision():
     assert strict.threshold(3, 0, 0.9) == pytest.approx(ws.threshold(3, len(m.bands) - 1, 0.9))
 
 
+def test_decision_is_the_threshold_and_the_score():
+    """``WatchlistScoring.decision`` is the one rule: its threshold is ``threshold``'s, its score is
+    the one compared (``SecondScoring.score`` when fused, dlib's Z otherwise), below its Z threshold
+    exactly when the distance is below its threshold; it names the band used (after the reference
+    band rule) and the second model when fused."""
+    m = _fused_model()
+    rng = np.random.default_rng(2)
+    n = 60
+    t = rng.normal(size=(n, 128)).astype(np.float32) * 0.05
+    st = rng.normal(size=(n, 128)).astype(np.float32)
+    st /= np.linalg.norm(st, axis=1, keepdims=True)
+    st[7] = np.nan
+    ref = np.zeros(n, np.int64)
+    ref[3] = len(m.bands) - 1
+    ws = m.for_watchlist(t, np.arange(n), 0.001, reference_band=ref, second_templates=st)
+    last = m.bands[-1].name
+    for _ in range(300):
+        s, b = int(rng.integers(n)), int(rng.integers(len(m.bands)))
+        d1, dd2 = float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.6, 1.5))
+        for d2 in (dd2, None):
+            dec = ws.decision(s, b, d2)
+            assert dec.threshold == pytest.approx(ws.threshold(s, b, d2), abs=1e-12)
+            assert dec.band == m.bands[ws.band_for(s, b)].name and (s != 3 or dec.band == last)
+            fused = d2 is not None and s != 7
+            assert dec.fused == fused and dec.second_model == ("sface" if fused else None)
+            if fused:
+                bb = ws.band_for(s, b)
+                assert dec.score_for(d1) == pytest.approx(ws.second.score(s, d1, d2), abs=1e-9)
+                assert dec.z_threshold == pytest.approx(ws.second.z[bb])
+            else:
+                assert dec.score_for(d1) == pytest.approx(ws.score(s, d1), abs=1e-9)
+                assert dec.z_threshold == pytest.approx(ws.z[ws.band_for(s, b)])
+            assert (dec.score_for(d1) < dec.z_threshold) == (d1 < dec.threshold)
+            assert dec.score_for(dec.threshold) == pytest.approx(dec.z_threshold, abs=1e-9)
+
+
 def test_fused_table_must_share_the_bands():
     from openlfr.scoring.model import ScoringError
 

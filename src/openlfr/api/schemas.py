@@ -250,6 +250,12 @@ class WorkerAlert(Strict):
     crop: str = Field(min_length=4, max_length=MAX_CROP_B64, description="The probe crop: a JPEG, base64")
     template: Union[Annotated[list[float], Field(min_length=128, max_length=128)], Annotated[str, Field(min_length=684, max_length=684)]] = Field(
         description="The probe template: 128 floats, or their 512 little-endian float32 bytes in base64")
+    # how it was decided (optional: an older worker does not say)
+    threshold: Optional[float] = Field(None, ge=0, le=100, description="The distance threshold of this face (the subject's, for this probe)")
+    score: Optional[float] = Field(None, ge=-1e4, le=1e4, description="The scoring model's score compared (fused when second_model is named, else dlib's Z)")
+    score_threshold: Optional[float] = Field(None, ge=-1e4, le=1e4, description="The probe band's Z threshold it was compared with")
+    band: Optional[clean_text(8, 1, r"^[A-Za-z0-9._-]+$")] = Field(None, description="The probe's quality band used")
+    second_model: Optional[clean_text(16, 1, r"^[A-Za-z0-9._-]+$")] = Field(None, description="The second model whose score was fused (e.g. sface)")
 
     def record(self) -> AlertRecord:
         """The alert as governance records it; ValueError for a crop or template that does not decode."""
@@ -263,7 +269,8 @@ class WorkerAlert(Strict):
         return AlertRecord(
             camera=self.camera, track=self.track, subject_id=self.subject_id, distance=self.distance,
             crop=decode_b64(self.crop, "crop"), template=template, distances=tuple(self.distances),
-            frame=self.frame, media_time=self.media_time, occurred_at=self.occurred_at)
+            frame=self.frame, media_time=self.media_time, occurred_at=self.occurred_at, threshold=self.threshold,
+            score=self.score, score_threshold=self.score_threshold, band=self.band, second_model=self.second_model)
 
 
 class WorkerAlertOut(BaseModel):

@@ -52,15 +52,19 @@ class _Display:
             second = (f"; second model: {ev['second_model']} ({ev.get('second_templates', 0)} of {ev.get('watchlist_templates')} "
                       "templates have its feature)" if ev.get("second_model") else "; second model: none (dlib's descriptor alone)")
             self.console.print(f"watchlist: {ev['watchlist_subjects']} subjects; detector: {ev['detector']}{second}")
-        elif kind == "alert":
-            self.console.print(
-                f"[bold red]ALERT[/] {ev['name']} on {ev['camera']} (track {ev['track']}) distance "
-                f"{ev['distance']:.3f} at {ev['time']:.2f} s, frame {ev['frame']}"
-            )
-        elif kind == "alert_update":
-            self.console.print(
-                f"[red]  update[/] alert {ev['alert']}: {ev['name']} now {ev['distance']:.3f} (track {ev['track']})"
-            )
+        elif kind in ("alert", "alert_update"):  # with the threshold for this face and, when fused, the fused score
+            how = (f" (fused score {ev['score']:.2f} < {ev['score_threshold']:.2f}, band {ev.get('band')})"
+                   if ev.get("second_model") and ev.get("score") is not None and ev.get("score_threshold") is not None else "")
+            if kind == "alert":
+                self.console.print(
+                    f"[bold red]ALERT[/] {ev['name']} on {ev['camera']} (track {ev['track']}) distance "
+                    f"{ev['distance']:.3f} < threshold {ev['threshold']:.3f}{how} at {ev['time']:.2f} s, frame {ev['frame']}"
+                )
+            else:
+                self.console.print(
+                    f"[red]  update[/] alert {ev['alert']}: {ev['name']} now {ev['distance']:.3f} < threshold {ev['threshold']:.3f}"
+                    f"{how} (track {ev['track']})"
+                )
         elif kind == "source" and ev["state"] in ("down", "reconnecting", "reconnected", "error"):
             colour = "green" if ev["state"] == "reconnected" else "yellow"
             self.console.print(f"[{colour}]camera {ev['camera']}: {ev['state']}[/] {ev.get('message', '')}")

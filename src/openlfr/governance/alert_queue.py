@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 
 from ..store.models import Adjudication, AlertRow, Engagement, SubjectRow
 from ..store.types import utc
+from .common import alert_decision
 from .errors import GovernanceError
 from .roles import Actor
 
@@ -77,6 +78,7 @@ def queue(gov, actor: Actor, *, deployment: int | None = None, camera: str | Non
                 "distance": a.distance, "distances": json.loads(a.distances), "frame": a.frame, "media_time": a.media_time,
                 "occurred_at": utc(a.occurred_at).isoformat(), "recorded_at": utc(a.recorded_at).isoformat(), "updates": a.updates,
                 "adjudication": decision, "engagement": (eng.result, eng.outcome) if eng else None,
+                **alert_decision(a),
             })
         return QueuePage(out, int(total), page, per_page)
 

@@ -24,6 +24,32 @@ RETENTION_KEY = "alert_retention_days"
 USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 
+MODEL_LABELS = {"sface": "SFace"}  # how a second model's name is written for people
+
+
+def model_label(name: str) -> str:
+    return MODEL_LABELS.get(name, name)
+
+
+def alert_decision(a) -> dict:
+    """How a stored alert (an ``AlertRow``) was decided, for the alert views: its threshold, the
+    score and the band's Z threshold it was compared with, the band used, the second model when
+    the score was fused, and ``decided``, the same in words. None where not recorded (stored
+    before migration 0009, or sent by an older camera worker)."""
+    out = {"threshold": a.threshold, "score": a.score, "score_threshold": a.score_threshold, "band": a.band,
+           "second_model": a.second_model}
+    text = f"distance {a.distance:.3f} "
+    text += "(threshold not recorded)" if a.threshold is None else f"(threshold {a.threshold:.3f} for this face)"
+    if a.score is not None and a.score_threshold is not None:
+        band = f" (band {a.band})" if a.band else ""
+        if a.second_model:
+            text += f"; fused with {model_label(a.second_model)}: score {a.score:.2f} against {a.score_threshold:.2f}{band}"
+        else:
+            text += f"; dlib's score {a.score:.2f} against {a.score_threshold:.2f}{band}"
+    out["decided"] = text
+    return out
+
+
 @dataclass
 class NewImage:
     """A reference image to enrol: its bytes, its template (128 floats), the second model's

@@ -170,6 +170,8 @@ def alert_fields(record: AlertRecord) -> dict:
         raise GovernanceError(f"alert template: {e}") from None
     if record.occurred_at is not None and not isinstance(record.occurred_at, datetime):
         raise GovernanceError("an alert's occurred_at is a datetime")
+    decision = {k: _finite(getattr(record, k), k) for k in ("threshold", "score", "score_threshold")}
+    decision |= {k: _short(getattr(record, k), k, n) for k, n in (("band", 8), ("second_model", 16))}
     return {
         "camera": str(record.camera), "track": str(record.track), "subject_id": subject_id, "distance": float(record.distance),
         "distances": [float(x) for x in record.distances] or [float(record.distance)],
@@ -178,4 +180,30 @@ def alert_fields(record: AlertRecord) -> dict:
         "occurred_at": None if record.occurred_at is None else utc(record.occurred_at),
         "crop": bytes(record.crop), "template": template,
         "alert_id": None if record.alert_id is None else int(record.alert_id),
+        **decision,
     }
+
+
+DECISION_FIELDS = ("threshold", "score", "score_threshold", "band", "second_model")  # how an alert was decided
+
+
+def _finite(v, what: str) -> float | None:
+    """None, or a finite number (an alert's threshold or score)."""
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise GovernanceError(f"an alert's {what} is a number, not {type(v).__name__}") from None
+    if not np.isfinite(x):
+        raise GovernanceError(f"an alert's {what} is a finite number")
+    return x
+
+
+def _short(v, what: str, n: int) -> str | None:
+    """None, or a short name (an alert's band, its second model)."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v or len(v) > n or not all(c.isalnum() or c in "-_." for c in v):
+        raise GovernanceError(f"an alert's {what} is a name of at most {n} letters, digits, '-', '_' or '.'")
+    return v

@@ -25,6 +25,7 @@ from ..store.models import (
     Template,
 )
 from ..store.types import utc
+from .common import alert_decision
 from .errors import NotFound
 from .roles import Actor
 
@@ -67,7 +68,7 @@ def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
         crop = a.probe_crop
         out = {
             "id": a.id, "deployment_id": a.deployment_id, "deployment_name": d.name if d else None,
-            "deployment_status": d.status if d else None, "threshold": d.threshold if d else None,
+            "deployment_status": d.status if d else None, "deployment_threshold": d.threshold if d else None,
             "camera": a.camera, "track": a.track, "subject_id": a.subject_id,
             "subject_name": subj.name if subj else None, "subject_ref": subj.ref if subj else None,
             "category": subj.category if subj else None, "reason": subj.reason if subj else None,
@@ -79,6 +80,7 @@ def alert_detail(gov, actor: Actor, alert_id: int) -> dict:
             "adjudications": [{"decision": j.decision, "by": repo.user_name(s, j.user_id), "at": _iso(j.decided_at), "note": j.note,
                                "reason": j.reason} for j in adjs],
             "sighting": a.sighting,
+            **alert_decision(a),  # its own threshold (each face has its own), score, band, second model
             "engagements": [{"result": e.result, "outcome": e.outcome, "by": repo.user_name(s, e.user_id),
                              "at": _iso(e.recorded_at), "note": e.note} for e in engs],
         }

@@ -14,7 +14,7 @@ from ..store.models import (
     SubjectRow,
 )
 from .adjudication import decide
-from .common import OUTCOMES, RESULTS, _iso
+from .common import OUTCOMES, RESULTS, _iso, alert_decision
 from .errors import GovernanceError, NotFound, PermissionDenied
 from .roles import Actor
 
@@ -39,6 +39,7 @@ class AlertReview:
                     "distance": a.distance, "distances": json.loads(a.distances), "frame": a.frame, "media_time": a.media_time,
                     "occurred_at": _iso(a.occurred_at), "recorded_at": _iso(a.recorded_at), "updates": a.updates,
                     "adjudication": adj.decision if adj else None, "engagement": (eng.result, eng.outcome) if eng else None,
+                    **alert_decision(a),
                 })
             return out
 

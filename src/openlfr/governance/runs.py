@@ -87,7 +87,7 @@ class LiveRuns:
         decision, or an ``alert_id`` update of an adjudicated alert, becomes a new alert (the next
         ``sighting``; its entry names the alert it ``follows``). ``delivery``: a worker's
         (idempotency key, token id), stored in the same transaction (exactly once)."""
-        from .live import alert_fields
+        from .live import DECISION_FIELDS, alert_fields
 
         a = alert_fields(record)
         try:
@@ -120,7 +120,8 @@ class LiveRuns:
                     row = AlertRow(deployment_id=d.id, camera=a["camera"], track=a["track"], subject_id=a["subject_id"],
                                    distance=a["distance"], distances=json.dumps(a["distances"]), frame=a["frame"],
                                    media_time=a["media_time"], occurred_at=a["occurred_at"] or now, recorded_at=now,
-                                   updated_at=now, updates=0, probe_crop=a["crop"], template=a["template"], sighting=sighting)
+                                   updated_at=now, updates=0, probe_crop=a["crop"], template=a["template"], sighting=sighting,
+                                   **{k: a[k] for k in DECISION_FIELDS})
                     s.add(row)
                     s.flush()
                     action = "alert.create"
@@ -131,9 +132,13 @@ class LiveRuns:
                         row.distance, row.distances, row.probe_crop, row.template = (
                             a["distance"], json.dumps(a["distances"]), a["crop"], a["template"])
                         row.frame, row.media_time = a["frame"], a["media_time"]
+                        for k in DECISION_FIELDS:  # and how it was decided (NULL: not said, an older camera worker)
+                            setattr(row, k, a[k])
                     action = "alert.update"
                 details = {"deployment_id": d.id, "camera": a["camera"], "track": a["track"], "subject_id": a["subject_id"],
                            "distance": round(a["distance"], 6)}
+                # how it was decided, where said (the transparency report counts the alerts decided with a fused score)
+                details |= {k: round(a[k], 6) if isinstance(a[k], float) else a[k] for k in DECISION_FIELDS if a[k] is not None}
                 if follows is not None:
                     details["follows"] = follows
                 self._audit(s, actor, action, f"alert:{row.id}", details)

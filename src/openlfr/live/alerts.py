@@ -42,6 +42,13 @@ class Alert:
     wall: float  # monotonic clock when raised or last updated
     latency_s: float  # from the track's first frame being read to this alert
     category: str = ""
+    # how it was decided (the scoring model's; None for a run with one fixed threshold): the score
+    # compared (fused when ``second_model``, else dlib's Z), the band's Z threshold it was compared
+    # with, the probe's band used (after the reference band rule)
+    score: float | None = None
+    score_threshold: float | None = None
+    band: str | None = None
+    second_model: str | None = None
     updates: int = 0
     tracks: list[int] = field(default_factory=list)  # tracks linked to this alert
     chip: np.ndarray | None = field(default=None, repr=False)  # probe crop (memory; the store persists it)
@@ -59,8 +66,34 @@ class Alert:
             "time": round(float(self.time), 3),
             "alert": self.id,
             "threshold": round(float(self.threshold), 4),
+            "score": None if self.score is None else round(float(self.score), 4),
+            "score_threshold": None if self.score_threshold is None else round(float(self.score_threshold), 4),
+            "band": self.band,
+            "second_model": self.second_model,
             "latency_ms": round(1000 * self.latency_s, 1),
         }
+
+    def decided(self, threshold: float, how: "AlertDecision | None") -> None:
+        """Set the threshold and how the current shot was decided."""
+        self.threshold = float(threshold)
+        if how is None:
+            self.score = self.score_threshold = self.band = self.second_model = None
+        else:
+            self.score = None if how.score is None else float(how.score)
+            self.score_threshold = None if how.score_threshold is None else float(how.score_threshold)
+            self.band = how.band
+            self.second_model = how.second_model
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    """How a match was decided, beside its threshold (the optional 4th element of a match):
+    the score compared, the band's Z threshold, the band used, the second model when fused."""
+
+    score: float | None
+    score_threshold: float | None
+    band: str | None = None
+    second_model: str | None = None
 
 
 @dataclass
@@ -103,15 +136,18 @@ class AlertPolicy:
         template: np.ndarray | None = None,
         now: float | None = None,
     ) -> list[AlertEvent]:
-        """Decide on a track's (subject index, distance[, threshold]) search results; returns new alerts and
-        updates. A per-match threshold (the scoring model's, for that subject and the probe's band)
-        replaces the policy's single one."""
+        """Decide on a track's (subject index, distance[, threshold[, how]]) search results; returns new
+        alerts and updates. A per-match threshold (the scoring model's, for that subject and the
+        probe's band) replaces the policy's single one; ``how`` (an ``AlertDecision``, or anything
+        with its attributes) says how it was decided, and is kept on the alert with the threshold
+        (an update's, with its better shot)."""
         now = time.monotonic() if now is None else now
         out: list[AlertEvent] = []
         with self._lock:
-            for m in matches:  # (subject, distance) or (subject, distance, that subject's threshold)
+            for m in matches:  # (subject, distance[, that subject's threshold[, how it was decided]])
                 subj, dist = int(m[0]), float(m[1])
                 limit = float(m[2]) if len(m) > 2 else self.threshold
+                how = m[3] if len(m) > 3 else None
                 if subj < 0 or not dist < limit:
                     continue
                 key = (camera, track, subj)
@@ -134,6 +170,7 @@ class AlertPolicy:
                             chip=None if chip is None else chip.copy(),
                             template=None if template is None else np.array(template, np.float32),
                         )
+                        alert.decided(limit, how)
                         self.alerts.append(alert)
                         self._by_track[key] = alert
                         self._last[(camera, subj)] = alert
@@ -141,6 +178,7 @@ class AlertPolicy:
                         continue
                 if dist < alert.distance - self.min_improvement:
                     alert.distance, alert.frame, alert.time, alert.wall = dist, frame, t, now
+                    alert.decided(limit, how)
                     alert.updates += 1
                     if chip is not None:
                         alert.chip = chip.copy()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .alerts import AlertEvent, AlertPolicy
+from .alerts import AlertDecision, AlertEvent, AlertPolicy
 from .align import Aligner
 from .bestshot import BestShots, Shot, quality_bound
 from .config import RunConfig
@@ -268,8 +268,12 @@ class CameraWorker(threading.Thread):
             if sc is not None:
                 band = tr.band if tr.band is not None else len(sc.z) - 1
                 d2 = sc.second_distances(tr.shots.second_template, [l for l, _ in matches])
-                matches = [(l, d, sc.threshold(l, band, None if d2 is None else float(d2[j])))
-                           for j, (l, d) in enumerate(matches)]
+                decided = []
+                for j, (l, d) in enumerate(matches):  # each candidate's threshold, and how it was decided
+                    dec = sc.decision(l, band, None if d2 is None else float(d2[j]))
+                    decided.append((l, d, dec.threshold, AlertDecision(dec.score_for(d), dec.z_threshold, dec.band,
+                                                                       dec.second_model)))
+                matches = decided
             tr.nearest = matches[0][1] if matches else None
             best = tr.shots.best
             events = p.policy.consider(

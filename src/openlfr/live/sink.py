@@ -42,8 +42,12 @@ class AlertRecord:
     ``crop``: the probe crop as JPEG bytes; ``template``: the probe template, (128,) float32.
     ``media_time``: seconds into the source; ``occurred_at``: when it happened (UTC), None for
     "when it is recorded". ``distances``: the track's distances to the subject (empty: just
-    ``distance``). ``alert_id``: a stored alert's id, to update that alert. The sink's store
-    checks the record (a JPEG, 128 values, a camera and a subject of the deployment)."""
+    ``distance``). ``alert_id``: a stored alert's id, to update that alert. How it was decided
+    (None where not known: an older camera worker): ``threshold``, the distance threshold of this
+    face (the subject's, for this probe); ``score`` and ``score_threshold``, the scoring model's
+    score compared and the band's Z threshold (fused with ``second_model``'s when named, else
+    dlib's Z; None for a fixed threshold); ``band``, the probe's quality band used. The sink's
+    store checks the record (a JPEG, 128 values, a camera and a subject of the deployment)."""
 
     camera: str
     track: str | int
@@ -56,6 +60,11 @@ class AlertRecord:
     media_time: float | None = None
     occurred_at: datetime | None = None
     alert_id: int | None = None
+    threshold: float | None = None
+    score: float | None = None
+    score_threshold: float | None = None
+    band: str | None = None
+    second_model: str | None = None
 
     @classmethod
     def from_alert(cls, alert) -> AlertRecord:
@@ -71,7 +80,14 @@ class AlertRecord:
             camera=str(alert.camera), track=alert.track, subject_id=subject_id, distance=float(alert.distance),
             crop=jpeg(alert.chip), template=np.asarray(alert.template, np.float32).reshape(-1),
             distances=(float(alert.distance),), frame=int(alert.frame), media_time=float(alert.time),
+            threshold=_float(getattr(alert, "threshold", None)), score=_float(getattr(alert, "score", None)),
+            score_threshold=_float(getattr(alert, "score_threshold", None)), band=getattr(alert, "band", None),
+            second_model=getattr(alert, "second_model", None),
         )
+
+
+def _float(v) -> float | None:
+    return None if v is None else float(v)
 
 
 def jpeg(chip: np.ndarray) -> bytes:

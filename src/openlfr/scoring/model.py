@@ -296,15 +296,22 @@ class WatchlistScoring:
         rb = int(self.reference_band[subject]) if subject < len(self.reference_band) else 0
         return max(int(probe_band), rb)
 
-    def threshold(self, subject: int, probe_band: int, second_distance: float | None = None) -> float:
-        """The distance threshold of ``subject`` for a probe of ``probe_band``; with the probe's
-        second-model distance to the subject (finite, and the subject has a second template), the
-        fused model's (see the module)."""
+    def decision(self, subject: int, probe_band: int, second_distance: float | None = None) -> "Decision":
+        """How a probe of ``probe_band`` is decided against ``subject``: the band used (the stricter
+        of the probe's and the subject's reference band), the Z threshold compared and, with the
+        probe's second-model distance to the subject (finite, and the subject has a second
+        template), the fused model's (see the module); else dlib's own. The one rule behind
+        ``threshold`` and the score an alert records."""
         b = self.band_for(subject, probe_band)
+        name = self.model.bands[b].name
         f = self.second
         if f is not None and second_distance is not None and np.isfinite(second_distance) and np.isfinite(f.mean2[subject]):
-            return f.threshold(subject, b, float(second_distance))
-        return float(self.mean[subject] + self.z[b] * self.std[subject])
+            return f.decision(subject, b, float(second_distance), name)
+        return Decision(float(self.z[b]), name, float(self.mean[subject]), float(self.std[subject]))
+
+    def threshold(self, subject: int, probe_band: int, second_distance: float | None = None) -> float:
+        """The distance threshold of ``subject`` for a probe of ``probe_band`` (``decision``'s)."""
+        return self.decision(subject, probe_band, second_distance).threshold
 
     @property
     def fused(self) -> bool:
@@ -339,16 +346,48 @@ class SecondScoring:
     features: np.ndarray  # (S, D2) unit-length subject templates of the second model
     z: np.ndarray  # (B,) fused Z threshold per band
 
+    def decision(self, subject: int, band: int, second_distance: float, band_name: str = "") -> "Decision":
+        """The fused decision of a probe at ``second_distance`` from ``subject`` in the second model's space."""
+        z2 = float((second_distance - self.mean2[subject]) / self.std2[subject])
+        return Decision(float(self.z[band]), band_name or self.model.bands[band].name, float(self.mean1[subject]),
+                        float(self.std1[subject]), self.model.second_name, float(self.weight), z2)
+
     def threshold(self, subject: int, band: int, second_distance: float) -> float:
         """dlib distance below which the fused score is below the band's threshold."""
-        z2 = (second_distance - self.mean2[subject]) / self.std2[subject]
-        z1 = (self.z[band] - self.weight * z2) / (1.0 - self.weight)
-        return float(self.mean1[subject] + z1 * self.std1[subject])
+        return self.decision(subject, band, second_distance).threshold
 
     def score(self, subject: int, distance: float, second_distance: float) -> float:
-        z1 = (distance - self.mean1[subject]) / self.std1[subject]
-        z2 = (second_distance - self.mean2[subject]) / self.std2[subject]
-        return float((1.0 - self.weight) * z1 + self.weight * z2)
+        return self.decision(subject, 0, second_distance).score_for(distance)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How one probe is decided against one subject: alert when ``score_for(distance) < z_threshold``,
+    which is ``distance < threshold``. ``second_model`` (with its ``weight`` and the probe's Z in its
+    space, ``second_z``) when the score is fused; else dlib's Z alone."""
+
+    z_threshold: float  # the band's Z threshold (the fused table's when fused)
+    band: str  # the band used: the stricter of the probe's and the subject's reference band
+    mean: float  # the subject's dlib cohort statistics (under the fused table's prior when fused)
+    std: float
+    second_model: str | None = None
+    weight: float = 0.0  # the second model's weight in the fused score
+    second_z: float = 0.0
+
+    @property
+    def fused(self) -> bool:
+        return self.second_model is not None
+
+    @property
+    def threshold(self) -> float:
+        """The dlib distance below which the score is below ``z_threshold``."""
+        z1 = (self.z_threshold - self.weight * self.second_z) / (1.0 - self.weight)
+        return float(self.mean + z1 * self.std)
+
+    def score_for(self, distance: float) -> float:
+        """The score compared with ``z_threshold``: fused, or dlib's Z."""
+        z1 = (float(distance) - self.mean) / self.std
+        return float((1.0 - self.weight) * z1 + self.weight * self.second_z)
 
 
 def load_scoring_model(path: str | Path | None = None, fused: str | Path | None = None) -> ScoringModel:

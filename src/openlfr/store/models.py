@@ -257,6 +257,15 @@ class AlertRow(Base):
     # A sighting of a (camera, track, subject) after its alert was adjudicated never changes that
     # alert: it becomes a new alert with the next sighting number. Migration 0004.
     sighting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # How it was decided (of the stored shot; NULL: not known, an alert stored before 0009 or sent
+    # by an older camera worker): the distance threshold of this face, the scoring model's score
+    # and the band's Z threshold it was compared with (fused with ``second_model``'s score when
+    # named, else dlib's Z; NULL for a fixed threshold), the probe's quality band used. Migration 0009.
+    threshold: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+    score_threshold: Mapped[float | None] = mapped_column(Float)
+    band: Mapped[str | None] = mapped_column(String(8))
+    second_model: Mapped[str | None] = mapped_column(String(16))
 
 
 class Adjudication(Base):

@@ -107,7 +107,9 @@ def collect(gov, actor, deployment_id: int) -> Report:
         if a == "alert.create":
             alerts[tgt] = {"id": int(tgt.split(":")[1]), "created": ev["time"], "subject_id": det.get("subject_id"),
                            "camera": det.get("camera"), "distance": det.get("distance"), "decision": None,
-                           "decided": None, "first_decided": None, "result": None, "outcome": None, "updates": 0}
+                           "decided": None, "first_decided": None, "result": None, "outcome": None, "updates": 0,
+                           # how it was raised: with a score (the scoring model's), fused with a second model's
+                           "scored": det.get("score") is not None, "second_model": det.get("second_model")}
         elif a == "alert.update" and tgt in alerts:
             alerts[tgt]["updates"] += 1
         elif a == "alert.adjudicate" and tgt in alerts:
@@ -332,6 +334,14 @@ def collect(gov, actor, deployment_id: int) -> Report:
                            "unadjudicated": sum(1 for a in vo if not a["decision"]), "passes": n_passes,
                            "per_volunteer": per_volunteer},
             "by_camera": {c: sum(1 for a in op if a["camera"] == c) for c in d["cameras"]},
+            # how every alert (operational and volunteers') was decided when raised, from its audit entry:
+            # fused with a second model's score, on dlib's score alone, or not recorded (a fixed
+            # threshold, an alert stored before the decision was kept, or sent by an older camera worker)
+            "decided_with": {"fused": sum(1 for a in alerts.values() if a["second_model"]),
+                             "second_models": sorted({a["second_model"] for a in alerts.values() if a["second_model"]}),
+                             "dlib_score": sum(1 for a in alerts.values() if a["scored"] and not a["second_model"]),
+                             "not_recorded": sum(1 for a in alerts.values() if not a["scored"] and not a["second_model"]),
+                             "of": len(alerts)},
             # when each operational alert was raised and how it was adjudicated (no subject): the timeline chart
             "timeline": sorted(({"created": a["created"], "decision": a["decision"]} for a in op), key=lambda x: x["created"]),
         },
@@ -418,6 +428,15 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
         row = tab[dec]
         lines.append(f"  {label}: {row['confirmed']} / {row['unconfirmed']} / {row['not_recorded']}")
     lines.append("Outcomes: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d["outcomes"].items()))
+    dw = al.get("decided_with")
+    if dw and dw["of"]:
+        from ..governance.common import model_label
+
+        names = " and ".join(model_label(n) for n in dw["second_models"]) or "a second model"
+        lines.append(f"Decided with the fused score (dlib's and {names}'s, where the face and the subject's reference both "
+                     f"had its feature): {dw['fused']} of {dw['of']} alerts; on dlib's score alone: {dw['dlib_score']}"
+                     + (f"; how it was decided not recorded (a fixed threshold, or an older record): {dw['not_recorded']}"
+                        if dw["not_recorded"] else ""))
     adj = d["adjudication"]
     if adj.get("adjudicated"):
         lines.append(f"Time to adjudication: median {duration(adj['median_s'])}, 90% within {duration(adj['p90_s'])}, "

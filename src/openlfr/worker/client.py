@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ..governance.errors import DeploymentNotActive, GovernanceError, NotFound, PermissionDenied
-from ..governance.live import DeploymentRun, RunSubject, alert_fields
+from ..governance.live import DECISION_FIELDS, DeploymentRun, RunSubject, alert_fields
 from ..live.sink import AlertRecord
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def alert_payload(record: AlertRecord) -> dict:
         "distance": a["distance"], "distances": a["distances"][:64], "frame": a["frame"], "media_time": a["media_time"],
         "crop": base64.b64encode(a["crop"]).decode("ascii"), "template": base64.b64encode(a["template"]).decode("ascii"),
     }
+    # how it was decided, where known (left out when not: what an older server accepts)
+    body |= {k: a[k] for k in DECISION_FIELDS if a[k] is not None}
     if a["occurred_at"] is not None:
         body["occurred_at"] = a["occurred_at"].isoformat()
     elif a["media_time"] is None:

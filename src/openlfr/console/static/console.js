@@ -107,7 +107,8 @@
       el("td", { className: "c-cat", "data-label": "Category", text: label(a.category) }),
       el("td", { className: "c-cam", "data-label": "Camera", text: a.camera }),
       el("td", { className: "c-dep", "data-label": "Deployment", text: String(a.deployment_id) }),
-      el("td", { className: "c-dist", "data-label": "Distance", text: Number(a.distance).toFixed(3) }), status,
+      el("td", { className: "c-dist", "data-label": "Distance", title: a.decided || "",
+                 text: Number(a.distance).toFixed(3) + (a.threshold != null ? " < " + Number(a.threshold).toFixed(3) : "") }), status,
       el("td", { className: "c-open" }, [link])]);
   }
   function matches(table, a) {

@@ -333,7 +333,8 @@ class ProcessRunner(LiveRunner):
             self.policy.alerts.append(mine)
             kind = "alert"
         else:
-            for f in ("distance", "frame", "time", "wall", "updates", "chip", "template"):
+            for f in ("distance", "threshold", "score", "score_threshold", "band", "second_model", "frame", "time", "wall",
+                      "updates", "chip", "template"):
                 setattr(mine, f, getattr(alert, f))
             mine.tracks = list(alert.tracks)
             self.policy.updates += 1
