@@ -171,11 +171,14 @@ def test_full_flow(cli):
     jo = next(s.id for s in live.subjects if s.name == "Jo Bloggs")
     al = next(s.id for s in live.subjects if s.name == "Al Smith")
     a1 = live.sink.record(AlertRecord(camera="cam-a", track=1, subject_id=jo, distance=0.4, crop=FAKE_JPEG, template=template(1)))
-    a2 = live.sink.record(AlertRecord(camera="cam-b", track=2, subject_id=al, distance=0.5, crop=FAKE_JPEG, template=template(2)))
+    a2 = live.sink.record(AlertRecord(camera="cam-b", track=2, subject_id=al, distance=0.5, crop=FAKE_JPEG, template=template(2),
+                                      threshold=0.93))
     live.sink.count_faces_seen("cam-a", 120)
     live.sink.count_faces_seen("cam-b", 80)
     alerts = json.loads(run("alert", "list", "--deployment", "2", "--json", who="operator").stdout)
     assert {a["id"] for a in alerts} == {a1, a2}
+    table = run("alert", "list", "--deployment", "2", who="operator").stdout  # the alert's own threshold where recorded
+    assert "dist<thr" in table and "0.50<0.93" in table and "0.400" in table
     run("alert", "adjudicate", a1, "true", who="operator")
     run("alert", "adjudicate", a2, "false", who="operator")
     run("alert", "adjudicate", a2, "true", who="engagement_officer", code=4)

@@ -716,7 +716,8 @@ def alert_list(
     from rich import box
 
     t = Table(title="alerts", box=box.SIMPLE_HEAD, pad_edge=False)
-    for c, w in (("id", 5), ("dep", 3), ("camera", 10), ("subject", 16), ("dist", 5), ("time", 16), ("status", 12)):
+    # dist<thr: the distance and the alert's own threshold for that face (not recorded before migration 0009)
+    for c, w in (("id", 5), ("dep", 3), ("camera", 8), ("subject", 14), ("dist<thr", 9), ("time", 16), ("status", 12)):
         t.add_column(c, max_width=w, no_wrap=True, overflow="ellipsis")
     short = {"true_alert": "true", "false_alert": "false"}
     for a in rows:
@@ -724,7 +725,8 @@ def alert_list(
         if a["engagement"]:
             status += f"/{a['engagement'][1].replace('_', ' ')}"
         t.add_row(str(a["id"]), str(a["deployment_id"]), a["camera"], f"{a['subject_name']} ({a['subject_id']})",
-                  f"{a['distance']:.3f}", _local(a["occurred_at"], True), status)
+                  f"{a['distance']:.2f}<{a['threshold']:.2f}" if a.get("threshold") is not None else f"{a['distance']:.3f}",
+                  _local(a["occurred_at"], True), status)
     out.print(t, soft_wrap=False, width=min(out.width, 80))
 
 
