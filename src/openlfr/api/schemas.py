@@ -175,6 +175,25 @@ class ExpireBody(Strict):
     at: Optional[When] = Field(None, description="The new expiry (default: now); an expiry is only ever brought forward")
 
 
+class SkippedTemplate(BaseModel):
+    template_id: int
+    subject_id: int
+    reason: str = Field(description="Why no second template was computed: no stored reference image, image cannot be decoded, "
+                                    "no face found, no dominant face, no landmarks for the second model, the face found is not "
+                                    "the template's, face engine error")
+    detail: str = Field(description="About this image (may be empty)")
+
+
+class BackfillOut(BaseModel):
+    watchlist_id: int
+    watchlist: str
+    filled: int = Field(description="Templates given the second model's template")
+    skipped: int = Field(description="Templates left without one (each in skipped_templates)")
+    subjects: int = Field(description="Subjects that gained a template")
+    reasons: dict[str, int] = Field(description="Skipped templates by reason")
+    skipped_templates: list[SkippedTemplate]
+
+
 # -- deployments ----------------------------------------------------------------------------
 
 

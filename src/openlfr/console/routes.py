@@ -355,6 +355,26 @@ async def enrol(request: Request, ref: str):
                                  ok=f"Subject {result['ref']} enrolled with {result['images_added']} image(s).")
 
 
+@router.post("/console/watchlists/{ref}/backfill-second", response_class=HTMLResponse)
+async def backfill_second(request: Request, ref: str):
+    """The second model's templates for references enrolled without it; the page shows the result."""
+    from ..web.enrol import backfill_second as do_backfill
+
+    pg = await page(request, "watchlist.enrol")
+    await form_of(pg)
+    if len(ref) > 200 or "\x00" in ref:
+        raise NotFound(f"no watchlist {ref}")
+    try:
+        res = await run_in_threadpool(do_backfill, request, pg.p, ref)
+    except NotFound:
+        raise
+    except GovernanceError as e:
+        return await _watchlist_page(pg, ref, status=409, error=f"Refused: {e}")
+    return await _watchlist_page(pg, ref, backfill=res,
+                                 ok=f"{res['filled']} reference(s) given the second model's template ({res['subjects']} subject(s)), "
+                                    f"{res['skipped']} skipped.")
+
+
 @router.post("/console/subjects/{subject_id}/{action}")
 async def subject_action(request: Request, subject_id: int, action: str):
     perms = {"expire": "watchlist.expire", "erase": "subject.erase"}

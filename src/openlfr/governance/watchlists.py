@@ -216,15 +216,19 @@ class WatchlistAdmin:
         return summary | {"watchlist": wname, "skipped_templates": skipped}
 
     def list_watchlists(self, actor: Actor) -> list[dict]:
+        """Each watchlist with its counts; ``second_missing``: templates of unexpired subjects
+        without the second model's template (what ``backfill_second_templates`` would try)."""
         with self._tx(actor, "watchlist.read") as s:
             now = self.now()
             out = []
             for w in s.execute(select(WatchlistRow).order_by(WatchlistRow.id)).scalars():
+                unexpired = select(SubjectRow.id).where(SubjectRow.watchlist_id == w.id, SubjectRow.expires_at > now)
                 out.append({
                     "id": w.id, "name": w.name, "description": w.description, "created_at": _iso(w.created_at),
                     "subjects": repo.count(s, SubjectRow, SubjectRow.watchlist_id == w.id),
                     "active_subjects": repo.count(s, SubjectRow, SubjectRow.watchlist_id == w.id, SubjectRow.expires_at > now),
                     "templates": repo.count(s, Template, Template.subject_id.in_(select(SubjectRow.id).where(SubjectRow.watchlist_id == w.id))),
+                    "second_missing": repo.count(s, Template, Template.subject_id.in_(unexpired), Template.second_vector.is_(None)),
                 })
             return out
 

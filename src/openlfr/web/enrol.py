@@ -7,6 +7,10 @@ called by the API's ``POST /api/watchlists/{watchlist}/subjects`` and the consol
 form). ``FaceEnroller`` loads the face engine on first use (once per process) and runs
 ``openlfr.watchlist.enrol.enrol_subjects`` on the uploads, written for the duration of the check
 to a private temporary folder (mode 0700) that is removed straight after.
+
+``backfill_second`` runs ``Governance.backfill_second_templates`` (the second model's templates of
+references enrolled without it) with the same engine, the server's one, holding it for the run
+(``FaceEnroller.engine_held``): an enrolment meanwhile waits, as it does for another enrolment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,6 +28,7 @@ from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
 from ..engine.images import RequestTooLarge
+from ..governance.errors import GovernanceError
 from ..governance.service import NewImage
 from .deps import ApiError, ctx
 from .security import Principal
@@ -75,6 +81,12 @@ class FaceEnroller:
 
             self._engine = FaceEngine()
         return self._engine
+
+    @contextmanager
+    def engine_held(self):
+        """The engine, for another use than enrolment (the backfill), one user at a time."""
+        with self._lock:
+            yield self.engine()
 
     def __call__(self, ref: str, name: str, category: str, uploads: list[Upload], source: str = "", taken_at=None,
                  low_quality_reason: str = "") -> EnrolResult:
@@ -164,9 +176,7 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
         raise ApiError(422, "validation", "images: at least one reference image is needed")
     if len(uploads) > MAX_IMAGES:
         raise ApiError(422, "validation", f"images: at most {MAX_IMAGES} at a time")
-    enroller = c.enroller
-    if enroller is None:
-        enroller = c.enroller = FaceEnroller()
+    enroller = server_enroller(request)
     override = {"low_quality_reason": low_quality_reason} if (low_quality_reason or "").strip() else {}
     try:
         result = enroller(ref, name, category, uploads, source=source, taken_at=taken, **override)
@@ -175,6 +185,26 @@ def enrol(request: Request, p: Principal, watchlist: str, ref: str, name: str, c
     subj = c.gov.enrol_subject(p.actor, watchlist, ref, name, category, reason, exp, result.images)
     return {"id": subj.id, "ref": subj.ref, "name": subj.name, "category": subj.category,
             "expires_at": subj.expires_at.isoformat(), "images_added": len(result.images), "report": result.report}
+
+
+def server_enroller(request: Request):
+    """The app's enroller (``create_app(enroller=...)``), else a ``FaceEnroller`` made on first use."""
+    c = ctx(request)
+    if c.enroller is None:
+        c.enroller = FaceEnroller()
+    return c.enroller
+
+
+def backfill_second(request: Request, p: Principal, watchlist: int | str) -> dict:
+    """Shared by the API and the console: ``Governance.backfill_second_templates`` with the
+    server's face engine (the enroller's). An enroller without one (a test's stand-in) is refused
+    as an engine without the second model is (``GovernanceError``)."""
+    c = ctx(request)
+    held = getattr(server_enroller(request), "engine_held", None)
+    if held is None:
+        raise GovernanceError("this server's enroller has no face engine to compute the second model's templates with")
+    with held() as engine:
+        return c.gov.backfill_second_templates(p.actor, watchlist, engine)
 
 
 async def read_uploads(images: list[UploadFile]) -> list[Upload]:

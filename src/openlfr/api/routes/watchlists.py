@@ -9,16 +9,17 @@ from fastapi.responses import Response
 
 from ...governance import queries
 from ...web.deps import ctx, permit
-from ...web.enrol import enrol, read_uploads
+from ...web.enrol import backfill_second, enrol, read_uploads
 from ...web.security import Principal
 from ..media import IMAGE_CONTENT, image_response
-from ..schemas import MAX_ID, Category, Done, ErrorOut, ExpireBody, Name, WatchlistCreate, clean_text
+from ..schemas import MAX_ID, BackfillOut, Category, Done, ErrorOut, ExpireBody, Name, WatchlistCreate, clean_text
 
 router = APIRouter(prefix="/api", tags=["watchlists"])
 ERR = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
 
 
-@router.get("/watchlists", responses=ERR, summary="Watchlists with subject and template counts (watchlist.read)")
+@router.get("/watchlists", responses=ERR, summary="Watchlists with subject and template counts; second_missing: unexpired subjects' templates "
+                                                    "without the second model's (watchlist.read)")
 def list_watchlists(request: Request, p: Principal = Depends(permit("watchlist.read"))) -> list[dict]:
     return ctx(request).gov.list_watchlists(p.actor)
 
@@ -56,6 +57,16 @@ async def enrol_subject(
     uploads = await read_uploads(images)
     return await run_in_threadpool(enrol, request, p, watchlist, ref, name, category.value, reason, expires_at, source, taken_at, uploads,
                                    low_quality_reason)
+
+
+@router.post("/watchlists/{watchlist}/backfill-second", response_model=BackfillOut, responses={**ERR, 409: {"model": ErrorOut}},
+             summary="Compute the second model's (SFace) template of every reference of unexpired subjects that lacks one, from "
+                     "its stored image, with the server's face engine; a reference without a usable face is skipped and reported. "
+                     "Running deployments keep their snapshot. 409 when the engine has no second model. Audited (watchlist.enrol)")
+async def backfill_second_templates(request: Request, watchlist: Name = Path(), p: Principal = Depends(permit("watchlist.enrol"))) -> dict:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(backfill_second, request, p, watchlist)
 
 
 @router.post("/subjects/{subject_id}/expire", responses=ERR, summary="Bring a subject's expiry forward (watchlist.expire)")
