@@ -144,6 +144,8 @@ def test_full_flow(cli):
     assert by_ref["S3"]["expires_at"].startswith("2030-03-0") and by_ref["S3"]["templates"] == 2
     lists = json.loads(run("watchlist", "list", "--json", who="authorising_officer").stdout)
     assert lists[0]["subjects"] == 3 and lists[0]["templates"] == 5
+    assert lists[0]["second_missing"] == 5  # the stand-in engine gives no second model's feature
+    assert "no 2nd" in run("watchlist", "list", who="authorising_officer").stdout
     # S3 expires before the deployment starts: it joins no snapshot
     run("watchlist", "expire", "S3", "--watchlist", "wanted", who="watchlist_manager")
 

@@ -477,10 +477,12 @@ def watchlist_list(
         if json_out:
             return _print_json(rows)
         t = Table(title="watchlists")
-        for c in ("id", "name", "subjects", "unexpired", "templates", "description"):
+        # "no 2nd": templates of unexpired subjects without the second model's feature (backfill-second fills them)
+        for c in ("id", "name", "subjects", "unexpired", "templates", "no 2nd", "description"):
             t.add_column(c)
         for w in rows:
-            t.add_row(str(w["id"]), w["name"], str(w["subjects"]), str(w["active_subjects"]), str(w["templates"]), w["description"])
+            t.add_row(str(w["id"]), w["name"], str(w["subjects"]), str(w["active_subjects"]), str(w["templates"]),
+                      str(w.get("second_missing", "-")), w["description"])
         out.print(t)
         return
     rows = gov.list_subjects(actor, watchlist)
