@@ -141,17 +141,24 @@ def _fused_model(weight: float = 0.6, bands_from=None):
     return ScoringModel(copy.deepcopy(base)).with_fused(ScoringModel(fused))
 
 
+def _synthetic(n: int, seed: int):
+    """(rng, dlib-like templates, unit second-model templates) of ``n`` subjects; subject 7 has no
+    second template (a row of NaN)."""
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=(n, 128)).astype(np.float32) * 0.05
+    st = rng.normal(size=(n, 128)).astype(np.float32)
+    st /= np.linalg.norm(st, axis=1, keepdims=True)
+    st[7] = np.nan
+    return rng, t, st
+
+
 def test_fused_threshold_is_the_fused_decision():
     """With the second model's feature, a subject's distance threshold for a probe is exactly where
     the fused score crosses the band's fused Z threshold; a subject (or probe) without it keeps
     dlib's own threshold."""
     m = _fused_model()
-    rng = np.random.default_rng(1)
     n = 80
-    t = rng.normal(size=(n, 128)).astype(np.float32) * 0.05
-    st = rng.normal(size=(n, 128)).astype(np.float32)
-    st /= np.linalg.norm(st, axis=1, keepdims=True)
-    st[7] = np.nan  # a reference without the second model's feature
+    rng, t, st = _synthetic(n, 1)
     plain = m.for_watchlist(t, np.arange(n), 0.001)
     ws = m.for_watchlist(t, np.arange(n), 0.001, second_templates=st)
     assert not plain.fused and ws.fused and plain.second_distances(st[0]) is None
@@ -186,12 +193,8 @@ def test_decision_is_the_threshold_and_the_score():
     exactly when the distance is below its threshold; it names the band used (after the reference
     band rule) and the second model when fused."""
     m = _fused_model()
-    rng = np.random.default_rng(2)
     n = 60
-    t = rng.normal(size=(n, 128)).astype(np.float32) * 0.05
-    st = rng.normal(size=(n, 128)).astype(np.float32)
-    st /= np.linalg.norm(st, axis=1, keepdims=True)
-    st[7] = np.nan
+    rng, t, st = _synthetic(n, 2)
     ref = np.zeros(n, np.int64)
     ref[3] = len(m.bands) - 1
     ws = m.for_watchlist(t, np.arange(n), 0.001, reference_band=ref, second_templates=st)
