@@ -361,6 +361,19 @@ def collect(gov, actor, deployment_id: int) -> Report:
 # --------------------------------------------------------------------------- text
 
 
+def _band_line(head: str, e: dict) -> str:
+    """One quality band's expected FPIR and FNIR (``ScoringModel.expected``), with their intervals;
+    a band held to a better band's stricter threshold says so."""
+    fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
+    tight = e.get("tightened")
+    return (f"  {head}: FPIR {'at most ' if tight else ''}{pct(e.get('fpir'), 3)}"
+            + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
+            + (f", FNIR {'at least ' if tight else ''}{pct(e.get('fnir'), 3)}"
+               + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "") if e.get("fnir") is not None else "")
+            + ("; held to a better band's stricter threshold" if tight else "")
+            + f"; measured at {e.get('at_size')} subjects")
+
+
 def sections(r: Report) -> list[tuple[str, list[str]]]:
     """The report as (heading, lines) sections: the console, the PDF and the tests read these."""
     d = r.data
@@ -393,15 +406,7 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
         lines.append("Per probe quality band, as calibrated on degraded LFW dev probes (FNIR: a watchlisted face missed; "
                      "FPIR: a face not on the watchlist alerts; 95% intervals):")
         for b in thr["bands"]:
-            e = b.get("expected") or {}
-            fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
-            tight = e.get("tightened")
-            lines.append(f"  band {b['name']} ({b.get('label') or ''}): FPIR {'at most ' if tight else ''}{pct(e.get('fpir'), 3)}"
-                         + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
-                         + (f", FNIR {'at least ' if tight else ''}{pct(e.get('fnir'), 3)}"
-                            + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "") if e.get("fnir") is not None else "")
-                         + ("; held to a better band's stricter threshold" if tight else "")
-                         + f"; measured at {e.get('at_size')} subjects")
+            lines.append(_band_line(f"band {b['name']} ({b.get('label') or ''})", b.get("expected") or {}))
         sm = thr.get("second_model")
         if sm:
             name = str(sm.get("name", "")).upper()
@@ -409,10 +414,7 @@ def sections(r: Report) -> list[tuple[str, list[str]]]:
                          f"faces found by RetinaFace), the score fuses the two models ({name}'s weight {sm.get('weight')}), "
                          "calibrated the same way:")
             for bn, e in (sm.get("expected") or {}).items():
-                fi, ni = e.get("fpir_ci95"), e.get("fnir_ci95")
-                lines.append(f"  band {bn}: FPIR {pct(e.get('fpir'), 3)}" + (f" ({pct(fi[0], 3)} to {pct(fi[1], 3)})" if fi else "")
-                             + (f", FNIR {pct(e.get('fnir'), 3)}" + (f" ({pct(ni[0], 3)} to {pct(ni[1], 3)})" if ni else "")
-                                if e.get("fnir") is not None else "") + f"; measured at {e.get('at_size')} subjects")
+                lines.append(_band_line(f"band {bn}", e))
         lines.append("Faces below the last band are not searched (too poor to search).")
     out.append(("Threshold", lines))
     out.append(("Cameras and faces seen", [f"{c['name']}: {num(c['faces_seen'])} faces seen" for c in d["cameras"]]
