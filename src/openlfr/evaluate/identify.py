@@ -238,9 +238,10 @@ def _product_fuses() -> bool:
     return load_scoring_model().fused is not None and load_second_model("auto") is not None
 
 
-def fused_model_scores(probes: np.ndarray, gallery: np.ndarray, probes2: np.ndarray, gallery2: np.ndarray) -> np.ndarray:
-    """The product's fused score: each model Z-normed against its own cohort (the fused table's
-    priors), weighted as the table says (``openlfr.scoring.model``)."""
+def fused_model_scorer(gallery: np.ndarray, gallery2: np.ndarray):
+    """The product's fused score against a gallery: each model Z-normed against its own cohort (the
+    fused table's priors; computed once here), weighted as the table says (``openlfr.scoring.model``).
+    Returns ``scores(probes, probes2) -> (probes, gallery)``."""
     from ..scoring import load_scoring_model
     from ..scoring.cohort import cohort_stats
 
@@ -248,9 +249,13 @@ def fused_model_scores(probes: np.ndarray, gallery: np.ndarray, probes2: np.ndar
     m1, s1 = cohort_stats(gallery, f.prior, f.k)
     g2 = gallery2 / np.linalg.norm(gallery2, axis=1, keepdims=True).clip(1e-12)
     m2, s2 = cohort_stats(g2, f.second_prior, f.second_k)
-    z1 = (metrics.pairwise_distances(probes, gallery) - m1[None, :]) / s1[None, :]
-    z2 = (metrics.pairwise_distances(probes2, g2) - m2[None, :]) / s2[None, :]
-    return (1.0 - f.second_weight) * z1 + f.second_weight * z2
+
+    def scores(probes: np.ndarray, probes2: np.ndarray) -> np.ndarray:
+        z1 = (metrics.pairwise_distances(probes, gallery) - m1[None, :]) / s1[None, :]
+        z2 = (metrics.pairwise_distances(probes2, g2) - m2[None, :]) / s2[None, :]
+        return (1.0 - f.second_weight) * z1 + f.second_weight * z2
+
+    return scores
 
 
 def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None = None,
@@ -267,9 +272,10 @@ def measure(protocol: Protocol, emb: Embedded, norm: str, qualities: dict | None
         ref2, probe2 = model_second
         r_at, p_at = ref2.index(), probe2.index()
         g2, _ = cosine_templates(ref2.descriptors[[r_at[p] for _, p in protocol.gallery]], [n for n, _ in protocol.gallery])
+        fused = fused_model_scorer(gallery, g2)
 
         def scores(items):
-            return fused_model_scores(descs(items), gallery, probe2.descriptors[[p_at[p] for _, p in items]], g2)
+            return fused(descs(items), probe2.descriptors[[p_at[p] for _, p in items]])
     else:
         def scores(items):
             return score_matrix(descs(items), gallery, norm)
