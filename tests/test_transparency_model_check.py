@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from openlfr.evaluate.lfw_errata import merge_same_person
 from openlfr.transparency import model_check as mc
 from openlfr.transparency.calibrate import CalibrationError
 from dbtesting import fast_passwords  # noqa: F401  (fixture)
@@ -18,10 +19,10 @@ N, TARGET = 20, 0.001
 
 def test_same_person_pairs_merge_into_one_identity():
     found = {"A": [Path("A/1"), Path("A/2")], "B": [Path("B/1")], "C": [Path("C/1")], "D": [Path("D/1")]}
-    merged, pairs = mc.merge_same_person(found, [("C", "B"), ("B", "D"), ("A", "X")])  # X: no such folder
+    merged, pairs = merge_same_person(found, [("C", "B"), ("B", "D"), ("A", "X")])  # X: no such folder
     assert pairs == [["C", "B"], ["B", "D"]]
     assert merged == {"A": [Path("A/1"), Path("A/2")], "C": [Path("C/1"), Path("B/1"), Path("D/1")]}  # C's image first
-    assert mc.merge_same_person(found, None) == (found, [])
+    assert merge_same_person(found, []) == (found, [])
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ the scoring model's calibration, the impostor table).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 SAME_PERSON: dict[tuple[str, str], str] = {
     ("Bart_Hendricks", "Ricky_Ray"): "identical photo under two names",
@@ -25,13 +26,27 @@ SAME_PERSON: dict[tuple[str, str], str] = {
 }
 
 
-def merge_same_person(identities: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], list[list[str]]]:
-    """``identities`` with each known pair present merged under its first name (the first name's
-    images first); and the pairs merged."""
-    out = {n: list(fs) for n, fs in identities.items()}
+def merge_same_person(identities: dict[str, list[Path]], pairs: Iterable[tuple[str, str]] | None = None
+                      ) -> tuple[dict[str, list[Path]], list[list[str]]]:
+    """``identities`` with each pair of names (default: the known pairs, ``SAME_PERSON``) present
+    merged into one identity under the first name (chains follow: (a, b) and (b, c) make one), the
+    first name's images first, the others' after; and the pairs merged. The input is not changed."""
+    parent = {n: n for n in identities}
+
+    def root(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
     merged = []
-    for a, b in SAME_PERSON:
-        if a in out and b in out:
-            out[a] = out[a] + out.pop(b)
+    for a, b in (SAME_PERSON if pairs is None else pairs):
+        if a in parent and b in parent and root(a) != root(b):
+            parent[root(b)] = root(a)
             merged.append([a, b])
+    out: dict[str, list[Path]] = {}
+    for n in identities:  # in the input's order
+        out.setdefault(root(n), [])
+    for n in sorted(identities, key=lambda x: root(x) != x):  # the kept name's images before those merged into it
+        out[root(n)].extend(identities[n])
     return out, merged

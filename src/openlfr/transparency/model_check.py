@@ -82,32 +82,6 @@ class CheckData:
         return CalibrationData(self.refs, probes, self.second_refs)
 
 
-def merge_same_person(found: dict[str, list[Path]], pairs: list[tuple[str, str]] | None) -> tuple[dict[str, list[Path]], list[list[str]]]:
-    """Label errors (one person under two names) merged into one identity: the second of each pair
-    joins the first (chains follow), whose first image stays the reference."""
-    if not pairs:
-        return found, []
-    parent = {n: n for n in found}
-
-    def root(n):
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    merged = []
-    for a, b in pairs:
-        if a in parent and b in parent and root(a) != root(b):
-            parent[root(b)] = root(a)
-            merged.append([a, b])
-    out: dict[str, list[Path]] = {}
-    for n in found:  # in folder order: an identity's own images first
-        out.setdefault(root(n), [])
-    for n in sorted(found, key=lambda x: root(x) != x):  # the kept name's images before those merged into it
-        out[root(n)].extend(found[n])
-    return out, merged
-
-
 def _need(n: int) -> int:
     return n + MIN_OUTSIDE_IDENTITIES
 
@@ -126,11 +100,12 @@ def gather(images: str | Path, *, model=None, second_model: str = "auto", progre
     from ..engine import sface
     from ..evaluate.embedding import EmbedOptions, embed_images, face_qualities
     from ..evaluate.identify import scan_identities
+    from ..evaluate.lfw_errata import merge_same_person
     from ..scoring import load_scoring_model
 
     m = model or load_scoring_model()
     root = Path(images)
-    found, merged = merge_same_person(scan_identities(root), same_person)
+    found, merged = merge_same_person(scan_identities(root), same_person or [])
     found = {n: [Path(p) for p in ps] for n, ps in found.items() if ps}
     if min_identities and len(found) < min_identities:
         raise _too_few(min_identities - MIN_OUTSIDE_IDENTITIES, len(found), root)
