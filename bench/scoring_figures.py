@@ -179,11 +179,10 @@ def main(argv=None):
     # (the probes' own Z-scores against the 811-identity gallery; only the threshold follows N)
     sizes = (811, 1000, 2000, 2829, 5000, 10000, 20000)
     at_size = {}
-    Pm = g["flip" if m.probe_flip else "plain"][mated]
-    z1 = (metrics.pairwise_distances(Pm, G) - mean) / std
-    models = [("dlib", z1, m)]
+    Dm = metrics.pairwise_distances(g["flip" if m.probe_flip else "plain"][mated], G)
+    models = [("dlib", (Dm - mean) / std, m)]
     if f is not None:
-        zf1 = (metrics.pairwise_distances(Pm, G) - fm1) / fs1
+        zf1 = (Dm - fm1) / fs1
         zf2 = (metrics.pairwise_distances(g["sface"][mated], G2) - fm2) / fs2
         models.append(("fused", (1 - w) * zf1 + w * zf2, f))
     for name, z, mm in models:
